@@ -1,0 +1,1 @@
+//! Detection engine for secrets and PII (see issue: detection engine).

@@ -30,38 +30,60 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("airlock")
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(
-        ServeOptions {
-            config,
-            config_path,
-            data_dir,
-        },
-        shutdown_signal(),
-    ))?;
+    rt.block_on(async {
+        // Register the handlers before the listen line is printed: a SIGTERM that arrives right
+        // after start must still shut down gracefully, not kill the process.
+        let signals = Signals::install()?;
+        serve(
+            ServeOptions {
+                config,
+                config_path,
+                data_dir,
+            },
+            signals.recv(),
+        )
+        .await?;
+        anyhow::Ok(())
+    })?;
     Ok(())
 }
 
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
+#[cfg(unix)]
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    r = tokio::signal::ctrl_c() => if let Err(e) = r { tracing::warn!("SIGINT handler: {e}") },
-                    _ = term.recv() => {},
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                if let Err(e) = tokio::signal::ctrl_c().await {
-                    tracing::warn!("SIGINT handler: {e}");
-                }
-            }
+        Ok(Signals {
+            int: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            term: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    async fn recv(mut self) {
+        tokio::select! {
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
         }
     }
-    #[cfg(not(unix))]
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        tracing::warn!("Ctrl-C handler: {e}");
+}
+
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        Ok(Signals)
+    }
+
+    async fn recv(self) {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!("Ctrl-C handler: {e}");
+        }
     }
 }

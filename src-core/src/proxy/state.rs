@@ -52,7 +52,11 @@ impl State {
             }),
             keys: ArcSwap::from_pointee(keys),
             store: Arc::new(Mutex::new(store)),
-            refresh_gate: tokio::sync::Mutex::new(Instant::now()),
+            refresh_gate: tokio::sync::Mutex::new(
+                Instant::now()
+                    .checked_sub(MISS_REFRESH_INTERVAL)
+                    .unwrap_or_else(Instant::now),
+            ),
             secrets: Mutex::new(HashMap::new()),
             secrets_generation: Mutex::new(secrets_generation),
             listen,
@@ -93,9 +97,17 @@ impl State {
         if !matches!(verdict, Verdict::Unknown) {
             return verdict;
         }
+        let arrived = Instant::now();
         {
             let mut last = self.refresh_gate.lock().await;
-            if last.elapsed() >= MISS_REFRESH_INTERVAL {
+            // Skip if a refresh already ran since this request arrived. Otherwise wait out the
+            // interval (holding the gate, so a flood of bad keys costs at most 20 reads a
+            // second) and re-read: an unknown key is delayed a little, never wrongly refused.
+            if *last < arrived {
+                let wait = MISS_REFRESH_INTERVAL.saturating_sub(last.elapsed());
+                if !wait.is_zero() {
+                    tokio::time::sleep(wait).await;
+                }
                 if let Err(e) = self.refresh_keys().await {
                     tracing::error!(error = %e, "cannot re-read Airlock keys");
                 }

@@ -9,7 +9,9 @@ pub mod paths;
 mod units;
 pub mod watch;
 
-pub use file::{ConfigFile, ProviderFile};
+pub use file::{
+    AnomalyFile, BudgetFile, ConfigFile, KeyLimitsFile, LedgerFile, LimitsFile, ProviderFile,
+};
 pub use units::{parse_byte_size, parse_duration};
 
 use crate::providers::{self, AuthStyle, ProviderKind};
@@ -122,6 +124,106 @@ pub struct Config {
     /// Extra CA certificates (PEM) trusted for upstream TLS, besides the system and webpki roots.
     pub upstream_ca_file: Option<PathBuf>,
     pub providers: BTreeMap<String, Arc<Provider>>,
+    pub limits: Limits,
+    pub anomaly: Anomaly,
+    pub ledger: LedgerSettings,
+}
+
+/// A budget in integer micro-dollars per day and per month.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    pub daily_micros: Option<i64>,
+    pub monthly_micros: Option<i64>,
+}
+
+impl Budget {
+    pub fn is_set(&self) -> bool {
+        self.daily_micros.is_some() || self.monthly_micros.is_some()
+    }
+}
+
+/// Limits for one key (from `[limits]` defaults and `[limits.keys.NAME]`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyLimits {
+    pub budget: Budget,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub models_allow: Vec<String>,
+    pub models_deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Limits {
+    pub global: Budget,
+    pub providers: BTreeMap<String, Budget>,
+    /// Applies to every key, under any per-key settings.
+    pub default_key: KeyLimits,
+    pub keys: BTreeMap<String, KeyLimits>,
+    pub soft_alert: f64,
+}
+
+impl Limits {
+    /// The effective limits of `account`: its own settings over the defaults.
+    pub fn for_key(&self, account: &str) -> KeyLimits {
+        let d = &self.default_key;
+        match self.keys.get(account) {
+            None => d.clone(),
+            Some(k) => KeyLimits {
+                budget: Budget {
+                    daily_micros: k.budget.daily_micros.or(d.budget.daily_micros),
+                    monthly_micros: k.budget.monthly_micros.or(d.budget.monthly_micros),
+                },
+                rpm: k.rpm.or(d.rpm),
+                tpm: k.tpm.or(d.tpm),
+                max_tokens: k.max_tokens.or(d.max_tokens),
+                models_allow: if k.models_allow.is_empty() {
+                    d.models_allow.clone()
+                } else {
+                    k.models_allow.clone()
+                },
+                models_deny: d
+                    .models_deny
+                    .iter()
+                    .chain(&k.models_deny)
+                    .cloned()
+                    .collect(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Anomaly {
+    pub enabled: bool,
+    pub auto_pause: bool,
+    pub window: Duration,
+    pub baseline: Duration,
+    pub repeat_threshold: u32,
+    pub variation_threshold: u32,
+    pub burst_factor: f64,
+    pub burst_min_requests: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerSettings {
+    /// How long request rows are kept; `None` keeps them forever.
+    pub retention: Option<Duration>,
+}
+
+/// USD in config (a float, for people) to integer micro-dollars (for arithmetic).
+fn usd_to_micros(
+    field: &str,
+    usd: f64,
+    invalid: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<i64, ConfigError> {
+    if !usd.is_finite() || !(0.0..=1e9).contains(&usd) {
+        return Err(invalid(
+            field,
+            format!("{usd} is not a budget in USD (0 to 1e9)"),
+        ));
+    }
+    Ok((usd * 1e6).round() as i64)
 }
 
 impl Config {
@@ -269,6 +371,95 @@ impl ConfigFile {
             );
         }
 
+        let budget = |field: &str, d: Option<f64>, m: Option<f64>| -> Result<Budget, ConfigError> {
+            Ok(Budget {
+                daily_micros: d
+                    .map(|v| usd_to_micros(&format!("{field}.daily_usd"), v, &invalid))
+                    .transpose()?,
+                monthly_micros: m
+                    .map(|v| usd_to_micros(&format!("{field}.monthly_usd"), v, &invalid))
+                    .transpose()?,
+            })
+        };
+        let l = &self.limits;
+        let key_limits = |field: &str, k: &file::KeyLimitsFile| -> Result<KeyLimits, ConfigError> {
+            for g in k.models_allow.iter().chain(&k.models_deny) {
+                globset::Glob::new(g)
+                    .map_err(|e| invalid(&format!("{field}.models"), format!("{g:?}: {e}")))?;
+            }
+            Ok(KeyLimits {
+                budget: budget(field, k.daily_usd, k.monthly_usd)?,
+                rpm: k.rpm.filter(|v| *v > 0),
+                tpm: k.tpm.filter(|v| *v > 0),
+                max_tokens: k.max_tokens,
+                models_allow: k.models_allow.clone(),
+                models_deny: k.models_deny.clone(),
+            })
+        };
+        let soft_alert = l.soft_alert.unwrap_or(0.8);
+        if !(0.0..=1.0).contains(&soft_alert) {
+            return Err(invalid(
+                "limits.soft_alert",
+                format!("{soft_alert} must be between 0 and 1"),
+            ));
+        }
+        let limits = Limits {
+            global: budget("limits", l.daily_usd, l.monthly_usd)?,
+            providers: l
+                .providers
+                .iter()
+                .map(|(n, b)| {
+                    Ok((
+                        n.clone(),
+                        budget(&format!("limits.providers.{n}"), b.daily_usd, b.monthly_usd)?,
+                    ))
+                })
+                .collect::<Result<_, ConfigError>>()?,
+            default_key: key_limits(
+                "limits",
+                &file::KeyLimitsFile {
+                    rpm: l.rpm,
+                    tpm: l.tpm,
+                    max_tokens: l.max_tokens,
+                    ..Default::default()
+                },
+            )?,
+            keys: l
+                .keys
+                .iter()
+                .map(|(n, k)| Ok((n.clone(), key_limits(&format!("limits.keys.{n}"), k)?)))
+                .collect::<Result<_, ConfigError>>()?,
+            soft_alert,
+        };
+        let a = &self.anomaly;
+        let anomaly = Anomaly {
+            enabled: a.enabled.unwrap_or(true),
+            auto_pause: a.auto_pause.unwrap_or(false),
+            window: dur("anomaly.window", &a.window, Duration::from_secs(60))?,
+            baseline: dur(
+                "anomaly.baseline",
+                &a.baseline,
+                Duration::from_secs(15 * 60),
+            )?,
+            repeat_threshold: a.repeat_threshold.unwrap_or(10).max(2),
+            variation_threshold: a.variation_threshold.unwrap_or(30).max(2),
+            burst_factor: a.burst_factor.unwrap_or(10.0).max(1.0),
+            burst_min_requests: a.burst_min_requests.unwrap_or(120).max(1),
+        };
+        if anomaly.baseline <= anomaly.window {
+            return Err(invalid(
+                "anomaly.baseline",
+                "must be longer than anomaly.window".into(),
+            ));
+        }
+        let ledger = LedgerSettings {
+            retention: match &self.ledger.retention {
+                Some(s) if s == "forever" => None,
+                Some(s) => Some(parse_duration(s).map_err(|m| invalid("ledger.retention", m))?),
+                None => Some(Duration::from_secs(180 * 86_400)),
+            },
+        };
+
         Ok(Config {
             source: path.map(Path::to_owned),
             listen,
@@ -281,6 +472,9 @@ impl ConfigFile {
             security,
             upstream_ca_file: self.upstream_ca_file.map(PathBuf::from),
             providers,
+            limits,
+            anomaly,
+            ledger,
         })
     }
 }

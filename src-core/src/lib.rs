@@ -19,10 +19,12 @@
 //! the benchmarks and the fuzzers all share it.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod inspect;
 pub mod keys;
 pub mod ledger;
+pub mod limits;
 pub mod providers;
 pub mod proxy;

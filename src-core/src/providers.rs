@@ -6,6 +6,7 @@
 
 mod error_format;
 mod presets;
+pub mod text;
 
 pub use error_format::{error_body, ErrorClass};
 pub use presets::{preset, PRESET_NAMES};

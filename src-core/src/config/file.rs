@@ -16,6 +16,9 @@ pub struct ConfigFile {
     pub timeouts: TimeoutsFile,
     pub security: SecurityFile,
     pub providers: BTreeMap<String, ProviderFile>,
+    pub limits: LimitsFile,
+    pub anomaly: AnomalyFile,
+    pub ledger: LedgerFile,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -46,4 +49,67 @@ pub struct ProviderFile {
     pub key: Option<String>,
     pub sdk_suffix: Option<String>,
     pub client_provider_keys: Option<ClientKeyPolicy>,
+}
+
+/// Budgets in USD per day and per month.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BudgetFile {
+    pub daily_usd: Option<f64>,
+    pub monthly_usd: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeyLimitsFile {
+    pub daily_usd: Option<f64>,
+    pub monthly_usd: Option<f64>,
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub max_tokens: Option<u64>,
+    pub models_allow: Vec<String>,
+    pub models_deny: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsFile {
+    /// Global budget, all keys and providers together.
+    pub daily_usd: Option<f64>,
+    pub monthly_usd: Option<f64>,
+    /// Defaults for every key.
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    pub max_tokens: Option<u64>,
+    /// Share of a budget at which a soft alert fires (default 0.8).
+    pub soft_alert: Option<f64>,
+    pub providers: BTreeMap<String, BudgetFile>,
+    pub keys: BTreeMap<String, KeyLimitsFile>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnomalyFile {
+    pub enabled: Option<bool>,
+    /// Pause a key when one of its alerts fires (default false: alert only).
+    pub auto_pause: Option<bool>,
+    /// The short window the detectors look at (default 60s).
+    pub window: Option<String>,
+    /// The longer history a key's baseline comes from (default 15m).
+    pub baseline: Option<String>,
+    /// Same prompt this many times in the window: runaway loop (default 10).
+    pub repeat_threshold: Option<u32>,
+    /// This many distinct prompts of one shape in the window: extraction-like (default 30).
+    pub variation_threshold: Option<u32>,
+    /// Rate or token burn this many times the baseline: burst (default 10).
+    pub burst_factor: Option<f64>,
+    /// No burst alert below this many requests in the window (default 120).
+    pub burst_min_requests: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LedgerFile {
+    /// How long request rows are kept (default 180d).
+    pub retention: Option<String>,
 }

@@ -19,6 +19,11 @@ pub struct Identity {
     models: Option<GlobSet>,
     model_patterns: Vec<String>,
     expires_at: Option<i64>,
+    /// Why the key (or its parent) is paused, if it is.
+    pub paused: Option<String>,
+    /// This key's own lifetime budget and rate, from `airlock exec --budget/--rpm`.
+    pub budget_micros: Option<i64>,
+    pub rpm: Option<u32>,
 }
 
 /// The outcome of checking a presented Airlock key against the snapshot.
@@ -84,6 +89,20 @@ impl KeySnapshot {
                     models,
                     model_patterns: scope_from.models.clone(),
                     expires_at,
+                    paused: k
+                        .paused_at
+                        .map(|_| k.paused_reason.clone().unwrap_or_else(|| "paused".into()))
+                        .or_else(|| {
+                            scope_from.paused_at.map(|_| {
+                                format!(
+                                    "parent {} paused: {}",
+                                    scope_from.name,
+                                    scope_from.paused_reason.as_deref().unwrap_or("paused")
+                                )
+                            })
+                        }),
+                    budget_micros: k.budget_micros,
+                    rpm: k.rpm,
                 }),
             );
         }

@@ -36,6 +36,10 @@ pub struct IssueRequest {
     pub parent: Option<String>,
     /// Short-lived keys made for one command (`airlock exec`).
     pub ephemeral: bool,
+    /// A lifetime budget for this key alone, in micro-dollars (`airlock exec --budget`).
+    pub budget_micros: Option<i64>,
+    /// Requests per minute for this key alone (`airlock exec --rpm`).
+    pub rpm: Option<u32>,
 }
 
 /// A key as stored (never the key itself).
@@ -52,6 +56,10 @@ pub struct IssuedKey {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    pub paused_at: Option<i64>,
+    pub paused_reason: Option<String>,
+    pub budget_micros: Option<i64>,
+    pub rpm: Option<u32>,
 }
 
 impl IssuedKey {
@@ -71,8 +79,10 @@ pub struct KeyStore {
     conn: Connection,
 }
 
-const SELECT: &str = "SELECT k.id, k.name, k.hint, k.providers, k.models, p.name, k.ephemeral, k.created_at, \
-     k.expires_at, k.revoked_at, k.hash FROM airlock_keys k LEFT JOIN airlock_keys p ON p.id = k.parent_id";
+const SELECT: &str =
+    "SELECT k.id, k.name, k.hint, k.providers, k.models, p.name, k.ephemeral, k.created_at, \
+     k.expires_at, k.revoked_at, k.hash, k.paused_at, k.paused_reason, k.budget_micros, k.rpm \
+     FROM airlock_keys k LEFT JOIN airlock_keys p ON p.id = k.parent_id";
 
 impl KeyStore {
     pub fn open(data_dir: &std::path::Path) -> Result<KeyStore, StoreError> {
@@ -125,8 +135,9 @@ impl KeyStore {
         let providers = serde_json::to_string(&req.providers).unwrap_or_else(|_| "[]".into());
         let models = serde_json::to_string(&req.models).unwrap_or_else(|_| "[]".into());
         tx.execute(
-            "INSERT INTO airlock_keys (name, hash, hint, providers, models, parent_id, ephemeral, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO airlock_keys (name, hash, hint, providers, models, parent_id, ephemeral, created_at, expires_at,
+               budget_micros, rpm)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             params![
                 req.name,
                 token::hash(key.expose_secret()).as_slice(),
@@ -136,7 +147,9 @@ impl KeyStore {
                 parent_id,
                 req.ephemeral,
                 now,
-                expires_at
+                expires_at,
+                req.budget_micros,
+                req.rpm
             ],
         )?;
         db::bump(&tx, "keys_generation")?;
@@ -166,6 +179,51 @@ impl KeyStore {
         db::bump(&tx, "keys_generation")?;
         tx.commit()?;
         Ok(n)
+    }
+
+    /// Pauses a live key (and so its children) until [`KeyStore::resume`]. Returns false if it
+    /// was already paused.
+    pub fn pause(&mut self, name: &str, reason: &str) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE airlock_keys SET paused_at = ?1, paused_reason = ?2 WHERE name = ?3 AND revoked_at IS NULL AND paused_at IS NULL",
+            params![now_ms(), reason, name],
+        )?;
+        if n == 0 && self.get(name)?.is_none() {
+            return Err(StoreError::NotFound(name.to_owned()));
+        }
+        db::bump(&self.conn, "keys_generation")?;
+        Ok(n > 0)
+    }
+
+    /// Returns false if the key was not paused.
+    pub fn resume(&mut self, name: &str) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE airlock_keys SET paused_at = NULL, paused_reason = NULL WHERE name = ?1 AND revoked_at IS NULL AND paused_at IS NOT NULL",
+            [name],
+        )?;
+        if n == 0 && self.get(name)?.is_none() {
+            return Err(StoreError::NotFound(name.to_owned()));
+        }
+        db::bump(&self.conn, "keys_generation")?;
+        Ok(n > 0)
+    }
+
+    /// The global pause switch, shared by the CLI, the admin API and the tray.
+    pub fn set_paused(&self, paused: bool) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE meta SET value = ?1 WHERE name = 'paused'",
+            [paused as i64],
+        )?;
+        db::bump(&self.conn, "control_generation")?;
+        Ok(())
+    }
+
+    pub fn is_paused(&self) -> Result<bool, StoreError> {
+        Ok(db::generation(&self.conn, "paused")? != 0)
+    }
+
+    pub fn control_generation(&self) -> Result<i64, StoreError> {
+        Ok(db::generation(&self.conn, "control_generation")?)
     }
 
     pub fn get(&self, name: &str) -> Result<Option<IssuedKey>, StoreError> {
@@ -245,6 +303,10 @@ fn row_to_key(r: &Row<'_>) -> rusqlite::Result<(IssuedKey, [u8; 32])> {
             created_at: r.get(7)?,
             expires_at: r.get(8)?,
             revoked_at: r.get(9)?,
+            paused_at: r.get(11)?,
+            paused_reason: r.get(12)?,
+            budget_micros: r.get(13)?,
+            rpm: r.get(14)?,
         },
         h,
     ))

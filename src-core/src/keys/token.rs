@@ -11,15 +11,20 @@ const BODY_LEN: usize = 43;
 
 /// A new random key, `alk_` followed by 43 base62 characters (about 256 bits).
 pub fn generate() -> SecretString {
+    generate_with_prefix(PREFIX)
+}
+
+/// A random token: `prefix` then 43 base62 characters.
+pub fn generate_with_prefix(prefix: &str) -> SecretString {
     let mut rng = rand::rngs::OsRng;
-    let mut out = String::with_capacity(PREFIX.len() + BODY_LEN);
-    out.push_str(PREFIX);
+    let mut out = String::with_capacity(prefix.len() + BODY_LEN);
+    out.push_str(prefix);
     let mut buf = [0u8; 64];
-    while out.len() < PREFIX.len() + BODY_LEN {
+    while out.len() < prefix.len() + BODY_LEN {
         rng.fill_bytes(&mut buf);
         // Rejection sampling keeps every character equally likely.
         for b in buf {
-            if b < 248 && out.len() < PREFIX.len() + BODY_LEN {
+            if b < 248 && out.len() < prefix.len() + BODY_LEN {
                 out.push(ALPHABET[(b % 62) as usize] as char);
             }
         }

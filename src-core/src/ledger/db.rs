@@ -26,6 +26,59 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX airlock_keys_live_name ON airlock_keys(name) WHERE revoked_at IS NULL;
     CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
     INSERT INTO meta VALUES ('keys_generation', 0), ('secrets_generation', 0);",
+    // 2: the audit ledger (one row per request, findings, events), key limits and pause state.
+    "CREATE TABLE requests (
+        id              TEXT PRIMARY KEY,
+        ts              INTEGER NOT NULL,
+        account         TEXT,
+        key_name        TEXT,
+        provider        TEXT,
+        method          TEXT NOT NULL,
+        endpoint        TEXT NOT NULL,
+        model           TEXT,
+        streamed        INTEGER NOT NULL,
+        status          INTEGER NOT NULL,
+        verdict         TEXT NOT NULL,
+        reason          TEXT,
+        error_source    TEXT,
+        input_tokens    INTEGER NOT NULL DEFAULT 0,
+        output_tokens   INTEGER NOT NULL DEFAULT 0,
+        cached_tokens   INTEGER NOT NULL DEFAULT 0,
+        cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+        reasoning_tokens INTEGER NOT NULL DEFAULT 0,
+        cost_micros     INTEGER,
+        estimated       INTEGER NOT NULL DEFAULT 0,
+        body_end        TEXT,
+        response_bytes  INTEGER NOT NULL DEFAULT 0,
+        total_ms        REAL NOT NULL,
+        upstream_ms     REAL,
+        overhead_ms     REAL NOT NULL,
+        prompt          TEXT
+    );
+    CREATE INDEX requests_ts ON requests(ts);
+    CREATE INDEX requests_account_ts ON requests(account, ts);
+    CREATE TABLE findings (
+        request_id  TEXT NOT NULL REFERENCES requests(id) ON DELETE CASCADE,
+        rule        TEXT NOT NULL,
+        kind        TEXT NOT NULL,
+        location    TEXT NOT NULL,
+        action      TEXT NOT NULL,
+        value_hash  TEXT NOT NULL
+    );
+    CREATE INDEX findings_request ON findings(request_id);
+    CREATE TABLE events (
+        id      INTEGER PRIMARY KEY,
+        ts      INTEGER NOT NULL,
+        kind    TEXT NOT NULL,
+        account TEXT,
+        detail  TEXT NOT NULL
+    );
+    CREATE INDEX events_ts ON events(ts);
+    ALTER TABLE airlock_keys ADD COLUMN paused_at INTEGER;
+    ALTER TABLE airlock_keys ADD COLUMN paused_reason TEXT;
+    ALTER TABLE airlock_keys ADD COLUMN budget_micros INTEGER;
+    ALTER TABLE airlock_keys ADD COLUMN rpm INTEGER;
+    INSERT INTO meta VALUES ('paused', 0), ('control_generation', 0);",
 ];
 
 #[derive(Debug, thiserror::Error)]

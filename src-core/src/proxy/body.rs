@@ -58,6 +58,17 @@ pub enum BodyEnd {
     ClientGone,
 }
 
+impl BodyEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BodyEnd::Complete => "complete",
+            BodyEnd::UpstreamError => "upstream_error",
+            BodyEnd::IdleTimeout => "idle_timeout",
+            BodyEnd::ClientGone => "client_gone",
+        }
+    }
+}
+
 /// Called once when the body ends, however it ends, with the bytes passed through.
 pub type OnEnd = Box<dyn FnOnce(BodyEnd, u64) + Send>;
 

@@ -1,6 +1,7 @@
 //! Every way a request can fail, and `fail`: the one place an error becomes a response.
 
 use crate::keys::VaultError;
+use crate::limits::LimitError;
 use crate::providers::{error_body, ErrorClass, ProviderKind};
 use bytes::Bytes;
 use http::StatusCode;
@@ -76,6 +77,8 @@ pub enum ProxyError {
     },
     #[error("internal Airlock error: {0}")]
     Internal(String),
+    #[error("{0}")]
+    Limit(#[from] crate::limits::LimitError),
 }
 
 impl ProxyError {
@@ -101,6 +104,25 @@ impl ProxyError {
             Vault { .. } | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Limit(l) => match l {
+                LimitError::Budget { .. }
+                | LimitError::KeyBudget { .. }
+                | LimitError::Rpm { .. }
+                | LimitError::Tpm { .. } => StatusCode::TOO_MANY_REQUESTS,
+                LimitError::MaxTokens { .. } => StatusCode::BAD_REQUEST,
+                _ => StatusCode::FORBIDDEN,
+            },
+        }
+    }
+
+    /// How long a client should wait before retrying, where waiting helps.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            ProxyError::Limit(l) => l.retry_after(),
+            ProxyError::Vault { source, .. } if source.is_transient() => {
+                Some(std::time::Duration::from_secs(5))
+            }
+            _ => None,
         }
     }
 
@@ -149,6 +171,7 @@ impl ProxyError {
             UpstreamUnreachable { .. } => "airlock_upstream_unreachable",
             UpstreamTimeout { .. } => "airlock_upstream_timeout",
             Internal(_) => "airlock_internal",
+            Limit(l) => l.code(),
         }
     }
 
@@ -162,6 +185,7 @@ impl ProxyError {
             StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorClass::UnsupportedMediaType,
             StatusCode::GATEWAY_TIMEOUT => ErrorClass::Timeout,
             StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => ErrorClass::Unavailable,
+            StatusCode::TOO_MANY_REQUESTS => ErrorClass::RateLimited,
             _ if matches!(self, Internal(_) | Vault { .. }) => ErrorClass::Internal,
             _ => ErrorClass::InvalidRequest,
         }

@@ -1,65 +1,134 @@
-//! `record`: one record per request, whether it succeeded, was refused or failed.
-//!
-//! Records never hold a key, a header value, a query string or body text.
+//! `record`: the last stage, run once per request however it ended. It charges the spend and
+//! token counters, updates metrics, logs one line, publishes a live event and queues the ledger
+//! row. Nothing here blocks: the ledger is written by its own thread.
 
-use super::body::BodyEnd;
-use super::error::ErrorSource;
-use serde::Serialize;
+use super::state::State;
+use crate::admin::events::{BlockedFinding, Event};
+use crate::admin::metrics::Observation;
+use crate::config::Config;
+use crate::ledger::{Record, Verdict};
+use crate::limits::budget::Charge;
 
-#[derive(Debug, Clone, Serialize)]
-pub struct RequestRecord {
-    pub id: String,
-    /// Unix milliseconds when the request arrived.
-    pub started_at: i64,
-    pub method: String,
-    pub provider: Option<String>,
-    /// The path after the provider prefix, without the query string.
-    pub endpoint: String,
-    pub model: Option<String>,
-    /// The account use is attributed to (the key's name, or its parent's).
-    pub account: Option<String>,
-    pub key_name: Option<String>,
-    pub status: u16,
-    pub streamed: bool,
-    pub error_code: Option<&'static str>,
-    pub error_source: Option<ErrorSource>,
-    pub body_end: Option<BodyEnd>,
-    pub response_bytes: u64,
-    /// Time until the upstream's response headers, if the request went upstream.
-    pub upstream_headers_ms: Option<f64>,
-    pub total_ms: f64,
+/// Finishes a request. `message` is the refusal or failure message (never a secret).
+/// `key_budget` is the key's own lifetime budget (`airlock exec --budget`), if any.
+pub fn finish(
+    state: &State,
+    config: &Config,
+    r: Record,
+    message: Option<String>,
+    key_budget: Option<i64>,
+) {
+    let now = std::time::Instant::now();
+    let t = r.tokens;
+    let total_tokens = t.input + t.output + t.cached + t.cache_write;
+    if let Some(account) = r.account.as_deref() {
+        let charge = Charge {
+            account: Some(account),
+            provider: r.provider.as_deref(),
+            key_name: r.key_name.as_deref(),
+        };
+        if let Some(cost) = r.cost_micros.filter(|c| *c > 0) {
+            for a in state
+                .spend
+                .add(&config.limits, r.ts, &charge, cost, key_budget)
+            {
+                tracing::warn!(scope = %a.scope, period = a.period, level = a.level, "budget alert");
+                state.publish(Event::BudgetAlert {
+                    ts: r.ts,
+                    scope: a.scope.to_string(),
+                    period: a.period,
+                    level: a.level,
+                    limit_micros: a.limit_micros,
+                    spent_micros: a.spent_micros,
+                });
+            }
+        }
+        state.rates.charge_tokens(account, total_tokens, now);
+        for alert in state
+            .anomaly
+            .observe_tokens(&config.anomaly, account, total_tokens, now)
+        {
+            super::stages::raise_anomaly(state, config, alert);
+        }
+    }
+
+    state.metrics.observe(&Observation {
+        provider: r.provider.as_deref().unwrap_or("-"),
+        verdict: r.verdict.as_str(),
+        status: r.status,
+        tokens: [
+            ("input", t.input),
+            ("output", t.output),
+            ("cached", t.cached),
+            ("cache_write", t.cache_write),
+            ("reasoning", t.reasoning),
+        ],
+        cost_micros: r.cost_micros,
+        overhead_ms: r.overhead_ms,
+        upstream_ms: r.upstream_ms,
+    });
+
+    log_line(&r);
+    let event = match r.verdict {
+        Verdict::Blocked | Verdict::Failed => Event::RequestBlocked {
+            id: r.id.clone(),
+            ts: r.ts,
+            account: r.account.clone(),
+            provider: r.provider.clone(),
+            status: r.status,
+            reason: r.reason.clone().unwrap_or_default(),
+            message: message.unwrap_or_default(),
+            findings: r
+                .findings
+                .iter()
+                .filter(|f| f.action == "block")
+                .map(|f| BlockedFinding {
+                    rule: f.rule.clone(),
+                    location: f.location.clone(),
+                })
+                .collect(),
+        },
+        _ => Event::RequestFinished {
+            id: r.id.clone(),
+            ts: r.ts,
+            account: r.account.clone(),
+            provider: r.provider.clone(),
+            model: r.model.clone(),
+            status: r.status,
+            verdict: r.verdict.as_str(),
+            streamed: r.streamed,
+            input_tokens: t.input + t.cached + t.cache_write,
+            output_tokens: t.output,
+            cost_micros: r.cost_micros,
+            estimated: r.estimated,
+            total_ms: r.total_ms,
+        },
+    };
+    state.publish(event);
+    state.ledger.record(r);
 }
 
-/// Where finished records go. It logs one line per request; the ledger subscribes here too.
-#[derive(Debug, Default)]
-pub struct Recorder {}
-
-impl Recorder {
-    pub fn record(&self, r: RequestRecord) {
-        let provider = r.provider.as_deref().unwrap_or("-");
-        let account = r.account.as_deref().unwrap_or("-");
-        if let Some(code) = r.error_code {
-            let level_is_warn = matches!(
-                r.error_source,
-                Some(ErrorSource::Airlock | ErrorSource::Upstream)
-            );
-            if level_is_warn {
-                tracing::warn!(id = %r.id, provider, account, status = r.status, code, "{} {}", r.method, r.endpoint);
-            } else {
-                tracing::info!(id = %r.id, provider, account, status = r.status, code, "blocked {} {}", r.method, r.endpoint);
-            }
-        } else {
-            tracing::info!(
-                id = %r.id,
-                provider,
-                account,
-                status = r.status,
-                ms = format_args!("{:.1}", r.total_ms),
-                end = ?r.body_end,
-                "{} {}",
-                r.method,
-                r.endpoint
-            );
+/// One line per request: method, endpoint, status, reason. Never a key, query string or body.
+fn log_line(r: &Record) {
+    let provider = r.provider.as_deref().unwrap_or("-");
+    let account = r.account.as_deref().unwrap_or("-");
+    match (r.verdict, r.reason.as_deref()) {
+        (Verdict::Blocked, Some(code)) => {
+            tracing::info!(id = %r.id, provider, account, status = r.status, code, "blocked {} {}", r.method, r.endpoint)
         }
+        (Verdict::Failed, Some(code)) => {
+            tracing::warn!(id = %r.id, provider, account, status = r.status, code, "failed {} {}", r.method, r.endpoint)
+        }
+        _ => tracing::info!(
+            id = %r.id,
+            provider,
+            account,
+            status = r.status,
+            ms = format_args!("{:.1}", r.total_ms),
+            end = r.body_end.as_deref().unwrap_or("-"),
+            "{} {}",
+            r.method,
+            r.endpoint
+        ),
     }
 }

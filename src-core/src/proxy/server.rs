@@ -1,7 +1,9 @@
 //! `accept`: the listener, per-connection setup, config hot reload and graceful shutdown.
 
 use super::state::{State, POLL_INTERVAL};
+use crate::admin::events::Event;
 use crate::config::{self, Config};
+use crate::keys::store::now_ms;
 use crate::keys::KeyStore;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -36,6 +38,8 @@ pub enum ServeError {
     State(#[from] super::state::StateError),
     #[error(transparent)]
     Store(#[from] crate::keys::StoreError),
+    #[error(transparent)]
+    Ledger(#[from] crate::ledger::DbError),
     #[error("cannot watch the config file: {0}")]
     Watch(#[from] notify::Error),
     #[error("I/O error: {0}")]
@@ -73,21 +77,34 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let store = KeyStore::open(&opts.data_dir)?;
     let grace = config.timeouts.shutdown_grace;
-    let state = State::new(config, store, local)?;
+    let (ledger, ledger_thread) =
+        crate::ledger::LedgerWriter::spawn(&opts.data_dir, config.ledger.retention)?;
+    let state = State::new(config, store, local, ledger)?;
+    // Create the admin token now, so `airlock admin-token` and the UI agree from the start.
+    if let Err(e) = state.admin_token().await {
+        tracing::warn!("admin API token unavailable until the keyring is: {e}");
+    }
 
     announce(&state, local)?;
 
     let _watch = match &opts.config_path {
         Some(path) => {
             let st = state.clone();
-            Some(config::watch::watch(path, move |loaded| match loaded {
-                Ok(new) => match st.apply_config(new) {
+            Some(config::watch::watch(path, move |loaded| {
+                let result = loaded
+                    .map_err(|e| e.to_string())
+                    .and_then(|new| st.apply_config(new).map_err(|e| e.to_string()));
+                match &result {
                     Ok(()) => tracing::info!("config reloaded"),
                     Err(e) => {
                         tracing::error!("config reload failed, keeping the running config: {e}")
                     }
-                },
-                Err(e) => tracing::error!("config reload failed, keeping the running config: {e}"),
+                }
+                st.publish(Event::ConfigReloaded {
+                    ts: now_ms(),
+                    ok: result.is_ok(),
+                    message: result.err().unwrap_or_else(|| "config reloaded".into()),
+                });
             })?)
         }
         None => None,
@@ -152,6 +169,15 @@ pub async fn serve(
         () = tokio::time::sleep(grace) => tracing::warn!("shutdown grace period over; closing remaining connections"),
     }
     poller.abort();
+    let ledger = state.ledger.clone();
+    drop(state);
+    if !tokio::task::spawn_blocking(move || ledger.flush(std::time::Duration::from_secs(5)))
+        .await
+        .unwrap_or(false)
+    {
+        tracing::warn!("the ledger did not confirm its last rows before exit");
+    }
+    drop(ledger_thread);
     Ok(())
 }
 

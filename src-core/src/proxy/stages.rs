@@ -7,11 +7,17 @@
 use super::body::{self, ProxyBody, UpstreamBody};
 use super::error::ProxyError;
 use super::forward::{self, UpstreamAuth};
-use super::record::RequestRecord;
+use super::record;
 use super::state::{Runtime, State};
+use crate::admin::events::Event;
 use crate::config::{ClientKeyPolicy, Config, Provider};
 use crate::keys::snapshot::Identity;
 use crate::keys::{token, Verdict};
+use crate::ledger::{self, Tokens};
+use crate::limits::anomaly::Alert;
+use crate::limits::budget::Charge;
+use crate::limits::LimitError;
+use crate::providers::text::PromptFields;
 use crate::providers::{self, AuthStyle, ProviderKind};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
@@ -34,7 +40,15 @@ pub struct RequestCtx {
     model: Option<String>,
     streamed: bool,
     cors_origin: Option<HeaderValue>,
-    upstream_headers_ms: Option<f64>,
+    /// When the request was sent upstream; upstream time runs from here to the body's end.
+    sent_upstream: Option<Instant>,
+    /// The `max_tokens`-like field the request asked for, in any provider's spelling.
+    max_tokens: Option<u64>,
+    /// The last user turn, for the anomaly detectors (never stored).
+    prompt: Option<String>,
+    pub tokens: Tokens,
+    pub cost_micros: Option<i64>,
+    pub estimated: bool,
 }
 
 impl RequestCtx {
@@ -50,29 +64,53 @@ impl RequestCtx {
             model: None,
             streamed: false,
             cors_origin: None,
-            upstream_headers_ms: None,
+            sent_upstream: None,
+            max_tokens: None,
+            prompt: None,
+            tokens: Tokens::default(),
+            cost_micros: None,
+            estimated: false,
         }
     }
 
-    fn record(&self, status: StatusCode, error: Option<&ProxyError>) -> RequestRecord {
-        RequestRecord {
+    /// The ledger row for this request as it stands now.
+    fn record(&self, status: StatusCode, error: Option<&ProxyError>) -> ledger::Record {
+        let total_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        let upstream_ms = self.sent_upstream.map(|t| t.elapsed().as_secs_f64() * 1e3);
+        let verdict = match error {
+            Some(e) if e.source() == super::ErrorSource::Client => ledger::Verdict::Blocked,
+            Some(_) => ledger::Verdict::Failed,
+            None => ledger::Verdict::Allowed,
+        };
+        ledger::Record {
             id: self.id.clone(),
-            started_at: self.started_at,
-            method: self.method.to_string(),
-            provider: self.provider.as_ref().map(|p| p.name.clone()),
-            endpoint: self.endpoint.clone(),
-            model: self.model.clone(),
+            ts: self.started_at,
             account: self.identity.as_ref().map(|i| i.account.clone()),
             key_name: self.identity.as_ref().map(|i| i.key_name.clone()),
-            status: status.as_u16(),
+            provider: self.provider.as_ref().map(|p| p.name.clone()),
+            method: self.method.to_string(),
+            endpoint: self.endpoint.clone(),
+            model: self.model.clone(),
             streamed: self.streamed,
-            error_code: error.map(ProxyError::code),
-            error_source: error.map(ProxyError::source),
+            status: status.as_u16(),
+            verdict,
+            reason: error.map(|e| e.code().to_owned()),
+            error_source: error.map(|e| format!("{:?}", e.source()).to_ascii_lowercase()),
+            tokens: self.tokens,
+            cost_micros: self.cost_micros,
+            estimated: self.estimated,
             body_end: None,
             response_bytes: 0,
-            upstream_headers_ms: self.upstream_headers_ms,
-            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+            total_ms,
+            upstream_ms,
+            overhead_ms: (total_ms - upstream_ms.unwrap_or(0.0)).max(0.0),
+            prompt: None,
+            findings: Vec::new(),
         }
+    }
+
+    fn key_budget(&self) -> Option<i64> {
+        self.identity.as_ref().and_then(|i| i.budget_micros)
     }
 }
 
@@ -87,7 +125,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
     let result = run(&state, &rt, &mut ctx, req).await;
     let mut resp = match result {
         Ok(resp) => resp,
-        Err(err) => fail(&state, &ctx, err),
+        Err(err) => fail(&state, &rt.config, &ctx, err),
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
@@ -111,13 +149,13 @@ async fn run(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &rt.config;
-    ctx.cors_origin = guard(config, req.headers(), req.uri())?;
+    ctx.cors_origin = guard(config, state.listen.port(), req.headers(), req.uri())?;
     if req.method() == Method::OPTIONS && ctx.cors_origin.is_some() {
         return Ok(preflight());
     }
     let path = req.uri().path().to_owned();
-    if let Some(admin_path) = path.strip_prefix("/_airlock/") {
-        return admin(admin_path);
+    if path.starts_with("/_airlock/") {
+        return Ok(crate::admin::handle(state, config, req).await);
     }
     let (provider, rest) = route(config, &path)?;
     ctx.provider = Some(provider.clone());
@@ -136,6 +174,9 @@ async fn run(
     }
     let (parts, incoming) = req.into_parts();
     let body = admit(config, &provider, ctx, &parts.headers, incoming).await?;
+    if let Auth::Key(identity) = &auth {
+        admit_limits(state, config, &provider, ctx, identity).await?;
+    }
     let upstream = forward(
         state,
         rt,
@@ -156,6 +197,7 @@ async fn run(
 /// origins that are not allowed. Returns the origin to echo in CORS headers, if allowed.
 fn guard(
     config: &Config,
+    self_port: u16,
     headers: &HeaderMap,
     uri: &http::Uri,
 ) -> Result<Option<HeaderValue>, ProxyError> {
@@ -176,7 +218,14 @@ fn guard(
         None => Ok(None),
         Some(origin) => {
             let text = origin.to_str().unwrap_or("");
-            if config.security.allowed_origins.iter().any(|o| o == text) {
+            // Airlock's own dashboard, served from this listener, is same-origin.
+            let own = [
+                format!("http://127.0.0.1:{self_port}"),
+                format!("http://localhost:{self_port}"),
+            ];
+            if config.security.allowed_origins.iter().any(|o| o == text)
+                || own.iter().any(|o| o == text)
+            {
                 Ok(Some(origin.clone()))
             } else {
                 Err(ProxyError::OriginNotAllowed(text.to_owned()))
@@ -238,20 +287,6 @@ fn preflight() -> Response<ProxyBody> {
         HeaderValue::from_static("600"),
     );
     r
-}
-
-fn admin(path: &str) -> Result<Response<ProxyBody>, ProxyError> {
-    match path {
-        "health" => {
-            let body = serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
-                .to_string();
-            Ok(json_response(StatusCode::OK, Bytes::from(body)))
-        }
-        _ => Err(ProxyError::UnknownProvider {
-            prefix: "_airlock".into(),
-            known: vec![],
-        }),
-    }
 }
 
 // === route ===
@@ -363,13 +398,17 @@ async fn admit(
             return Err(ProxyError::UnsupportedMediaType(shown));
         }
         if is_json {
-            let fields: JsonFields =
+            let fields: JsonFields<'_> =
                 serde_json::from_slice(&body).map_err(|e| describe_json_error(&e))?;
             if let Some(model) = fields.model.as_ref().and_then(serde_json::Value::as_str) {
                 ctx.model = Some(model.to_owned());
             }
             ctx.streamed |=
                 fields.stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true);
+            ctx.max_tokens = fields.max_tokens();
+            if config.anomaly.enabled {
+                ctx.prompt = fields.prompt.last_user_text();
+            }
         }
     }
     if let (Some(identity), Some(model)) = (&ctx.identity, &ctx.model) {
@@ -384,13 +423,157 @@ async fn admit(
     Ok(body)
 }
 
-/// The few fields every stage needs; parsing into this also validates the whole document.
+/// The few fields the stages need; parsing into this also validates the whole document.
+/// Prompt fields stay raw until something asks for their text.
 #[derive(Debug, serde::Deserialize)]
-struct JsonFields {
+struct JsonFields<'a> {
     #[serde(default)]
     model: Option<serde_json::Value>,
     #[serde(default)]
     stream: Option<serde_json::Value>,
+    #[serde(default)]
+    max_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_completion_tokens: Option<serde_json::Value>,
+    #[serde(default)]
+    max_output_tokens: Option<serde_json::Value>,
+    #[serde(default, alias = "generation_config", rename = "generationConfig")]
+    generation_config: Option<GenerationConfig>,
+    #[serde(flatten, borrow)]
+    prompt: PromptFields<'a>,
+}
+
+#[derive(Debug, Default, serde::Deserialize)]
+struct GenerationConfig {
+    #[serde(default, alias = "max_output_tokens", rename = "maxOutputTokens")]
+    max_output_tokens: Option<serde_json::Value>,
+}
+
+impl JsonFields<'_> {
+    /// The output cap the request asks for, in whichever spelling its API uses.
+    fn max_tokens(&self) -> Option<u64> {
+        [
+            self.max_tokens.as_ref(),
+            self.max_completion_tokens.as_ref(),
+            self.max_output_tokens.as_ref(),
+            self.generation_config
+                .as_ref()
+                .and_then(|g| g.max_output_tokens.as_ref()),
+        ]
+        .into_iter()
+        .flatten()
+        .filter_map(serde_json::Value::as_u64)
+        .max()
+    }
+}
+
+/// Pause switches, model lists, output caps, budgets, rates and anomalies: everything that can
+/// stop a request before it costs money.
+async fn admit_limits(
+    state: &State,
+    config: &Config,
+    provider: &Provider,
+    ctx: &mut RequestCtx,
+    identity: &Arc<Identity>,
+) -> Result<(), ProxyError> {
+    if state.is_paused() {
+        return Err(LimitError::Paused.into());
+    }
+    if let Some(reason) = &identity.paused {
+        return Err(LimitError::KeyPaused {
+            key: identity.key_name.clone(),
+            reason: reason.clone(),
+        }
+        .into());
+    }
+    let account = identity.account.as_str();
+    let limits = config.limits.for_key(account);
+    if let Some(model) = &ctx.model {
+        let listed = |globs: &[String]| {
+            globs
+                .iter()
+                .any(|g| globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(model)))
+        };
+        if listed(&limits.models_deny)
+            || (!limits.models_allow.is_empty() && !listed(&limits.models_allow))
+        {
+            return Err(LimitError::ModelDenied {
+                key: account.to_owned(),
+                model: model.clone(),
+            }
+            .into());
+        }
+    }
+    if let (Some(limit), Some(asked)) = (limits.max_tokens, ctx.max_tokens) {
+        if asked > limit {
+            return Err(LimitError::MaxTokens {
+                key: account.to_owned(),
+                asked,
+                limit,
+            }
+            .into());
+        }
+    }
+    let charge = Charge {
+        account: Some(account),
+        provider: Some(&provider.name),
+        key_name: Some(&identity.key_name),
+    };
+    state.spend.check(
+        &config.limits,
+        ctx.started_at,
+        &charge,
+        identity.budget_micros,
+    )?;
+    let now = std::time::Instant::now();
+    if let Some(tpm) = limits.tpm {
+        state.rates.check_tpm(account, tpm, now)?;
+    }
+    // The key's own --rpm (from `airlock exec`) is counted under the key itself.
+    if let Some(rpm) = identity.rpm {
+        state.rates.check_rpm(&identity.key_name, rpm)?;
+    }
+    if let Some(rpm) = limits.rpm {
+        state.rates.check_rpm(account, rpm)?;
+    }
+    let alerts =
+        state
+            .anomaly
+            .observe_request(&config.anomaly, account, ctx.prompt.as_deref(), now);
+    let mut pause_now = false;
+    for alert in alerts {
+        pause_now |= raise_anomaly(state, config, alert);
+    }
+    if pause_now {
+        let reason = "paused by an anomaly alert";
+        if let Err(e) = state.set_key_paused(account, Some(reason)).await {
+            tracing::error!("could not pause key {account}: {e}");
+        }
+        return Err(LimitError::KeyPaused {
+            key: account.to_owned(),
+            reason: reason.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Records and publishes an anomaly alert. Returns whether policy wants the key paused.
+pub fn raise_anomaly(state: &State, config: &Config, alert: Alert) -> bool {
+    let pause = config.anomaly.auto_pause;
+    state
+        .metrics
+        .anomalies
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::warn!(account = %alert.account, kind = ?alert.kind, "anomaly: {}", alert.detail);
+    state.publish(Event::Anomaly {
+        ts: crate::keys::store::now_ms(),
+        kind: alert.kind,
+        account: alert.account,
+        detail: alert.detail,
+        paused: pause,
+    });
+    pause
 }
 
 /// serde_json's own messages can quote input; build one that never does.
@@ -467,9 +650,8 @@ async fn forward(
     *up.headers_mut() = headers;
 
     let host = provider.upstream.host().unwrap_or("upstream").to_owned();
-    let sent = Instant::now();
+    ctx.sent_upstream = Some(Instant::now());
     let result = tokio::time::timeout(config.timeouts.first_byte, rt.client.request(up)).await;
-    ctx.upstream_headers_ms = Some(sent.elapsed().as_secs_f64() * 1e3);
     match result {
         Err(_) => Err(ProxyError::UpstreamTimeout {
             host,
@@ -523,14 +705,23 @@ fn respond(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     ctx.streamed |= is_sse;
-    let mut record = ctx.record(parts.status, None);
-    let started = ctx.started;
+    let status = parts.status;
     let st = state.clone();
+    let config = rt.config.clone();
+    let done = std::mem::replace(ctx, RequestCtx::new(&Method::GET, ""));
+    let id = done.id.clone();
+    ctx.id = id;
     let on_end: body::OnEnd = Box::new(move |end, bytes| {
-        record.body_end = Some(end);
-        record.response_bytes = bytes;
-        record.total_ms = started.elapsed().as_secs_f64() * 1e3;
-        st.recorder.record(record);
+        let mut r = done.record(status, None);
+        r.body_end = Some(end.as_str().to_owned());
+        r.response_bytes = bytes;
+        if !status.is_success() {
+            r.verdict = ledger::Verdict::Failed;
+            r.reason = Some(format!("upstream_{}", status.as_u16()));
+            r.error_source = Some("upstream".into());
+        }
+        let budget = done.key_budget();
+        record::finish(&st, &config, r, None, budget);
     });
     let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, on_end);
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
@@ -539,19 +730,27 @@ fn respond(
 // === fail ===
 
 /// The one place an error becomes a response: status, provider-format body, and a record.
-fn fail(state: &State, ctx: &RequestCtx, err: ProxyError) -> Response<ProxyBody> {
+fn fail(state: &State, config: &Config, ctx: &RequestCtx, err: ProxyError) -> Response<ProxyBody> {
     let status = err.status();
     let kind = ctx.provider.as_ref().map(|p| p.kind);
     let mut resp = json_response(status, err.body(kind));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    if let Some(after) = err.retry_after() {
+        if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
     }
-    state.recorder.record(ctx.record(status, Some(&err)));
+    let message = format!("Airlock: {err}");
+    record::finish(
+        state,
+        config,
+        ctx.record(status, Some(&err)),
+        Some(message),
+        ctx.key_budget(),
+    );
     resp
 }
 
-fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
     let mut r = Response::new(body::full(body));
     *r.status_mut() = status;
     r.headers_mut().insert(

@@ -2,13 +2,18 @@
 //! and the provider-key cache. Each is swapped whole, never locked across an await.
 
 use super::forward::{build_client, ClientSetupError, UpstreamClient};
-use super::record::Recorder;
+use crate::admin::events::{Event, EventBus};
+use crate::admin::metrics::Metrics;
 use crate::config::Config;
+use crate::keys::store::now_ms;
 use crate::keys::{KeySnapshot, KeyStore, Vault, VaultError, Verdict};
+use crate::ledger::{EventRecord, LedgerWriter};
+use crate::limits::{anomaly::Detector, budget::SpendBook, rate::RateBook};
 use arc_swap::ArcSwap;
 use secrecy::SecretString;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -27,9 +32,21 @@ pub struct State {
     refresh_gate: tokio::sync::Mutex<Instant>,
     secrets: Mutex<HashMap<(String, String), Arc<SecretString>>>,
     secrets_generation: Mutex<i64>,
+    control_generation: Mutex<i64>,
+    paused: AtomicBool,
+    admin_token: Mutex<Option<Arc<SecretString>>>,
     pub listen: SocketAddr,
-    pub recorder: Recorder,
+    pub started: std::time::Instant,
+    pub ledger: LedgerWriter,
+    pub events: EventBus,
+    pub metrics: Metrics,
+    pub spend: SpendBook,
+    pub rates: RateBook,
+    pub anomaly: Detector,
 }
+
+/// The keyring entry (under the configured service) that holds the admin API token.
+pub const ADMIN_TOKEN_ENTRY: &str = "__airlock_admin_token__";
 
 /// A cache miss may mean a key issued a moment ago; re-read the database at most this often.
 const MISS_REFRESH_INTERVAL: Duration = Duration::from_millis(50);
@@ -41,10 +58,15 @@ impl State {
         config: Config,
         store: KeyStore,
         listen: SocketAddr,
+        ledger: LedgerWriter,
     ) -> Result<Arc<State>, StateError> {
         let client = build_client(&config)?;
         let keys = KeySnapshot::build(store.live_with_hashes()?, store.generation()?);
         let secrets_generation = store.secrets_generation()?;
+        let control_generation = store.control_generation()?;
+        let paused = store.is_paused()?;
+        let spend = SpendBook::default();
+        seed_spend(&spend, &store)?;
         Ok(Arc::new(State {
             runtime: ArcSwap::from_pointee(Runtime {
                 config: Arc::new(config),
@@ -59,9 +81,118 @@ impl State {
             ),
             secrets: Mutex::new(HashMap::new()),
             secrets_generation: Mutex::new(secrets_generation),
+            control_generation: Mutex::new(control_generation),
+            paused: AtomicBool::new(paused),
+            admin_token: Mutex::new(None),
             listen,
-            recorder: Recorder::default(),
+            started: std::time::Instant::now(),
+            ledger,
+            events: EventBus::default(),
+            metrics: Metrics::default(),
+            spend,
+            rates: RateBook::default(),
+            anomaly: Detector::default(),
         }))
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Flips the global pause switch, records it, and tells every UI.
+    pub async fn set_paused(&self, paused: bool) -> Result<(), StateError> {
+        self.with_store(move |s| s.set_paused(paused)).await?;
+        if self.paused.swap(paused, Ordering::Relaxed) != paused {
+            self.publish(if paused {
+                Event::Paused { ts: now_ms() }
+            } else {
+                Event::Resumed { ts: now_ms() }
+            });
+        }
+        Ok(())
+    }
+
+    /// Pauses or resumes one key and applies it at once.
+    pub async fn set_key_paused(
+        &self,
+        name: &str,
+        reason: Option<&str>,
+    ) -> Result<bool, StateError> {
+        let n = name.to_owned();
+        let r = reason.map(str::to_owned);
+        let changed = self
+            .with_store(move |s| match &r {
+                Some(reason) => s.pause(&n, reason),
+                None => s.resume(&n),
+            })
+            .await?;
+        self.refresh_keys().await?;
+        if changed {
+            self.publish(match reason {
+                Some(reason) => Event::KeyPaused {
+                    ts: now_ms(),
+                    key: name.to_owned(),
+                    reason: reason.to_owned(),
+                },
+                None => Event::KeyResumed {
+                    ts: now_ms(),
+                    key: name.to_owned(),
+                },
+            });
+        }
+        Ok(changed)
+    }
+
+    /// Publishes a live event, and stores the notable ones.
+    pub fn publish(&self, e: Event) {
+        if e.is_notable() {
+            let account = match &e {
+                Event::Anomaly { account, .. } => Some(account.clone()),
+                Event::KeyPaused { key, .. } | Event::KeyResumed { key, .. } => Some(key.clone()),
+                _ => None,
+            };
+            let detail = serde_json::to_value(&e).unwrap_or(serde_json::Value::Null);
+            self.ledger.event(EventRecord {
+                ts: now_ms(),
+                kind: e.kind().to_owned(),
+                account,
+                detail,
+            });
+        }
+        self.events.publish(e);
+    }
+
+    /// Runs `f` on the key store on a blocking thread.
+    pub async fn with_store<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut KeyStore) -> Result<T, crate::keys::StoreError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || -> Result<T, StateError> {
+            let mut s = store.lock().map_err(|_| StateError::Poisoned)?;
+            Ok(f(&mut s)?)
+        })
+        .await
+        .map_err(|e| StateError::Join(e.to_string()))?
+    }
+
+    /// The admin API token, from the keyring (created on first use).
+    pub async fn admin_token(&self) -> Result<Arc<SecretString>, VaultError> {
+        if let Some(t) = self.admin_token.lock().ok().and_then(|t| t.clone()) {
+            return Ok(t);
+        }
+        let service = self.runtime().config.keyring_service.clone();
+        let token =
+            tokio::task::spawn_blocking(move || admin_token_get_or_create(&Vault::new(service)))
+                .await
+                .map_err(|e| VaultError::Failed {
+                    detail: format!("keyring task failed: {e}"),
+                })??;
+        let token = Arc::new(token);
+        if let Ok(mut t) = self.admin_token.lock() {
+            *t = Some(token.clone());
+        }
+        Ok(token)
     }
 
     pub fn runtime(&self) -> Arc<Runtime> {
@@ -117,7 +248,7 @@ impl State {
         self.keys.load().verify(presented)
     }
 
-    async fn refresh_keys(&self) -> Result<(), StateError> {
+    pub async fn refresh_keys(&self) -> Result<(), StateError> {
         let store = self.store.clone();
         let snapshot = tokio::task::spawn_blocking(move || -> Result<KeySnapshot, StateError> {
             let store = store.lock().map_err(|_| StateError::Poisoned)?;
@@ -135,27 +266,48 @@ impl State {
     /// One poll of the database for changes made by the CLI: issued or revoked keys, and
     /// provider keys set or removed in the keyring.
     pub async fn poll_changes(&self) -> Result<(), StateError> {
-        let store = self.store.clone();
-        let (keys_gen, secrets_gen) =
-            tokio::task::spawn_blocking(move || -> Result<(i64, i64), StateError> {
-                let store = store.lock().map_err(|_| StateError::Poisoned)?;
-                Ok((store.generation()?, store.secrets_generation()?))
+        let (keys_gen, secrets_gen, control_gen) = self
+            .with_store(|s| {
+                Ok((
+                    s.generation()?,
+                    s.secrets_generation()?,
+                    s.control_generation()?,
+                ))
             })
-            .await
-            .map_err(|e| StateError::Join(e.to_string()))??;
+            .await?;
         if keys_gen != self.keys.load().generation {
             self.refresh_keys().await?;
         }
-        let mut seen = self
-            .secrets_generation
-            .lock()
-            .map_err(|_| StateError::Poisoned)?;
-        if *seen != secrets_gen {
-            *seen = secrets_gen;
-            self.secrets
+        {
+            let mut seen = self
+                .secrets_generation
                 .lock()
-                .map_err(|_| StateError::Poisoned)?
-                .clear();
+                .map_err(|_| StateError::Poisoned)?;
+            if *seen != secrets_gen {
+                *seen = secrets_gen;
+                self.secrets
+                    .lock()
+                    .map_err(|_| StateError::Poisoned)?
+                    .clear();
+            }
+        }
+        let control_changed = {
+            let mut seen = self
+                .control_generation
+                .lock()
+                .map_err(|_| StateError::Poisoned)?;
+            std::mem::replace(&mut *seen, control_gen) != control_gen
+        };
+        if control_changed {
+            // The pause switch was flipped from another process (the CLI).
+            let paused = self.with_store(|s| s.is_paused()).await?;
+            if self.paused.swap(paused, Ordering::Relaxed) != paused {
+                self.publish(if paused {
+                    Event::Paused { ts: now_ms() }
+                } else {
+                    Event::Resumed { ts: now_ms() }
+                });
+            }
         }
         Ok(())
     }
@@ -187,6 +339,48 @@ impl State {
             m.insert(cache_key, key.clone());
         }
         Ok(key)
+    }
+}
+
+/// Seeds the budget counters from the ledger: this month, today, and per-key lifetimes.
+fn seed_spend(spend: &SpendBook, store: &KeyStore) -> Result<(), StateError> {
+    let now = now_ms();
+    let p = crate::limits::calendar::periods(now);
+    let conn = store.connection();
+    let month = crate::ledger::query::cost_since(conn, p.month_start_ms)
+        .map_err(crate::keys::StoreError::from)?;
+    let today = crate::ledger::query::cost_since(conn, p.day_start_ms)
+        .map_err(crate::keys::StoreError::from)?;
+    let mut lifetimes = Vec::new();
+    for (k, _) in store.live_with_hashes()? {
+        if k.budget_micros.is_some() {
+            let spent: i64 = conn
+                .query_row(
+                    "SELECT COALESCE(SUM(cost_micros), 0) FROM requests WHERE key_name = ?1",
+                    [&k.name],
+                    |r| r.get(0),
+                )
+                .map_err(crate::keys::StoreError::from)?;
+            lifetimes.push((k.name.clone(), spent));
+        }
+    }
+    spend.seed(now, &month, &today, &lifetimes);
+    Ok(())
+}
+
+/// Reads the admin token from the keyring, creating it on first use.
+pub fn admin_token_get_or_create(vault: &Vault) -> Result<SecretString, VaultError> {
+    match vault.get(ADMIN_TOKEN_ENTRY) {
+        Ok(t) => Ok(t),
+        Err(VaultError::NotSet { .. }) => {
+            let token = crate::keys::token::generate_with_prefix("adm_");
+            vault.set(
+                ADMIN_TOKEN_ENTRY,
+                secrecy::ExposeSecret::expose_secret(&token),
+            )?;
+            Ok(token)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -1,0 +1,134 @@
+//! Limits, checked before a request goes upstream (so an over-budget request never costs money),
+//! and anomaly detection.
+//!
+//! - [`budget`]: USD budgets per key, per provider and globally, per UTC day and month, in integer
+//!   micro-dollars, with a soft alert at a share of each budget.
+//! - [`rate`]: requests per minute (GCRA, `governor`) and tokens per minute (sliding window) per key.
+//! - [`anomaly`]: bursts far above a key's own baseline, runaway loops (the same prompt again and
+//!   again) and extraction-like traffic (many systematic variations of one prompt).
+//!
+//! Everything here is in memory and cheap; the counters are seeded from the ledger at start.
+
+pub mod anomaly;
+pub mod budget;
+pub mod calendar;
+pub mod rate;
+
+use std::time::Duration;
+
+/// Why a request was stopped by a limit.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+#[non_exhaustive]
+pub enum LimitError {
+    #[error(
+        "{scope} {period} budget of {limit} is used up ({spent} spent); it resets in {}",
+        fmt_wait(retry_after)
+    )]
+    Budget {
+        scope: String,
+        period: &'static str,
+        limit: String,
+        spent: String,
+        retry_after: Duration,
+    },
+    #[error("Airlock key {key:?} has used its budget of {limit} ({spent} spent)")]
+    KeyBudget {
+        key: String,
+        limit: String,
+        spent: String,
+    },
+    #[error(
+        "rate limit: key {key:?} may send {rpm} requests per minute; retry in {}",
+        fmt_wait(retry_after)
+    )]
+    Rpm {
+        key: String,
+        rpm: u32,
+        retry_after: Duration,
+    },
+    #[error(
+        "token limit: key {key:?} may use {tpm} tokens per minute; retry in {}",
+        fmt_wait(retry_after)
+    )]
+    Tpm {
+        key: String,
+        tpm: u64,
+        retry_after: Duration,
+    },
+    #[error("max tokens {asked} is above the {limit} allowed per request for key {key:?} (limits.max_tokens)")]
+    MaxTokens { key: String, asked: u64, limit: u64 },
+    #[error("model {model:?} is not allowed for key {key:?} by limits.keys.{key}.models_allow / models_deny")]
+    ModelDenied { key: String, model: String },
+    #[error("Airlock is paused; resume it with `airlock resume` (or from the tray)")]
+    Paused,
+    #[error(
+        "Airlock key {key:?} is paused ({reason}); resume it with `airlock keys resume {key}`"
+    )]
+    KeyPaused { key: String, reason: String },
+}
+
+impl LimitError {
+    /// How long waiting helps, for `Retry-After`; `None` where waiting does not help.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            LimitError::Budget { retry_after, .. }
+            | LimitError::Rpm { retry_after, .. }
+            | LimitError::Tpm { retry_after, .. } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            LimitError::Budget { .. } => "airlock_budget_exceeded",
+            LimitError::KeyBudget { .. } => "airlock_key_budget_exceeded",
+            LimitError::Rpm { .. } => "airlock_rate_limited",
+            LimitError::Tpm { .. } => "airlock_token_rate_limited",
+            LimitError::MaxTokens { .. } => "airlock_max_tokens",
+            LimitError::ModelDenied { .. } => "airlock_model_denied",
+            LimitError::Paused => "airlock_paused",
+            LimitError::KeyPaused { .. } => "airlock_key_paused",
+        }
+    }
+}
+
+fn fmt_wait(d: &Duration) -> String {
+    let s = d.as_secs().max(1);
+    if s < 120 {
+        format!("{s}s")
+    } else if s < 7200 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{}h{}m", s / 3600, (s % 3600) / 60)
+    }
+}
+
+/// `$0.0123` from micro-dollars, with as many decimals as needed to be exact.
+pub fn fmt_usd(micros: i64) -> String {
+    let sign = if micros < 0 { "-" } else { "" };
+    let m = micros.unsigned_abs();
+    let whole = m / 1_000_000;
+    let frac = m % 1_000_000;
+    if frac == 0 {
+        return format!("{sign}${whole}.00");
+    }
+    let mut f = format!("{frac:06}");
+    while f.len() > 2 && f.ends_with('0') {
+        f.pop();
+    }
+    format!("{sign}${whole}.{f}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usd_formatting_is_exact() {
+        assert_eq!(fmt_usd(0), "$0.00");
+        assert_eq!(fmt_usd(10_000), "$0.01");
+        assert_eq!(fmt_usd(1_234_567), "$1.234567");
+        assert_eq!(fmt_usd(2_500_000), "$2.50");
+        assert_eq!(fmt_usd(-5), "-$0.000005");
+    }
+}

@@ -8,6 +8,8 @@ mod doctor;
 mod exec;
 mod import_env;
 mod keys;
+mod ledger_cmd;
+mod live;
 pub mod scan;
 mod serve;
 
@@ -46,6 +48,27 @@ pub enum Command {
     Config(config_cmd::ConfigCommand),
     /// Check the keyring, port, keys, data dir and config, and say how to fix each problem.
     Doctor,
+    /// Spend from the ledger, in total or grouped by day, key, model or provider.
+    Spend(ledger_cmd::SpendArgs),
+    /// Recent requests from the ledger.
+    Log(ledger_cmd::LogArgs),
+    /// Follow live events from the running server.
+    Tail {
+        /// Print the raw JSON events.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each limit and its use (from the running server).
+    Limits {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Refuse every request until `airlock resume`.
+    Pause,
+    /// Undo `airlock pause`.
+    Resume,
+    /// Print the admin API token (kept in the OS keyring; created on first use).
+    AdminToken,
     /// Scan files, directories, stdin (`-`) or the staged diff for secrets and PII.
     Scan(scan::ScanArgs),
 }
@@ -69,6 +92,13 @@ pub fn main() -> ExitCode {
         Command::Env(args) => exec::run_env(&ctx, args),
         Command::Config(cmd) => config_cmd::run(&ctx, cmd),
         Command::Doctor => return doctor::run(&ctx),
+        Command::Spend(args) => ledger_cmd::spend(&ctx, args),
+        Command::Log(args) => ledger_cmd::log(&ctx, args),
+        Command::Tail { json } => live::tail(&ctx, json),
+        Command::Limits { json } => live::limits(&ctx, json),
+        Command::Pause => live::set_paused(&ctx, true),
+        Command::Resume => live::set_paused(&ctx, false),
+        Command::AdminToken => live::admin_token(&ctx),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,9 +119,53 @@ pub fn fmt_usd(micros: i64) -> String {
     format!("{sign}${whole}.{f}")
 }
 
+/// Parses an amount of USD (`2usd`, `$0.50`, `1.25`) exactly into micro-dollars.
+pub fn parse_usd(text: &str) -> Result<i64, String> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.trim_start_matches('$').trim_end_matches("usd").trim();
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    let bad = || format!("{text:?} is not an amount like 2usd or $0.50");
+    if whole.is_empty() && frac.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(bad());
+    }
+    if frac.len() > 6 {
+        return Err(format!(
+            "{text:?} has more than 6 decimals (a micro-dollar is the smallest unit)"
+        ));
+    }
+    let whole: i64 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| bad())?
+    };
+    let frac_micros: i64 = if frac.is_empty() {
+        0
+    } else {
+        format!("{frac:0<6}").parse().map_err(|_| bad())?
+    };
+    whole
+        .checked_mul(1_000_000)
+        .and_then(|w| w.checked_add(frac_micros))
+        .ok_or_else(bad)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_usd_exactly() {
+        assert_eq!(parse_usd("2usd"), Ok(2_000_000));
+        assert_eq!(parse_usd("$0.50"), Ok(500_000));
+        assert_eq!(parse_usd("0.000001"), Ok(1));
+        assert_eq!(parse_usd(".25"), Ok(250_000));
+        assert!(parse_usd("0.0000001").is_err());
+        assert!(parse_usd("two").is_err());
+        assert!(parse_usd("-1").is_err());
+    }
 
     #[test]
     fn usd_formatting_is_exact() {

@@ -20,6 +20,12 @@ pub struct ExecArgs {
     /// Use the scope of issued key NAME, and attribute the command's use to it.
     #[arg(long = "as", value_name = "NAME")]
     pub as_key: Option<String>,
+    /// Stop the command's key once it has spent this much, e.g. 2usd.
+    #[arg(long, value_name = "USD")]
+    pub budget: Option<String>,
+    /// Requests per minute for the command's key.
+    #[arg(long)]
+    pub rpm: Option<u32>,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -80,6 +86,12 @@ pub fn run_exec(ctx: &Ctx, args: ExecArgs) -> ExitCode {
 
 fn exec(ctx: &Ctx, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let config = ctx.load_config()?;
+    let budget_micros = args
+        .budget
+        .as_deref()
+        .map(crate::limits::parse_usd)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     let mut store = ctx.key_store()?;
     let name = format!("exec-{}-{:04x}", std::process::id(), rand::random::<u16>());
     let (_, key) = store.issue(&IssueRequest {
@@ -87,6 +99,8 @@ fn exec(ctx: &Ctx, args: ExecArgs) -> anyhow::Result<ExitCode> {
         parent: args.as_key.clone(),
         expires_in: Some(EXEC_KEY_LIFETIME),
         ephemeral: true,
+        budget_micros,
+        rpm: args.rpm,
         ..Default::default()
     })?;
     let vars = sdk_env(&config, &store, args.as_key.as_deref(), &key)?;

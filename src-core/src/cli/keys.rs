@@ -37,9 +37,19 @@ pub enum KeysCommand {
         /// Lifetime, e.g. 8h or 30d (default: until revoked).
         #[arg(long, value_name = "DURATION")]
         expires: Option<String>,
+        /// A lifetime budget for this key, e.g. 5usd.
+        #[arg(long, value_name = "USD")]
+        budget: Option<String>,
+        /// Requests per minute for this key.
+        #[arg(long)]
+        rpm: Option<u32>,
     },
     /// Revoke an issued key (and every child key made from it).
     Revoke { name: String },
+    /// Pause a key (and its children) until `airlock keys resume`.
+    Pause { name: String },
+    /// Resume a paused key.
+    Resume { name: String },
     /// List issued keys.
     Issued {
         /// Include revoked keys and finished `airlock exec` keys.
@@ -63,7 +73,45 @@ pub fn run(ctx: &Ctx, cmd: KeysCommand) -> anyhow::Result<()> {
             providers,
             models,
             expires,
-        } => issue(ctx, &config, name, providers, models, expires),
+            budget,
+            rpm,
+        } => {
+            let budget_micros = budget
+                .as_deref()
+                .map(crate::limits::parse_usd)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            let req = IssueRequest {
+                name,
+                providers,
+                models,
+                expires_in: expires
+                    .as_deref()
+                    .map(parse_duration)
+                    .transpose()
+                    .map_err(anyhow::Error::msg)?,
+                budget_micros,
+                rpm,
+                ..Default::default()
+            };
+            issue(ctx, &config, req)
+        }
+        KeysCommand::Pause { name } => {
+            if ctx.key_store()?.pause(&name, "paused by the user")? {
+                println!("paused {name}");
+            } else {
+                println!("{name} was already paused");
+            }
+            Ok(())
+        }
+        KeysCommand::Resume { name } => {
+            if ctx.key_store()?.resume(&name)? {
+                println!("resumed {name}");
+            } else {
+                println!("{name} was not paused");
+            }
+            Ok(())
+        }
         KeysCommand::Revoke { name } => {
             let n = ctx.key_store()?.revoke(&name)?;
             let children = n.saturating_sub(1);
@@ -166,15 +214,8 @@ pub(super) fn last4(key: &str) -> String {
     format!("…{tail}")
 }
 
-fn issue(
-    ctx: &Ctx,
-    config: &Config,
-    name: String,
-    providers: Vec<String>,
-    models: Vec<String>,
-    expires: Option<String>,
-) -> anyhow::Result<()> {
-    for p in &providers {
+fn issue(ctx: &Ctx, config: &Config, req: IssueRequest) -> anyhow::Result<()> {
+    for p in &req.providers {
         if config.provider(p).is_none() {
             bail!(
                 "unknown provider {p:?}; configured: {}",
@@ -187,18 +228,6 @@ fn issue(
             );
         }
     }
-    let expires_in = expires
-        .as_deref()
-        .map(parse_duration)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    let req = IssueRequest {
-        name,
-        providers,
-        models,
-        expires_in,
-        ..Default::default()
-    };
     let (issued, key) = ctx.key_store()?.issue(&req)?;
     println!("{}", key.expose_secret());
     eprintln!(

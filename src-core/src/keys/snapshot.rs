@@ -127,6 +127,25 @@ impl KeySnapshot {
         }
     }
 
+    /// Keys whose pause state differs from `before`: (key name, Some(reason) if now paused).
+    /// Only a key's own pause counts, not one inherited from a parent.
+    pub fn pause_changes(&self, before: &KeySnapshot) -> Vec<(String, Option<String>)> {
+        let own = |s: &KeySnapshot| -> HashMap<String, Option<String>> {
+            s.by_hash
+                .values()
+                .filter(|i| i.account == i.key_name)
+                .map(|i| (i.key_name.clone(), i.paused.clone()))
+                .collect()
+        };
+        let (now, then) = (own(self), own(before));
+        let mut out: Vec<_> = now
+            .into_iter()
+            .filter(|(k, p)| then.get(k).is_some_and(|old| old != p))
+            .collect();
+        out.sort();
+        out
+    }
+
     pub fn len(&self) -> usize {
         self.by_hash.len()
     }

@@ -149,6 +149,11 @@ async fn run(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &rt.config;
+    // Know the provider before the guard, so even a refused Host or Origin gets the error in the
+    // format the client's SDK expects.
+    ctx.provider = first_segment(req.uri().path())
+        .and_then(|p| config.provider(p))
+        .cloned();
     ctx.cors_origin = guard(config, state.listen.port(), req.headers(), req.uri())?;
     if req.method() == Method::OPTIONS && ctx.cors_origin.is_some() {
         return Ok(preflight());
@@ -290,6 +295,13 @@ fn preflight() -> Response<ProxyBody> {
 }
 
 // === route ===
+
+fn first_segment(path: &str) -> Option<&str> {
+    path.strip_prefix('/')?
+        .split('/')
+        .next()
+        .filter(|s| !s.is_empty())
+}
 
 /// `/<provider>/<rest>` to a configured provider and the upstream path.
 fn route<'p>(config: &Config, path: &'p str) -> Result<(Arc<Provider>, &'p str), ProxyError> {

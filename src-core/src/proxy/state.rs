@@ -126,20 +126,8 @@ impl State {
                 None => s.resume(&n),
             })
             .await?;
+        // The refresh publishes the key_paused / key_resumed event.
         self.refresh_keys().await?;
-        if changed {
-            self.publish(match reason {
-                Some(reason) => Event::KeyPaused {
-                    ts: now_ms(),
-                    key: name.to_owned(),
-                    reason: reason.to_owned(),
-                },
-                None => Event::KeyResumed {
-                    ts: now_ms(),
-                    key: name.to_owned(),
-                },
-            });
-        }
         Ok(changed)
     }
 
@@ -249,17 +237,23 @@ impl State {
     }
 
     pub async fn refresh_keys(&self) -> Result<(), StateError> {
-        let store = self.store.clone();
-        let snapshot = tokio::task::spawn_blocking(move || -> Result<KeySnapshot, StateError> {
-            let store = store.lock().map_err(|_| StateError::Poisoned)?;
-            Ok(KeySnapshot::build(
-                store.live_with_hashes()?,
-                store.generation()?,
-            ))
-        })
-        .await
-        .map_err(|e| StateError::Join(e.to_string()))??;
-        self.keys.store(Arc::new(snapshot));
+        let snapshot = self
+            .with_store(|s| Ok(KeySnapshot::build(s.live_with_hashes()?, s.generation()?)))
+            .await?;
+        let old = self.keys.swap(Arc::new(snapshot));
+        // Pauses can come from the CLI, the admin API or an anomaly; announce each change once,
+        // here, whichever it was.
+        let new = self.keys.load();
+        for (key, reason) in new.pause_changes(&old) {
+            self.publish(match reason {
+                Some(reason) => Event::KeyPaused {
+                    ts: now_ms(),
+                    key,
+                    reason,
+                },
+                None => Event::KeyResumed { ts: now_ms(), key },
+            });
+        }
         Ok(())
     }
 

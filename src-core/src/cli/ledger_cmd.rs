@@ -1,0 +1,250 @@
+//! `airlock spend` and `airlock log`: read the ledger in the data dir (the server need not run).
+
+use super::Ctx;
+use crate::keys::store::now_ms;
+use crate::ledger::query::{self, Filter, GroupBy, Totals};
+use crate::limits::fmt_usd;
+use std::io::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SpendArgs {
+    /// Group rows by day, key, model or provider.
+    #[arg(long, value_enum)]
+    pub by: Option<GroupBy>,
+    /// From: today, month, all, 24h, 7d, 2026-11-01, an RFC 3339 time or unix ms (default: month).
+    #[arg(long, default_value = "month")]
+    pub since: String,
+    /// Until (default: now).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Only this key (its name, or the name its use is attributed to).
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub provider: Option<String>,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Only blocked requests.
+    #[arg(long)]
+    pub blocked: bool,
+    #[arg(long)]
+    pub key: Option<String>,
+    #[arg(long)]
+    pub provider: Option<String>,
+    #[arg(long, default_value = "all")]
+    pub since: String,
+    /// At most this many rows, newest first.
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+fn filter(
+    since: &str,
+    until: Option<&str>,
+    key: Option<String>,
+    provider: Option<String>,
+) -> anyhow::Result<Filter> {
+    let now = now_ms();
+    Ok(Filter {
+        since_ms: Some(query::parse_time(since, now).map_err(anyhow::Error::msg)?),
+        until_ms: until
+            .map(|u| query::parse_time(u, now))
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
+        account: key,
+        provider,
+        blocked_only: false,
+    })
+}
+
+pub fn spend(ctx: &Ctx, a: SpendArgs) -> anyhow::Result<()> {
+    let f = filter(&a.since, a.until.as_deref(), a.key, a.provider)?;
+    let store = ctx.key_store()?;
+    let report = query::spend(store.connection(), &f, a.by)?;
+    let mut out = std::io::stdout().lock();
+    match a.format {
+        Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&report)?)?,
+        Format::Csv => {
+            writeln!(out, "group,requests,input_tokens,output_tokens,cached_tokens,cost_usd,estimated,unknown_cost_requests")?;
+            let mut line = |g: &str, t: &Totals| {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{}",
+                    csv(g),
+                    t.requests,
+                    t.input_tokens,
+                    t.output_tokens,
+                    t.cached_tokens,
+                    fmt_usd(t.cost_micros).trim_start_matches('$'),
+                    t.estimated,
+                    t.unknown_cost_requests
+                )
+            };
+            for r in &report.rows {
+                line(&r.group, &r.totals)?;
+            }
+            line("total", &report.total)?;
+        }
+        Format::Table => {
+            writeln!(
+                out,
+                "{:<28} {:>9} {:>12} {:>12} {:>14}",
+                by_label(a.by),
+                "REQUESTS",
+                "INPUT",
+                "OUTPUT",
+                "COST"
+            )?;
+            let mut line = |g: &str, t: &Totals| {
+                writeln!(
+                    out,
+                    "{:<28} {:>9} {:>12} {:>12} {:>14}",
+                    g,
+                    t.requests,
+                    t.input_tokens,
+                    t.output_tokens,
+                    cost_cell(t)
+                )
+            };
+            for r in &report.rows {
+                line(&r.group, &r.totals)?;
+            }
+            line("total", &report.total)?;
+            let t = &report.total;
+            if t.estimated {
+                writeln!(
+                    out,
+                    "* {} request(s) were cut short; their tokens are estimated",
+                    t.estimated_requests
+                )?;
+            }
+            if t.unknown_cost_requests > 0 {
+                writeln!(
+                    out,
+                    "? {} request(s) used a model with no known price (not counted as $0)",
+                    t.unknown_cost_requests
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn by_label(by: Option<GroupBy>) -> &'static str {
+    match by {
+        None => "",
+        Some(GroupBy::Day) => "DAY (UTC)",
+        Some(GroupBy::Key) => "KEY",
+        Some(GroupBy::Model) => "MODEL",
+        Some(GroupBy::Provider) => "PROVIDER",
+    }
+}
+
+fn cost_cell(t: &Totals) -> String {
+    let mut c = fmt_usd(t.cost_micros);
+    if t.estimated {
+        c.push('*');
+    }
+    if t.unknown_cost_requests > 0 {
+        c.push('?');
+    }
+    c
+}
+
+fn csv(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
+    let mut f = filter(&a.since, None, a.key, a.provider)?;
+    f.blocked_only = a.blocked;
+    let store = ctx.key_store()?;
+    let rows = query::recent(store.connection(), &f, a.limit.min(100_000))?;
+    let mut out = std::io::stdout().lock();
+    match a.format {
+        Format::Json => {
+            for r in &rows {
+                writeln!(out, "{}", serde_json::to_string(r)?)?;
+            }
+        }
+        Format::Csv => {
+            writeln!(out, "id,time,key,provider,method,endpoint,model,status,verdict,reason,input_tokens,output_tokens,cost_usd,estimated")?;
+            for r in &rows {
+                writeln!(
+                    out,
+                    "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+                    r.id,
+                    super::keys::fmt_time(r.ts),
+                    csv(r.account.as_deref().unwrap_or("")),
+                    r.provider.as_deref().unwrap_or(""),
+                    r.method,
+                    csv(&r.endpoint),
+                    csv(r.model.as_deref().unwrap_or("")),
+                    r.status,
+                    r.verdict,
+                    r.reason.as_deref().unwrap_or(""),
+                    r.input_tokens,
+                    r.output_tokens,
+                    r.cost_micros
+                        .map(|c| fmt_usd(c).trim_start_matches('$').to_owned())
+                        .unwrap_or_default(),
+                    r.estimated
+                )?;
+            }
+        }
+        Format::Table => {
+            writeln!(
+                out,
+                "{:<20} {:<14} {:<10} {:<26} {:>6} {:<9} {:>12} {}",
+                "TIME (UTC)", "KEY", "PROVIDER", "MODEL", "STATUS", "VERDICT", "COST", "DETAIL"
+            )?;
+            for r in &rows {
+                let detail = match (&r.reason, r.findings.is_empty()) {
+                    (Some(reason), _) => reason.clone(),
+                    (None, false) => r
+                        .findings
+                        .iter()
+                        .map(|f| format!("{}@{}", f.rule, f.location))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    _ => r.endpoint.clone(),
+                };
+                writeln!(
+                    out,
+                    "{:<20} {:<14} {:<10} {:<26} {:>6} {:<9} {:>12} {}",
+                    super::keys::fmt_time(r.ts),
+                    r.account.as_deref().unwrap_or("-"),
+                    r.provider.as_deref().unwrap_or("-"),
+                    r.model.as_deref().unwrap_or("-"),
+                    r.status,
+                    r.verdict,
+                    match (r.verdict.as_str(), r.cost_micros) {
+                        ("blocked", _) => "-".to_owned(),
+                        (_, Some(c)) =>
+                            format!("{}{}", fmt_usd(c), if r.estimated { "*" } else { "" }),
+                        (_, None) => "unknown".to_owned(),
+                    },
+                    detail
+                )?;
+            }
+        }
+    }
+    Ok(())
+}

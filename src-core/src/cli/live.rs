@@ -1,0 +1,235 @@
+//! Commands that talk to a running `airlock serve` through its admin API (`tail`, `limits`), or
+//! flip state both the server and the CLI share (`pause`, `resume`, `admin-token`).
+
+use super::Ctx;
+use crate::config::Config;
+use crate::keys::Vault;
+use crate::limits::fmt_usd;
+use crate::proxy::state::admin_token_get_or_create;
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use secrecy::ExposeSecret;
+use serde_json::Value;
+use std::io::Write;
+
+pub fn admin_token(ctx: &Ctx) -> anyhow::Result<()> {
+    let config = ctx.load_config()?;
+    let token = admin_token_get_or_create(&Vault::new(&config.keyring_service))?;
+    println!("{}", token.expose_secret());
+    Ok(())
+}
+
+pub fn set_paused(ctx: &Ctx, paused: bool) -> anyhow::Result<()> {
+    ctx.key_store()?.set_paused(paused)?;
+    if paused {
+        println!("Airlock is paused: every request is refused until `airlock resume`");
+    } else {
+        println!("Airlock is running again");
+    }
+    Ok(())
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// GETs an admin endpoint of the running server.
+async fn admin_get(
+    config: &Config,
+    path: &str,
+) -> anyhow::Result<hyper::Response<hyper::body::Incoming>> {
+    let token = admin_token_get_or_create(&Vault::new(&config.keyring_service))?;
+    let url = format!("{}/_airlock/{path}", config.base_url());
+    let req = hyper::Request::get(&url)
+        .header("authorization", format!("Bearer {}", token.expose_secret()))
+        .body(Empty::<Bytes>::new())?;
+    let client = Client::builder(TokioExecutor::new()).build_http();
+    let resp = client.request(req).await.with_context(|| {
+        format!(
+            "cannot reach airlock at {} (is `airlock serve` running?)",
+            config.base_url()
+        )
+    })?;
+    if !resp.status().is_success() {
+        let status = resp.status();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .unwrap_or_default();
+        bail!(
+            "admin API answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
+    Ok(resp)
+}
+
+pub fn limits(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
+    let config = ctx.load_config()?;
+    let v: Value = runtime()?.block_on(async {
+        let resp = admin_get(&config, "limits").await?;
+        let body = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok(serde_json::from_slice(&body)?)
+    })?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(());
+    }
+    let money = |v: &Value| v.as_i64().map(fmt_usd).unwrap_or_else(|| "-".into());
+    writeln!(out, "paused: {}", v["paused"].as_bool().unwrap_or(false))?;
+    writeln!(
+        out,
+        "{:<28} {:>12} {:>12} {:>12} {:>12}",
+        "BUDGET", "TODAY", "DAILY", "THIS MONTH", "MONTHLY"
+    )?;
+    for b in v["budgets"].as_array().into_iter().flatten() {
+        let scope = match (&b["scope"]["scope"], &b["scope"]["name"]) {
+            (Value::String(s), Value::String(n)) => format!("{s} {n}"),
+            (Value::String(s), _) => s.clone(),
+            _ => "?".into(),
+        };
+        writeln!(
+            out,
+            "{:<28} {:>12} {:>12} {:>12} {:>12}",
+            scope,
+            money(&b["daily_spent_micros"]),
+            money(&b["daily_limit_micros"]),
+            money(&b["monthly_spent_micros"]),
+            money(&b["monthly_limit_micros"])
+        )?;
+    }
+    writeln!(
+        out,
+        "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10}  STATE",
+        "KEY", "TODAY", "DAILY", "RPM", "TOK/MIN", "TPM"
+    )?;
+    for k in v["keys"].as_array().into_iter().flatten() {
+        let num = |v: &Value| {
+            v.as_u64()
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        writeln!(
+            out,
+            "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10}  {}",
+            k["key"].as_str().unwrap_or("?"),
+            money(&k["daily_spent_micros"]),
+            money(&k["daily_limit_micros"]),
+            num(&k["rpm"]),
+            num(&k["tokens_last_minute"]),
+            num(&k["tpm"]),
+            k["paused"]
+                .as_str()
+                .map(|r| format!("paused: {r}"))
+                .unwrap_or_else(|| "active".into())
+        )?;
+    }
+    Ok(())
+}
+
+/// Prints live events as they happen, one line each (`--json` for the raw events).
+pub fn tail(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
+    let config = ctx.load_config()?;
+    runtime()?.block_on(async {
+        let resp = admin_get(&config, "events").await?;
+        eprintln!(
+            "following events from {} (Ctrl-C to stop)",
+            config.base_url()
+        );
+        let mut body = resp.into_body();
+        // Airlock's own event stream: `event:` and one `data:` line per event, `\n\n` between.
+        let mut pending = String::new();
+        while let Some(frame) = body.frame().await {
+            let frame = frame?;
+            let Some(data) = frame.data_ref() else {
+                continue;
+            };
+            pending.push_str(&String::from_utf8_lossy(data));
+            while let Some(end) = pending.find("\n\n") {
+                let event: String = pending.drain(..end + 2).collect();
+                let Some(text) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue;
+                };
+                let mut out = std::io::stdout().lock();
+                if json {
+                    writeln!(out, "{text}")?;
+                } else if let Ok(v) = serde_json::from_str::<Value>(text) {
+                    writeln!(out, "{}", describe(&v))?;
+                }
+                out.flush()?;
+            }
+        }
+        anyhow::Ok(())
+    })
+}
+
+fn describe(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+    let time = v["ts"]
+        .as_i64()
+        .map(super::keys::fmt_time)
+        .unwrap_or_default();
+    let body = match v["type"].as_str().unwrap_or("?") {
+        "request_finished" => format!(
+            "{:<9} {} {} {} {} in={} out={} {}{}",
+            s("verdict"),
+            s("account"),
+            s("provider"),
+            s("model"),
+            v["status"],
+            v["input_tokens"],
+            v["output_tokens"],
+            v["cost_micros"]
+                .as_i64()
+                .map(fmt_usd)
+                .unwrap_or_else(|| "cost unknown".into()),
+            if v["estimated"].as_bool() == Some(true) {
+                " (estimated)"
+            } else {
+                ""
+            }
+        ),
+        "request_blocked" => format!(
+            "BLOCKED   {} {} {}: {}",
+            s("account"),
+            s("provider"),
+            v["status"],
+            s("message")
+        ),
+        "budget_alert" => format!(
+            "BUDGET    {} {} {}: {} of {}",
+            s("scope"),
+            s("period"),
+            s("level"),
+            v["spent_micros"].as_i64().map(fmt_usd).unwrap_or_default(),
+            v["limit_micros"].as_i64().map(fmt_usd).unwrap_or_default()
+        ),
+        "anomaly" => format!(
+            "ANOMALY   {} {}: {}{}",
+            s("account"),
+            s("kind"),
+            s("detail"),
+            if v["paused"].as_bool() == Some(true) {
+                " (key paused)"
+            } else {
+                ""
+            }
+        ),
+        "key_paused" => format!("PAUSED    key {}: {}", s("key"), s("reason")),
+        "key_resumed" => format!("RESUMED   key {}", s("key")),
+        "paused" => "PAUSED    all requests".to_owned(),
+        "resumed" => "RESUMED   all requests".to_owned(),
+        "config_reloaded" => format!("CONFIG    {}", s("message")),
+        other => format!("{other} {v}"),
+    };
+    format!("{time} {body}")
+}

@@ -48,7 +48,9 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { default_gap: DEFAULT_GAP }
+        Self {
+            default_gap: DEFAULT_GAP,
+        }
     }
 }
 
@@ -79,8 +81,14 @@ impl Call<'_> {
 
 /// A provider handler's answer, before delays and pacing are applied.
 pub enum Reply {
-    Json { status: u16, body: Value },
-    Stream { content_type: &'static str, events: Vec<Bytes> },
+    Json {
+        status: u16,
+        body: Value,
+    },
+    Stream {
+        content_type: &'static str,
+        events: Vec<Bytes>,
+    },
 }
 
 impl Reply {
@@ -89,11 +97,17 @@ impl Reply {
     }
 
     pub fn sse(events: Vec<Bytes>) -> Self {
-        Reply::Stream { content_type: "text/event-stream; charset=utf-8", events }
+        Reply::Stream {
+            content_type: "text/event-stream; charset=utf-8",
+            events,
+        }
     }
 
     pub fn stream(content_type: &'static str, events: Vec<Bytes>) -> Self {
-        Reply::Stream { content_type, events }
+        Reply::Stream {
+            content_type,
+            events,
+        }
     }
 }
 
@@ -156,11 +170,18 @@ fn dispatch(method: &Method, path: &str, headers: &HeaderMap, call: &mut Call) -
 }
 
 fn unix_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<ResBody> {
-    let mut res = Response::new(Full::new(body.into()).map_err(|e: Infallible| match e {}).boxed());
+    let mut res = Response::new(
+        Full::new(body.into())
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+    );
     *res.status_mut() = status;
     if let Ok(v) = HeaderValue::from_str(content_type) {
         res.headers_mut().insert(http::header::CONTENT_TYPE, v);
@@ -182,14 +203,21 @@ fn headers_map(headers: &HeaderMap) -> std::collections::BTreeMap<String, String
     out
 }
 
-async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<ResBody>, Infallible> {
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
     let received_ms = now_ms();
     let (parts, body) = req.into_parts();
     let body = match body.collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) => {
             eprintln!("mock-upstream: reading request body: {e}");
-            return Ok(full(StatusCode::BAD_REQUEST, "text/plain", "body read failed"));
+            return Ok(full(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                "body read failed",
+            ));
         }
     };
     let path = parts.uri.path().to_owned();
@@ -221,7 +249,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Re
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
         .unwrap_or_default();
     let (scenario, reply) = match Scenario::parse(&scenario_header) {
-        Err(e) => (Scenario::default(), flavor.error(400, &format!("mock upstream: {e}"))),
+        Err(e) => (
+            Scenario::default(),
+            flavor.error(400, &format!("mock upstream: {e}")),
+        ),
         Ok(scenario) => {
             let json = if body.is_empty() {
                 Ok(Value::Null)
@@ -232,9 +263,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Re
                 (_, Some(status)) => {
                     flavor.error(status, &format!("mock upstream: scenario status {status}"))
                 }
-                (Err(e), None) => {
-                    flavor.error(400, &format!("mock upstream: request body is not JSON: {e}"))
-                }
+                (Err(e), None) => flavor.error(
+                    400,
+                    &format!("mock upstream: request body is not JSON: {e}"),
+                ),
                 (Ok(json), None) => {
                     let mut call = Call {
                         id,
@@ -257,12 +289,20 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Result<Response<Re
 
     let mut res = match reply {
         Reply::Json { status, body } => {
-            let status = scenario.status.filter(|s| (200..300).contains(s)).unwrap_or(status);
-            full(StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "application/json", body.to_string())
+            let status = scenario
+                .status
+                .filter(|s| (200..300).contains(s))
+                .unwrap_or(status);
+            full(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                "application/json",
+                body.to_string(),
+            )
         }
-        Reply::Stream { content_type, events } => {
-            stream_response(&state, id, &scenario, content_type, events)
-        }
+        Reply::Stream {
+            content_type,
+            events,
+        } => stream_response(&state, id, &scenario, content_type, events),
     };
     decorate(&mut res, flavor, id, &scenario);
     let status = res.status().as_u16();
@@ -283,7 +323,8 @@ fn decorate(res: &mut Response<ResBody>, flavor: Flavor, id: u64, scenario: &Sce
         h.insert(name, v);
     }
     if res.status() == StatusCode::TOO_MANY_REQUESTS {
-        res.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        res.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
     }
     if scenario.hop_headers {
         let h = res.headers_mut();
@@ -302,7 +343,10 @@ fn stream_response(
     events: Vec<Bytes>,
 ) -> Response<ResBody> {
     state.store.update(id, |r| {
-        r.stream = Some(StreamTimes { events_planned: events.len(), ..StreamTimes::default() })
+        r.stream = Some(StreamTimes {
+            events_planned: events.len(),
+            ..StreamTimes::default()
+        })
     });
     let (tx, rx) = mpsc::channel::<Chunk>(1);
     let gap = scenario.gap.unwrap_or(state.options.default_gap);
@@ -333,7 +377,10 @@ fn stream_response(
     if let Ok(v) = HeaderValue::from_str(content_type) {
         res.headers_mut().insert(http::header::CONTENT_TYPE, v);
     }
-    res.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
     res
 }
 
@@ -348,7 +395,11 @@ fn control_endpoint(state: &State, method: &Method, what: &str) -> Response<ResB
             state.store.clear();
             full(StatusCode::OK, "application/json", "{\"ok\":true}")
         }
-        _ => full(StatusCode::NOT_FOUND, "text/plain", "unknown mock control endpoint"),
+        _ => full(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "unknown mock control endpoint",
+        ),
     }
 }
 
@@ -374,7 +425,10 @@ pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Futu
         tokio::spawn(async move {
             let service = service_fn(move |req| handle(state.clone(), req));
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), service).await {
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 eprintln!("mock-upstream: connection: {e}");
             }
         });
@@ -398,25 +452,37 @@ impl MockServer {
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(State { store: Arc::default(), options });
+        let state = Arc::new(State {
+            store: Arc::default(),
+            options,
+        });
         let (stop, stopped) = oneshot::channel::<()>();
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let thread_state = state.clone();
-        let thread = std::thread::Builder::new().name("mock-upstream".into()).spawn(move || {
-            runtime.block_on(async move {
-                match TcpListener::from_std(listener) {
-                    Ok(l) => {
-                        serve(l, thread_state, async {
-                            // Err means the handle was dropped: stop as well.
-                            let _dropped = stopped.await;
-                        })
-                        .await
+        let thread = std::thread::Builder::new()
+            .name("mock-upstream".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => {
+                            serve(l, thread_state, async {
+                                // Err means the handle was dropped: stop as well.
+                                let _dropped = stopped.await;
+                            })
+                            .await
+                        }
+                        Err(e) => eprintln!("mock-upstream: listener: {e}"),
                     }
-                    Err(e) => eprintln!("mock-upstream: listener: {e}"),
-                }
-            });
-        })?;
-        Ok(Self { addr, state, stop: Some(stop), thread: Some(thread) })
+                });
+            })?;
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {

@@ -84,10 +84,7 @@ impl Parser {
         }
         self.buf.extend_from_slice(chunk);
         let mut events = Vec::new();
-        loop {
-            let Some(pos) = self.buf.iter().position(|b| *b == b'\n' || *b == b'\r') else {
-                break;
-            };
+        while let Some(pos) = self.buf.iter().position(|b| *b == b'\n' || *b == b'\r') {
             let line = self.buf.split_to(pos);
             let terminator = self.buf.split_to(1);
             if terminator[0] == b'\r' {
@@ -157,9 +154,18 @@ mod tests {
 
     fn expected() -> Vec<Event> {
         vec![
-            Event { event: Some("message_start".into()), data: r#"{"a":1}"#.into() },
-            Event { event: None, data: "line one\nline two".into() },
-            Event { event: None, data: "[DONE]".into() },
+            Event {
+                event: Some("message_start".into()),
+                data: r#"{"a":1}"#.into(),
+            },
+            Event {
+                event: None,
+                data: "line one\nline two".into(),
+            },
+            Event {
+                event: None,
+                data: "[DONE]".into(),
+            },
         ]
     }
 

@@ -27,7 +27,10 @@ fn main() -> anyhow::Result<()> {
             other => bail!("unknown argument {other:?}"),
         }
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
@@ -37,7 +40,10 @@ fn main() -> anyhow::Result<()> {
         writeln!(out, "mock-upstream listening on http://{addr}")?;
         out.flush()?;
         drop(out);
-        let state = Arc::new(State { store: Arc::default(), options });
+        let state = Arc::new(State {
+            store: Arc::default(),
+            options,
+        });
         mock::serve(listener, state, shutdown_signal()).await;
         Ok(())
     })

@@ -8,7 +8,6 @@ use serde_json::{json, Value};
 
 pub fn error(status: u16, message: &str) -> Reply {
     let kind = match status {
-        400 => "invalid_request_error",
         401 => "authentication_error",
         402 => "billing_error",
         403 => "permission_error",
@@ -20,7 +19,10 @@ pub fn error(status: u16, message: &str) -> Reply {
         400..=499 => "invalid_request_error",
         _ => "api_error",
     };
-    Reply::json(status, json!({"type": "error", "error": {"type": kind, "message": message}}))
+    Reply::json(
+        status,
+        json!({"type": "error", "error": {"type": kind, "message": message}}),
+    )
 }
 
 fn usage_json(u: Usage) -> Value {
@@ -39,9 +41,21 @@ fn event(name: &str, v: &Value) -> Bytes {
 pub fn messages(call: &Call) -> Reply {
     let user_text = text::last_user_text(call.body.get("messages"));
     let id = format!("msg_mock{}", call.id);
-    let model = call.body.get("model").and_then(Value::as_str).unwrap_or("claude-sonnet-4-5");
-    let stream = call.body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let tool_name = call.body.pointer("/tools/0/name").and_then(Value::as_str).unwrap_or("echo");
+    let model = call
+        .body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("claude-sonnet-4-5");
+    let stream = call
+        .body
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let tool_name = call
+        .body
+        .pointer("/tools/0/name")
+        .and_then(Value::as_str)
+        .unwrap_or("echo");
     let tool_id = format!("toolu_mock{}", call.id);
 
     let (block, output_text, stop_reason) = if call.scenario.tool_call {
@@ -71,7 +85,10 @@ pub fn messages(call: &Call) -> Reply {
     };
 
     if !stream {
-        return Reply::json(200, message(json!([block]), Value::from(stop_reason), usage_json(usage)));
+        return Reply::json(
+            200,
+            message(json!([block]), Value::from(stop_reason), usage_json(usage)),
+        );
     }
 
     let start_usage = usage_json(Usage { output: 1, ..usage });
@@ -106,7 +123,10 @@ pub fn messages(call: &Call) -> Reply {
             &json!({"type": "content_block_delta", "index": 0, "delta": d}),
         ));
     }
-    events.push(event("content_block_stop", &json!({"type": "content_block_stop", "index": 0})));
+    events.push(event(
+        "content_block_stop",
+        &json!({"type": "content_block_stop", "index": 0}),
+    ));
     events.push(event(
         "message_delta",
         &json!({

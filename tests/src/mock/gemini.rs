@@ -12,7 +12,6 @@ use serde_json::{json, Value};
 
 pub fn status_name(status: u16) -> &'static str {
     match status {
-        400 => "INVALID_ARGUMENT",
         401 => "UNAUTHENTICATED",
         403 => "PERMISSION_DENIED",
         404 => "NOT_FOUND",
@@ -22,7 +21,7 @@ pub fn status_name(status: u16) -> &'static str {
         501 => "UNIMPLEMENTED",
         503 => "UNAVAILABLE",
         504 => "DEADLINE_EXCEEDED",
-        400..=499 => "FAILED_PRECONDITION",
+        400..=499 => "INVALID_ARGUMENT",
         _ => "INTERNAL",
     }
 }
@@ -79,7 +78,10 @@ pub fn generate(call: &Call, stream: bool) -> Reply {
     let (pieces, output_text): (Vec<Value>, String) = if call.scenario.tool_call {
         let args = json!({ "text": user_text });
         let s = args.to_string();
-        (vec![json!([{"functionCall": {"name": tool_name, "args": args}}])], s)
+        (
+            vec![json!([{"functionCall": {"name": tool_name, "args": args}}])],
+            s,
+        )
     } else {
         let answer = text::answer(&user_text);
         let parts = if stream {
@@ -101,7 +103,10 @@ pub fn generate(call: &Call, stream: bool) -> Reply {
     };
     if !stream {
         let parts = pieces.into_iter().next().unwrap_or_else(|| json!([]));
-        return Reply::json(200, response(call, parts, Some("STOP"), usage_json(usage, usage.output)));
+        return Reply::json(
+            200,
+            response(call, parts, Some("STOP"), usage_json(usage, usage.output)),
+        );
     }
 
     let n = pieces.len();
@@ -121,10 +126,15 @@ pub fn generate(call: &Call, stream: bool) -> Reply {
         })
         .collect();
 
-    let sse = call.query.is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
+    let sse = call
+        .query
+        .is_some_and(|q| q.split('&').any(|kv| kv == "alt=sse"));
     if sse {
         return Reply::sse(
-            chunks.iter().map(|c| encode(None, &c.to_string(), LineEnd::CrLf)).collect(),
+            chunks
+                .iter()
+                .map(|c| encode(None, &c.to_string(), LineEnd::CrLf))
+                .collect(),
         );
     }
     // Without alt=sse the answer is one JSON array whose elements arrive one by one.
@@ -139,8 +149,15 @@ pub fn generate(call: &Call, stream: bool) -> Reply {
 
 pub fn embed_content(call: &Call) -> Reply {
     let t = text::content_text(call.body.pointer("/content/parts").unwrap_or(&Value::Null));
-    let dims = call.body.get("outputDimensionality").and_then(Value::as_u64).unwrap_or(8) as usize;
-    Reply::json(200, json!({"embedding": {"values": text::embedding(&t, dims)}}))
+    let dims = call
+        .body
+        .get("outputDimensionality")
+        .and_then(Value::as_u64)
+        .unwrap_or(8) as usize;
+    Reply::json(
+        200,
+        json!({"embedding": {"values": text::embedding(&t, dims)}}),
+    )
 }
 
 pub fn count_tokens(call: &Call) -> Reply {

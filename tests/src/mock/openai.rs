@@ -10,7 +10,10 @@ use serde_json::{json, Value};
 pub fn error(status: u16, message: &str) -> Reply {
     let (kind, code) = match status {
         401 => ("invalid_request_error", Value::from("invalid_api_key")),
-        403 => ("invalid_request_error", Value::from("unsupported_country_region_territory")),
+        403 => (
+            "invalid_request_error",
+            Value::from("unsupported_country_region_territory"),
+        ),
         404 => ("invalid_request_error", Value::from("model_not_found")),
         429 => ("requests", Value::from("rate_limit_exceeded")),
         400..=499 => ("invalid_request_error", Value::Null),
@@ -23,7 +26,11 @@ pub fn error(status: u16, message: &str) -> Reply {
 }
 
 fn model(call: &Call) -> String {
-    call.body.get("model").and_then(Value::as_str).unwrap_or("gpt-4o-mini").to_owned()
+    call.body
+        .get("model")
+        .and_then(Value::as_str)
+        .unwrap_or("gpt-4o-mini")
+        .to_owned()
 }
 
 fn usage_chat(u: Usage) -> Value {
@@ -71,7 +78,10 @@ fn data(v: &Value) -> Bytes {
 
 /// Name of the first function tool in a Chat Completions request, or `echo`.
 fn chat_tool_name(body: &Value) -> String {
-    body.pointer("/tools/0/function/name").and_then(Value::as_str).unwrap_or("echo").to_owned()
+    body.pointer("/tools/0/function/name")
+        .and_then(Value::as_str)
+        .unwrap_or("echo")
+        .to_owned()
 }
 
 fn tool_arguments(user_text: &str) -> String {
@@ -85,7 +95,11 @@ pub fn chat_completions(call: &Call) -> Reply {
     let id = format!("chatcmpl-mock{}", call.id);
     let created = call.created;
     let model = model(call);
-    let stream = call.body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = call
+        .body
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
     let call_id = format!("call_mock{}", call.id);
 
     if call.scenario.tool_call {
@@ -176,7 +190,10 @@ fn chat_stream(
     let mut events: Vec<Bytes> = deltas
         .into_iter()
         .map(|d| {
-            chunk(json!([{"index": 0, "delta": d, "logprobs": null, "finish_reason": null}]), None)
+            chunk(
+                json!([{"index": 0, "delta": d, "logprobs": null, "finish_reason": null}]),
+                None,
+            )
         })
         .collect();
     events.push(chunk(
@@ -206,10 +223,18 @@ pub fn responses(call: &Call) -> Reply {
     let resp_id = format!("resp_mock{}", call.id);
     let msg_id = format!("msg_mock{}", call.id);
     let model = model(call);
-    let stream = call.body.get("stream").and_then(Value::as_bool).unwrap_or(false);
+    let stream = call
+        .body
+        .get("stream")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
 
     let (final_item, output_text, usage) = if call.scenario.tool_call {
-        let name = call.body.pointer("/tools/0/name").and_then(Value::as_str).unwrap_or("echo");
+        let name = call
+            .body
+            .pointer("/tools/0/name")
+            .and_then(Value::as_str)
+            .unwrap_or("echo");
         let args = tool_arguments(&user_text);
         let item = json!({
             "type": "function_call", "id": format!("fc_mock{}", call.id),
@@ -243,7 +268,10 @@ pub fn responses(call: &Call) -> Reply {
     };
 
     if !stream {
-        return Reply::json(200, response("completed", json!([final_item]), usage_responses(usage)));
+        return Reply::json(
+            200,
+            response("completed", json!([final_item]), usage_responses(usage)),
+        );
     }
 
     let mut seq = 0u64;
@@ -254,14 +282,23 @@ pub fn responses(call: &Call) -> Reply {
         seq += 1;
         events.push(encode(Some(kind), &v.to_string(), LineEnd::Lf));
     };
-    push("response.created", json!({"response": response("in_progress", json!([]), Value::Null)}));
-    push("response.in_progress", json!({"response": response("in_progress", json!([]), Value::Null)}));
+    push(
+        "response.created",
+        json!({"response": response("in_progress", json!([]), Value::Null)}),
+    );
+    push(
+        "response.in_progress",
+        json!({"response": response("in_progress", json!([]), Value::Null)}),
+    );
     if call.scenario.tool_call {
         let item_id = final_item["id"].clone();
         let mut added = final_item.clone();
         added["arguments"] = Value::from("");
         added["status"] = Value::from("in_progress");
-        push("response.output_item.added", json!({"output_index": 0, "item": added}));
+        push(
+            "response.output_item.added",
+            json!({"output_index": 0, "item": added}),
+        );
         for piece in text::split_chars(&output_text, 4) {
             push(
                 "response.function_call_arguments.delta",
@@ -273,7 +310,8 @@ pub fn responses(call: &Call) -> Reply {
             json!({"item_id": item_id, "output_index": 0, "arguments": output_text}),
         );
     } else {
-        let part_empty = json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
+        let part_empty =
+            json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
         push(
             "response.output_item.added",
             json!({"output_index": 0, "item": {
@@ -300,7 +338,10 @@ pub fn responses(call: &Call) -> Reply {
                    "part": final_item["content"][0].clone()}),
         );
     }
-    push("response.output_item.done", json!({"output_index": 0, "item": final_item}));
+    push(
+        "response.output_item.done",
+        json!({"output_index": 0, "item": final_item}),
+    );
     push(
         "response.completed",
         json!({"response": response("completed", json!([final_item]), usage_responses(usage))}),
@@ -315,11 +356,19 @@ pub fn embeddings(call: &Call) -> Reply {
         Some(Value::String(s)) => vec![s.clone()],
         Some(Value::Array(items)) => items
             .iter()
-            .map(|v| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string()))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            })
             .collect(),
         _ => return error(400, "mock upstream: 'input' is required"),
     };
-    let dims = call.body.get("dimensions").and_then(Value::as_u64).unwrap_or(8) as usize;
+    let dims = call
+        .body
+        .get("dimensions")
+        .and_then(Value::as_u64)
+        .unwrap_or(8) as usize;
     let base64 = call.body.get("encoding_format").and_then(Value::as_str) == Some("base64");
     let data: Vec<Value> = inputs
         .iter()

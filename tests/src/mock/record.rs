@@ -51,11 +51,15 @@ pub struct StreamTimes {
 
 impl RecordedRequest {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str)
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(String::as_str)
     }
 
     pub fn json(&self) -> Option<serde_json::Value> {
-        self.body.as_deref().and_then(|b| serde_json::from_str(b).ok())
+        self.body
+            .as_deref()
+            .and_then(|b| serde_json::from_str(b).ok())
     }
 }
 

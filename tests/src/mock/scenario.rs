@@ -35,7 +35,11 @@ pub struct Scenario {
 impl Scenario {
     pub fn parse(header: &str) -> Result<Self, String> {
         let mut s = Scenario::default();
-        for token in header.split([';', ',']).map(str::trim).filter(|t| !t.is_empty()) {
+        for token in header
+            .split([';', ','])
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+        {
             let (key, value) = match token.split_once('=') {
                 Some((k, v)) => (k.trim(), Some(v.trim())),
                 None => (token, None),

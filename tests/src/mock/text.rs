@@ -124,7 +124,9 @@ pub fn embedding(text: &str, dims: usize) -> Vec<f32> {
     }
     (0..dims)
         .map(|i| {
-            h = h.wrapping_mul(1_103_515_245).wrapping_add(12_345 + i as u32);
+            h = h
+                .wrapping_mul(1_103_515_245)
+                .wrapping_add(12_345 + i as u32);
             ((h >> 8) as f32 / (1u32 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
@@ -137,7 +139,13 @@ mod tests {
 
     #[test]
     fn deltas_concatenate_to_the_answer() {
-        for text in ["", "one", "a b c d e", "two  spaces and\ttab", "<EMAIL_1> wrote to <EMAIL_2>"] {
+        for text in [
+            "",
+            "one",
+            "a b c d e",
+            "two  spaces and\ttab",
+            "<EMAIL_1> wrote to <EMAIL_2>",
+        ] {
             let a = answer(text);
             for n in 1..5 {
                 let d = deltas(&a, n);

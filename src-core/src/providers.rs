@@ -1,1 +1,203 @@
-//! providers
+//! Providers: where each AI API lives, how it authenticates, and how it spells its errors.
+//!
+//! A provider is data (kind, upstream, auth style, keyring entry) plus the little behaviour that
+//! differs per wire format: where the client puts its key, where the model name lives, and the
+//! shape of an error body. Everything else in the request path is provider-neutral.
+
+mod error_format;
+mod presets;
+
+pub use error_format::{error_body, ErrorClass};
+pub use presets::{preset, PRESET_NAMES};
+
+use http::HeaderMap;
+use serde::Deserialize;
+
+/// The wire format a provider speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum ProviderKind {
+    #[serde(rename = "openai")]
+    OpenAi,
+    Anthropic,
+    Gemini,
+    #[serde(rename = "openai-compatible")]
+    OpenAiCompatible,
+}
+
+impl ProviderKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProviderKind::OpenAi => "openai",
+            ProviderKind::Anthropic => "anthropic",
+            ProviderKind::Gemini => "gemini",
+            ProviderKind::OpenAiCompatible => "openai-compatible",
+        }
+    }
+
+    /// Whether errors should be written in OpenAI's shape (OpenAI and every compatible API).
+    pub fn speaks_openai(self) -> bool {
+        matches!(self, ProviderKind::OpenAi | ProviderKind::OpenAiCompatible)
+    }
+}
+
+/// How the real key is put on the upstream request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum AuthStyle {
+    /// `Authorization: Bearer KEY`
+    Bearer,
+    /// `x-api-key: KEY` (Anthropic)
+    XApiKey,
+    /// `x-goog-api-key: KEY` (Gemini)
+    XGoogApiKey,
+    /// `api-key: KEY` (Azure OpenAI)
+    ApiKey,
+    /// `?key=KEY` in the query string
+    Query,
+    /// No key at all (a local model server)
+    None,
+}
+
+/// Headers in which SDKs send a key. Airlock accepts its own key in any of them and never
+/// forwards any of them upstream.
+pub const CLIENT_KEY_HEADERS: [&str; 4] =
+    ["authorization", "x-api-key", "x-goog-api-key", "api-key"];
+
+/// A client credential found on an incoming request, and where it was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeySource {
+    Header(&'static str),
+    Query,
+}
+
+/// Finds the key a client sent, whichever header its SDK uses.
+///
+/// Returns the first non-empty one; `Authorization` must be a bearer token.
+pub fn client_key<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Option<(&'a str, KeySource)> {
+    for name in CLIENT_KEY_HEADERS {
+        let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) else {
+            continue;
+        };
+        let value = if name == "authorization" {
+            match strip_bearer(value) {
+                Some(token) => token,
+                None => continue,
+            }
+        } else {
+            value.trim()
+        };
+        if !value.is_empty() {
+            return Some((value, KeySource::Header(name)));
+        }
+    }
+    query
+        .and_then(|q| query_param(q, "key"))
+        .filter(|v| !v.is_empty())
+        .map(|v| (v, KeySource::Query))
+}
+
+fn strip_bearer(value: &str) -> Option<&str> {
+    let value = value.trim();
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// The raw value of one `name=value` pair in a query string (no percent-decoding: keys
+/// are URL-safe and a decoded form is never needed).
+pub fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// The query string without any `key=` pair, so an Airlock key never travels upstream.
+pub fn query_without_key(query: &str) -> String {
+    query
+        .split('&')
+        .filter(|pair| !pair.is_empty() && pair.split('=').next() != Some("key"))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Gemini carries the model in the path: `/v1beta/models/gemini-2.0-flash:generateContent`.
+pub fn model_from_path(path: &str) -> Option<&str> {
+    let rest = path.split("/models/").nth(1)?;
+    let end = rest.find([':', '/', '?']).unwrap_or(rest.len());
+    let model = &rest[..end];
+    (!model.is_empty()).then_some(model)
+}
+
+/// Whether a client-sent key looks like a real provider key rather than a typo or a dummy.
+/// Used only to choose the error message: any non-Airlock key is refused either way.
+pub fn looks_like_provider_key(key: &str) -> bool {
+    const PREFIXES: [&str; 12] = [
+        "sk-", "sk_", "AIza", "gsk_", "xai-", "pplx-", "hf_", "r8_", "fw_", "csk-", "nvapi-",
+        "tgp_",
+    ];
+    key.len() >= 20 && PREFIXES.iter().any(|p| key.starts_with(p))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn finds_key_in_each_sdk_header() {
+        for (name, value, want) in [
+            ("authorization", "Bearer alk_abc", "alk_abc"),
+            ("authorization", "bearer   alk_abc ", "alk_abc"),
+            ("x-api-key", "alk_abc", "alk_abc"),
+            ("x-goog-api-key", "alk_abc", "alk_abc"),
+            ("api-key", "alk_abc", "alk_abc"),
+        ] {
+            let mut h = HeaderMap::new();
+            h.insert(name, HeaderValue::from_static(value));
+            assert_eq!(client_key(&h, None).map(|k| k.0), Some(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn basic_auth_is_not_a_key_and_query_key_is() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_static("Basic dXNlcjpwYXNz"),
+        );
+        assert_eq!(client_key(&h, None), None);
+        assert_eq!(
+            client_key(&h, Some("alt=sse&key=alk_q")),
+            Some(("alk_q", KeySource::Query))
+        );
+    }
+
+    #[test]
+    fn query_key_is_removed_and_the_rest_kept() {
+        assert_eq!(
+            query_without_key("alt=sse&key=alk_x&foo=1"),
+            "alt=sse&foo=1"
+        );
+        assert_eq!(query_without_key("key=alk_x"), "");
+        assert_eq!(query_without_key("keys=1"), "keys=1");
+    }
+
+    #[test]
+    fn gemini_model_comes_from_the_path() {
+        assert_eq!(
+            model_from_path("/v1beta/models/gemini-2.0-flash:streamGenerateContent"),
+            Some("gemini-2.0-flash")
+        );
+        assert_eq!(
+            model_from_path("/v1beta/models/text-embedding-004"),
+            Some("text-embedding-004")
+        );
+        assert_eq!(model_from_path("/v1beta/models"), None);
+    }
+}

@@ -1,0 +1,193 @@
+//! The server's in-memory view of live Airlock keys, rebuilt whenever the database changes.
+
+use super::store::{now_ms, IssuedKey};
+use super::token;
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use std::collections::HashMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// Who a request runs as, once its Airlock key is verified.
+#[derive(Debug)]
+pub struct Identity {
+    pub key_id: i64,
+    /// The key's own name.
+    pub key_name: String,
+    /// The name use is attributed to: the parent's for a child key made with `--as`.
+    pub account: String,
+    providers: Vec<String>,
+    models: Option<GlobSet>,
+    model_patterns: Vec<String>,
+    expires_at: Option<i64>,
+}
+
+/// The outcome of checking a presented Airlock key against the snapshot.
+#[derive(Debug)]
+pub enum Verdict {
+    Allowed(Arc<Identity>),
+    Unknown,
+    Expired(Arc<Identity>),
+}
+
+impl Identity {
+    pub fn allows_provider(&self, provider: &str) -> bool {
+        self.providers.is_empty() || self.providers.iter().any(|p| p == provider)
+    }
+
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models.as_ref().is_none_or(|set| set.is_match(model))
+    }
+
+    pub fn providers(&self) -> &[String] {
+        &self.providers
+    }
+
+    pub fn model_patterns(&self) -> &[String] {
+        &self.model_patterns
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct KeySnapshot {
+    by_hash: HashMap<[u8; 32], Arc<Identity>>,
+    pub generation: i64,
+}
+
+impl KeySnapshot {
+    /// Builds the snapshot. A child key inherits its parent's scope (and is attributed to it), so
+    /// narrowing or revoking the parent applies to every child at once.
+    pub fn build(keys: Vec<(IssuedKey, [u8; 32])>, generation: i64) -> KeySnapshot {
+        let by_name: HashMap<&str, &IssuedKey> =
+            keys.iter().map(|(k, _)| (k.name.as_str(), k)).collect();
+        let mut by_hash = HashMap::with_capacity(keys.len());
+        for (k, hash) in &keys {
+            let scope_from = match &k.parent {
+                Some(parent) => match by_name.get(parent.as_str()) {
+                    Some(p) => *p,
+                    None => continue, // parent revoked: the child is dead too
+                },
+                None => k,
+            };
+            // A child expires when either it or its parent does.
+            let expires_at = match (k.expires_at, scope_from.expires_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let models = compile_globs(&scope_from.models);
+            by_hash.insert(
+                *hash,
+                Arc::new(Identity {
+                    key_id: k.id,
+                    key_name: k.name.clone(),
+                    account: scope_from.name.clone(),
+                    providers: scope_from.providers.clone(),
+                    models,
+                    model_patterns: scope_from.models.clone(),
+                    expires_at,
+                }),
+            );
+        }
+        KeySnapshot {
+            by_hash,
+            generation,
+        }
+    }
+
+    pub fn verify(&self, presented: &str) -> Verdict {
+        let h = token::hash(presented);
+        match self.by_hash.get_key_value(&h) {
+            // The map lookup found the entry by hash; confirm in constant time regardless.
+            Some((stored, identity)) if bool::from(stored.ct_eq(&h)) => {
+                if identity.expires_at.is_some_and(|t| t <= now_ms()) {
+                    Verdict::Expired(identity.clone())
+                } else {
+                    Verdict::Allowed(identity.clone())
+                }
+            }
+            _ => Verdict::Unknown,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_hash.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_hash.is_empty()
+    }
+}
+
+fn compile_globs(patterns: &[String]) -> Option<GlobSet> {
+    if patterns.is_empty() {
+        return None;
+    }
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        // Patterns were validated at issue time; one that no longer parses matches nothing.
+        if let Ok(g) = Glob::new(p) {
+            b.add(g);
+        }
+    }
+    Some(b.build().unwrap_or_else(|_| GlobSet::empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::store::{IssueRequest, KeyStore};
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn verifies_scopes_expiry_and_children() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut s = KeyStore::open(dir.path()).expect("open");
+        let (_, app) = s
+            .issue(&IssueRequest {
+                name: "app".into(),
+                providers: vec!["openai".into()],
+                models: vec!["gpt-4o*".into()],
+                ..Default::default()
+            })
+            .expect("app");
+        let (_, child) = s
+            .issue(&IssueRequest {
+                name: "exec-1".into(),
+                parent: Some("app".into()),
+                ..Default::default()
+            })
+            .expect("child");
+        let (_, old) = s
+            .issue(&IssueRequest {
+                name: "old".into(),
+                expires_in: Some(std::time::Duration::from_millis(1)),
+                ..Default::default()
+            })
+            .expect("old");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        let snap = KeySnapshot::build(s.live_with_hashes().expect("live"), 1);
+
+        let Verdict::Allowed(id) = snap.verify(app.expose_secret()) else {
+            panic!("app must verify")
+        };
+        assert!(id.allows_provider("openai") && !id.allows_provider("anthropic"));
+        assert!(id.allows_model("gpt-4o-mini") && !id.allows_model("o3"));
+
+        let Verdict::Allowed(c) = snap.verify(child.expose_secret()) else {
+            panic!("child must verify")
+        };
+        assert_eq!(c.account, "app");
+        assert!(
+            !c.allows_model("o3"),
+            "child inherits the parent's model scope"
+        );
+
+        assert!(matches!(
+            snap.verify(old.expose_secret()),
+            Verdict::Expired(_)
+        ));
+        assert!(matches!(
+            snap.verify("alk_not_a_real_key"),
+            Verdict::Unknown
+        ));
+    }
+}

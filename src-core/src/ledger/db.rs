@@ -1,0 +1,169 @@
+//! Opening the database and running migrations.
+
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const DB_FILE: &str = "airlock.db";
+
+/// Ordered migrations; `PRAGMA user_version` records how many have run. Never edit one that has
+/// shipped: append a new one.
+const MIGRATIONS: &[&str] = &[
+    // 1: issued Airlock keys (hash only) and change counters the server polls.
+    "CREATE TABLE airlock_keys (
+        id          INTEGER PRIMARY KEY,
+        name        TEXT NOT NULL,
+        hash        BLOB NOT NULL UNIQUE,
+        hint        TEXT NOT NULL,
+        providers   TEXT NOT NULL DEFAULT '[]',
+        models      TEXT NOT NULL DEFAULT '[]',
+        parent_id   INTEGER REFERENCES airlock_keys(id),
+        ephemeral   INTEGER NOT NULL DEFAULT 0,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER,
+        revoked_at  INTEGER
+    );
+    CREATE UNIQUE INDEX airlock_keys_live_name ON airlock_keys(name) WHERE revoked_at IS NULL;
+    CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+    INSERT INTO meta VALUES ('keys_generation', 0), ('secrets_generation', 0);",
+];
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DbError {
+    #[error("cannot create data dir {path}: {error}")]
+    Dir {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("cannot open database {path}: {error}")]
+    Open {
+        path: PathBuf,
+        error: rusqlite::Error,
+    },
+    #[error("database {path} is from a newer Airlock (schema {found}, this build knows {known}); upgrade airlock")]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("migration {version} of {path} failed: {error}")]
+    Migrate {
+        path: PathBuf,
+        version: usize,
+        error: rusqlite::Error,
+    },
+    #[error("database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// Opens (creating if needed) the database in `dir`, in WAL mode, migrated to the latest schema.
+pub fn open(dir: &Path) -> Result<Connection, DbError> {
+    std::fs::create_dir_all(dir).map_err(|error| DbError::Dir {
+        path: dir.to_owned(),
+        error,
+    })?;
+    restrict_permissions(dir);
+    let path = dir.join(DB_FILE);
+    let open_err = |error| DbError::Open {
+        path: path.clone(),
+        error,
+    };
+    let mut conn = Connection::open(&path).map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    conn.pragma_update(None, "foreign_keys", "ON")
+        .map_err(open_err)?;
+    migrate(&mut conn, &path)?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
+    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(DbError::TooNew {
+            path: path.to_owned(),
+            found,
+            known,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let version = i + 1;
+        let fail = |error| DbError::Migrate {
+            path: path.to_owned(),
+            version,
+            error,
+        };
+        // One transaction per migration, so a crash never leaves half a schema behind.
+        let tx = conn.transaction().map_err(fail)?;
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.pragma_update(None, "user_version", version as i64)
+            .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn restrict_permissions(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot restrict data dir permissions");
+    }
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_dir: &Path) {}
+
+/// Bumps a change counter so a running server notices a change made by another process.
+pub fn bump(conn: &Connection, counter: &str) -> Result<(), rusqlite::Error> {
+    conn.execute(
+        "UPDATE meta SET value = value + 1 WHERE name = ?1",
+        [counter],
+    )?;
+    Ok(())
+}
+
+pub fn generation(conn: &Connection, counter: &str) -> Result<i64, rusqlite::Error> {
+    conn.query_row("SELECT value FROM meta WHERE name = ?1", [counter], |r| {
+        r.get(0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_once_and_reopens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open(dir.path()).expect("open");
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .expect("version");
+        assert_eq!(v, MIGRATIONS.len() as i64);
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .expect("mode");
+        assert_eq!(mode, "wal");
+        bump(&conn, "keys_generation").expect("bump");
+        drop(conn);
+        let conn = open(dir.path()).expect("reopen");
+        assert_eq!(generation(&conn, "keys_generation").expect("gen"), 1);
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open(dir.path()).expect("open");
+        conn.pragma_update(None, "user_version", 999).expect("set");
+        drop(conn);
+        let err = open(dir.path()).expect_err("too new");
+        assert!(err.to_string().contains("newer Airlock"), "{err}");
+    }
+}

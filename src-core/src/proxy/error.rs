@@ -1,0 +1,247 @@
+//! Every way a request can fail, and `fail`: the one place an error becomes a response.
+
+use crate::keys::VaultError;
+use crate::providers::{error_body, ErrorClass, ProviderKind};
+use bytes::Bytes;
+use http::StatusCode;
+
+/// Who caused a failure; decides the log level and helps the reader of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorSource {
+    Client,
+    Airlock,
+    Upstream,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProxyError {
+    #[error("unknown provider prefix {prefix:?}; known providers: {}. Point your SDK at http://HOST:PORT/<provider>/…", known.join(", "))]
+    UnknownProvider { prefix: String, known: Vec<String> },
+    #[error("invalid request path: {0}")]
+    BadPath(&'static str),
+    #[error("Host {0:?} is not a loopback name; Airlock only answers requests addressed to localhost (this blocks DNS rebinding). Add it to security.allowed_hosts if you really mean it")]
+    HostNotAllowed(String),
+    #[error("requests from browser origin {0:?} are refused; add it to security.allowed_origins to allow a local web app")]
+    OriginNotAllowed(String),
+    #[error("no API key: send an Airlock key (alk_…) the way your SDK sends its API key. Create one with `airlock keys issue NAME`, or run your command under `airlock exec -- …`")]
+    MissingKey,
+    #[error("unknown or revoked Airlock key; issue a new one with `airlock keys issue NAME`")]
+    UnknownKey,
+    #[error("that is not an Airlock key; Airlock only accepts local keys (alk_…). Issue one with `airlock keys issue NAME`")]
+    NotAnAirlockKey,
+    #[error("this request carries a real {provider} API key. Keep it out of your app: move it into the OS keyring with `airlock keys set {provider}` (or `airlock keys import-env .env`), then use an Airlock key from `airlock keys issue NAME` instead")]
+    ProviderKeyFromClient { provider: String },
+    #[error("Airlock key {0:?} has expired; issue a new one with `airlock keys issue`")]
+    KeyExpired(String),
+    #[error(
+        "Airlock key {key:?} is not allowed to use provider {provider:?} (allowed: {allowed})"
+    )]
+    ProviderOutOfScope {
+        key: String,
+        provider: String,
+        allowed: String,
+    },
+    #[error("Airlock key {key:?} is not allowed to use model {model:?} (allowed: {allowed})")]
+    ModelOutOfScope {
+        key: String,
+        model: String,
+        allowed: String,
+    },
+    #[error("Content-Type {0:?} is not supported here: send the body as application/json")]
+    UnsupportedMediaType(String),
+    #[error("Content-Encoding {0:?} request bodies are not accepted: Airlock must inspect the body and does not decode this encoding; send it uncompressed")]
+    UnsupportedEncoding(String),
+    #[error("request body is larger than the {limit}-byte limit (max_body in the Airlock config)")]
+    BodyTooLarge { limit: usize },
+    #[error("malformed JSON body: {0}")]
+    MalformedJson(String),
+    #[error("could not read the request body: {0}")]
+    BodyRead(String),
+    #[error("Airlock cannot use the {provider} key: {source}")]
+    Vault {
+        provider: String,
+        source: VaultError,
+    },
+    #[error("upstream {host} is unreachable: {detail}")]
+    UpstreamUnreachable { host: String, detail: String },
+    #[error(
+        "upstream {host} did not answer within {secs}s (timeouts.{phase} in the Airlock config)"
+    )]
+    UpstreamTimeout {
+        host: String,
+        phase: &'static str,
+        secs: u64,
+    },
+    #[error("internal Airlock error: {0}")]
+    Internal(String),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        use ProxyError::*;
+        match self {
+            UnknownProvider { .. } => StatusCode::NOT_FOUND,
+            BadPath(_) | MalformedJson(_) | BodyRead(_) => StatusCode::BAD_REQUEST,
+            HostNotAllowed(_) | OriginNotAllowed(_) => StatusCode::FORBIDDEN,
+            MissingKey | UnknownKey | NotAnAirlockKey | ProviderKeyFromClient { .. } => {
+                StatusCode::UNAUTHORIZED
+            }
+            KeyExpired(_) | ProviderOutOfScope { .. } | ModelOutOfScope { .. } => {
+                StatusCode::FORBIDDEN
+            }
+            UnsupportedMediaType(_) | UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Vault {
+                source: VaultError::NotSet { .. },
+                ..
+            } => StatusCode::UNAUTHORIZED,
+            Vault { source, .. } if source.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Vault { .. } | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn source(&self) -> ErrorSource {
+        use ProxyError::*;
+        match self {
+            Vault { .. } | Internal(_) => ErrorSource::Airlock,
+            UpstreamUnreachable { .. } | UpstreamTimeout { .. } => ErrorSource::Upstream,
+            _ => ErrorSource::Client,
+        }
+    }
+
+    /// Airlock's stable, machine-readable reason, used as the OpenAI `code` and in records.
+    pub fn code(&self) -> &'static str {
+        use ProxyError::*;
+        match self {
+            UnknownProvider { .. } => "airlock_unknown_provider",
+            BadPath(_) => "airlock_bad_path",
+            HostNotAllowed(_) => "airlock_host_not_allowed",
+            OriginNotAllowed(_) => "airlock_origin_not_allowed",
+            MissingKey => "airlock_missing_key",
+            UnknownKey => "airlock_unknown_key",
+            NotAnAirlockKey => "airlock_not_an_airlock_key",
+            ProviderKeyFromClient { .. } => "airlock_provider_key_from_client",
+            KeyExpired(_) => "airlock_key_expired",
+            ProviderOutOfScope { .. } => "airlock_provider_out_of_scope",
+            ModelOutOfScope { .. } => "airlock_model_out_of_scope",
+            UnsupportedMediaType(_) => "airlock_unsupported_media_type",
+            UnsupportedEncoding(_) => "airlock_unsupported_encoding",
+            BodyTooLarge { .. } => "airlock_body_too_large",
+            MalformedJson(_) => "airlock_malformed_json",
+            BodyRead(_) => "airlock_body_read",
+            Vault {
+                source: VaultError::NotSet { .. },
+                ..
+            } => "airlock_provider_key_missing",
+            Vault {
+                source: VaultError::Locked { .. },
+                ..
+            } => "airlock_keyring_locked",
+            Vault {
+                source: VaultError::Unreachable { .. },
+                ..
+            } => "airlock_keyring_unreachable",
+            Vault { .. } => "airlock_keyring_error",
+            UpstreamUnreachable { .. } => "airlock_upstream_unreachable",
+            UpstreamTimeout { .. } => "airlock_upstream_timeout",
+            Internal(_) => "airlock_internal",
+        }
+    }
+
+    fn class(&self) -> ErrorClass {
+        use ProxyError::*;
+        match self.status() {
+            StatusCode::NOT_FOUND => ErrorClass::NotFound,
+            StatusCode::UNAUTHORIZED => ErrorClass::Authentication,
+            StatusCode::FORBIDDEN => ErrorClass::Permission,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorClass::TooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorClass::UnsupportedMediaType,
+            StatusCode::GATEWAY_TIMEOUT => ErrorClass::Timeout,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => ErrorClass::Unavailable,
+            _ if matches!(self, Internal(_) | Vault { .. }) => ErrorClass::Internal,
+            _ => ErrorClass::InvalidRequest,
+        }
+    }
+
+    /// The body in the provider's own error format; an unknown prefix gets OpenAI's.
+    pub fn body(&self, kind: Option<ProviderKind>) -> Bytes {
+        let message = format!("Airlock: {self}");
+        error_body(
+            kind.unwrap_or(ProviderKind::OpenAi),
+            self.status(),
+            self.class(),
+            self.code(),
+            &message,
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_match_the_contract() {
+        let cases = [
+            (
+                ProxyError::UnknownProvider {
+                    prefix: "x".into(),
+                    known: vec!["openai".into()],
+                },
+                404,
+            ),
+            (ProxyError::MissingKey, 401),
+            (
+                ProxyError::ProviderKeyFromClient {
+                    provider: "openai".into(),
+                },
+                401,
+            ),
+            (ProxyError::KeyExpired("k".into()), 403),
+            (ProxyError::BodyTooLarge { limit: 1 }, 413),
+            (ProxyError::MalformedJson("x".into()), 400),
+            (ProxyError::UnsupportedMediaType("text/plain".into()), 415),
+            (
+                ProxyError::UpstreamUnreachable {
+                    host: "h".into(),
+                    detail: "d".into(),
+                },
+                502,
+            ),
+            (
+                ProxyError::UpstreamTimeout {
+                    host: "h".into(),
+                    phase: "first_byte",
+                    secs: 1,
+                },
+                504,
+            ),
+            (
+                ProxyError::Vault {
+                    provider: "openai".into(),
+                    source: VaultError::Locked {
+                        detail: "locked".into(),
+                    },
+                },
+                503,
+            ),
+        ];
+        for (err, status) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+        }
+    }
+
+    #[test]
+    fn anthropic_body_names_the_reason() {
+        let body = ProxyError::BodyTooLarge { limit: 10 }.body(Some(ProviderKind::Anthropic));
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["error"]["type"], "request_too_large");
+        assert!(v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("10-byte limit")));
+    }
+}

@@ -1,0 +1,639 @@
+//! The request path, as named stages with one job each:
+//!
+//! `guard → route → authenticate → admit → forward → respond`, with `record` on every exit and
+//! `fail` as the only place an error becomes a response. Per-request state lives in one
+//! [`RequestCtx`]; each stage takes only what it needs.
+
+use super::body::{self, ProxyBody, UpstreamBody};
+use super::error::ProxyError;
+use super::forward::{self, UpstreamAuth};
+use super::record::RequestRecord;
+use super::state::{Runtime, State};
+use crate::config::{ClientKeyPolicy, Config, Provider};
+use crate::keys::snapshot::Identity;
+use crate::keys::{token, Verdict};
+use crate::providers::{self, AuthStyle, ProviderKind};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything known about one request as it moves through the stages.
+pub struct RequestCtx {
+    pub id: String,
+    started: Instant,
+    started_at: i64,
+    method: Method,
+    endpoint: String,
+    provider: Option<Arc<Provider>>,
+    identity: Option<Arc<Identity>>,
+    model: Option<String>,
+    streamed: bool,
+    cors_origin: Option<HeaderValue>,
+    upstream_headers_ms: Option<f64>,
+}
+
+impl RequestCtx {
+    fn new(method: &Method, path: &str) -> RequestCtx {
+        RequestCtx {
+            id: new_request_id(),
+            started: Instant::now(),
+            started_at: crate::keys::store::now_ms(),
+            method: method.clone(),
+            endpoint: path.to_owned(),
+            provider: None,
+            identity: None,
+            model: None,
+            streamed: false,
+            cors_origin: None,
+            upstream_headers_ms: None,
+        }
+    }
+
+    fn record(&self, status: StatusCode, error: Option<&ProxyError>) -> RequestRecord {
+        RequestRecord {
+            id: self.id.clone(),
+            started_at: self.started_at,
+            method: self.method.to_string(),
+            provider: self.provider.as_ref().map(|p| p.name.clone()),
+            endpoint: self.endpoint.clone(),
+            model: self.model.clone(),
+            account: self.identity.as_ref().map(|i| i.account.clone()),
+            key_name: self.identity.as_ref().map(|i| i.key_name.clone()),
+            status: status.as_u16(),
+            streamed: self.streamed,
+            error_code: error.map(ProxyError::code),
+            error_source: error.map(ProxyError::source),
+            body_end: None,
+            response_bytes: 0,
+            upstream_headers_ms: self.upstream_headers_ms,
+            total_ms: self.started.elapsed().as_secs_f64() * 1e3,
+        }
+    }
+}
+
+fn new_request_id() -> String {
+    format!("req_{:016x}", rand::random::<u64>())
+}
+
+/// Serves one request. Never fails: errors become provider-format responses in [`fail`].
+pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let rt = state.runtime();
+    let mut ctx = RequestCtx::new(req.method(), req.uri().path());
+    let result = run(&state, &rt, &mut ctx, req).await;
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(err) => fail(&state, &ctx, err),
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
+        h.insert("x-airlock-request-id", v);
+    }
+    if let Some(origin) = ctx.cors_origin.take() {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        h.append(header::VARY, HeaderValue::from_static("origin"));
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-airlock-request-id, x-request-id, request-id"),
+        );
+    }
+    resp
+}
+
+async fn run(
+    state: &Arc<State>,
+    rt: &Runtime,
+    ctx: &mut RequestCtx,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let config = &rt.config;
+    ctx.cors_origin = guard(config, req.headers(), req.uri())?;
+    if req.method() == Method::OPTIONS && ctx.cors_origin.is_some() {
+        return Ok(preflight());
+    }
+    let path = req.uri().path().to_owned();
+    if let Some(admin_path) = path.strip_prefix("/_airlock/") {
+        return admin(admin_path);
+    }
+    let (provider, rest) = route(config, &path)?;
+    ctx.provider = Some(provider.clone());
+    ctx.endpoint = rest.to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let auth = authenticate(state, &provider, req.headers(), query.as_deref()).await?;
+    if let Auth::Key(identity) = &auth {
+        ctx.identity = Some(identity.clone());
+        if !identity.allows_provider(&provider.name) {
+            return Err(ProxyError::ProviderOutOfScope {
+                key: identity.key_name.clone(),
+                provider: provider.name.clone(),
+                allowed: identity.providers().join(", "),
+            });
+        }
+    }
+    let (parts, incoming) = req.into_parts();
+    let body = admit(config, &provider, ctx, &parts.headers, incoming).await?;
+    let upstream = forward(
+        state,
+        rt,
+        &provider,
+        ctx,
+        &auth,
+        &parts,
+        query.as_deref(),
+        body,
+    )
+    .await?;
+    Ok(respond(state, rt, ctx, upstream))
+}
+
+// === guard ===
+
+/// Refuses requests not addressed to a loopback name (DNS rebinding) and requests from browser
+/// origins that are not allowed. Returns the origin to echo in CORS headers, if allowed.
+fn guard(
+    config: &Config,
+    headers: &HeaderMap,
+    uri: &http::Uri,
+) -> Result<Option<HeaderValue>, ProxyError> {
+    let host = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_default();
+    if !host_allowed(config, &host) {
+        return Err(ProxyError::HostNotAllowed(host));
+    }
+    match headers.get(header::ORIGIN) {
+        None => Ok(None),
+        Some(origin) => {
+            let text = origin.to_str().unwrap_or("");
+            if config.security.allowed_origins.iter().any(|o| o == text) {
+                Ok(Some(origin.clone()))
+            } else {
+                Err(ProxyError::OriginNotAllowed(text.to_owned()))
+            }
+        }
+    }
+}
+
+fn host_allowed(config: &Config, host_port: &str) -> bool {
+    let host = strip_port(host_port).to_ascii_lowercase();
+    if host.is_empty() {
+        return false;
+    }
+    if host == "localhost" || host.ends_with(".localhost") {
+        return true;
+    }
+    if config.security.allowed_hosts.contains(&host) {
+        return true;
+    }
+    match host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+    {
+        // An IP literal cannot be rebound by DNS; remote ones only make sense with --allow-remote.
+        Ok(ip) => ip.is_loopback() || config.allow_remote,
+        Err(_) => false,
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if let Some(rest) = host.strip_prefix('[') {
+        // [::1]:8787
+        return rest.split(']').next().unwrap_or("");
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => h,
+        _ => host,
+    }
+}
+
+fn preflight() -> Response<ProxyBody> {
+    let mut r = Response::new(body::empty());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static(
+            "authorization, content-type, x-api-key, x-goog-api-key, anthropic-version, anthropic-beta, \
+             openai-beta, anthropic-dangerous-direct-browser-access",
+        ),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+fn admin(path: &str) -> Result<Response<ProxyBody>, ProxyError> {
+    match path {
+        "health" => {
+            let body = serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")})
+                .to_string();
+            Ok(json_response(StatusCode::OK, Bytes::from(body)))
+        }
+        _ => Err(ProxyError::UnknownProvider {
+            prefix: "_airlock".into(),
+            known: vec![],
+        }),
+    }
+}
+
+// === route ===
+
+/// `/<provider>/<rest>` to a configured provider and the upstream path.
+fn route<'p>(config: &Config, path: &'p str) -> Result<(Arc<Provider>, &'p str), ProxyError> {
+    let trimmed = path.strip_prefix('/').unwrap_or(path);
+    let (prefix, rest) = match trimmed.find('/') {
+        Some(i) => (&trimmed[..i], &trimmed[i..]),
+        None => (trimmed, ""),
+    };
+    let provider = config
+        .provider(prefix)
+        .ok_or_else(|| ProxyError::UnknownProvider {
+            prefix: prefix.to_owned(),
+            known: config.providers.keys().cloned().collect(),
+        })?;
+    // A `..` segment could climb out of the upstream base path (e.g. groq's `/openai`).
+    let lowered = rest.to_ascii_lowercase().replace("%2e", ".");
+    if lowered.split('/').any(|seg| seg == "." || seg == "..") || rest.contains('\\') {
+        return Err(ProxyError::BadPath(
+            "dot segments and backslashes are not allowed",
+        ));
+    }
+    Ok((provider.clone(), rest))
+}
+
+// === authenticate ===
+
+enum Auth {
+    /// A verified Airlock key: the real key comes from the keyring.
+    Key(Arc<Identity>),
+    /// `passthrough`: the client's own provider key goes upstream unchanged.
+    Passthrough,
+}
+
+async fn authenticate(
+    state: &State,
+    provider: &Provider,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Auth, ProxyError> {
+    let Some((presented, _)) = providers::client_key(headers, query) else {
+        return Err(ProxyError::MissingKey);
+    };
+    if !token::is_airlock_key(presented) {
+        return if provider.client_provider_keys == ClientKeyPolicy::Passthrough {
+            Ok(Auth::Passthrough)
+        } else if providers::looks_like_provider_key(presented) {
+            Err(ProxyError::ProviderKeyFromClient {
+                provider: provider.name.clone(),
+            })
+        } else {
+            Err(ProxyError::NotAnAirlockKey)
+        };
+    }
+    match state.verify_key(presented).await {
+        Verdict::Allowed(identity) => Ok(Auth::Key(identity)),
+        Verdict::Expired(identity) => Err(ProxyError::KeyExpired(identity.key_name.clone())),
+        Verdict::Unknown => Err(ProxyError::UnknownKey),
+    }
+}
+
+// === admit ===
+
+/// Reads the body within the limit and checks its encoding, type and JSON shape, then the
+/// key's model scope. Returns the body to forward.
+async fn admit(
+    config: &Config,
+    provider: &Provider,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    incoming: Incoming,
+) -> Result<Bytes, ProxyError> {
+    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
+        let enc = enc.to_str().unwrap_or("?").trim();
+        if !enc.eq_ignore_ascii_case("identity") {
+            return Err(ProxyError::UnsupportedEncoding(enc.to_owned()));
+        }
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let body = body::read_limited(incoming, declared, config.max_body).await?;
+
+    if provider.kind == ProviderKind::Gemini {
+        ctx.model = providers::model_from_path(&ctx.endpoint).map(str::to_owned);
+        ctx.streamed = ctx.endpoint.contains(":streamGenerateContent");
+    }
+    if !body.is_empty() {
+        let media = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        let is_json = media == "application/json"
+            || (media.starts_with("application/") && media.ends_with("+json"));
+        if expects_json(provider.kind, &ctx.endpoint) && !is_json {
+            let shown = if media.is_empty() {
+                "(none)".to_owned()
+            } else {
+                media
+            };
+            return Err(ProxyError::UnsupportedMediaType(shown));
+        }
+        if is_json {
+            let fields: JsonFields =
+                serde_json::from_slice(&body).map_err(|e| describe_json_error(&e))?;
+            if let Some(model) = fields.model.as_ref().and_then(serde_json::Value::as_str) {
+                ctx.model = Some(model.to_owned());
+            }
+            ctx.streamed |=
+                fields.stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true);
+        }
+    }
+    if let (Some(identity), Some(model)) = (&ctx.identity, &ctx.model) {
+        if !identity.allows_model(model) {
+            return Err(ProxyError::ModelOutOfScope {
+                key: identity.key_name.clone(),
+                model: model.clone(),
+                allowed: identity.model_patterns().join(", "),
+            });
+        }
+    }
+    Ok(body)
+}
+
+/// The few fields every stage needs; parsing into this also validates the whole document.
+#[derive(Debug, serde::Deserialize)]
+struct JsonFields {
+    #[serde(default)]
+    model: Option<serde_json::Value>,
+    #[serde(default)]
+    stream: Option<serde_json::Value>,
+}
+
+/// serde_json's own messages can quote input; build one that never does.
+fn describe_json_error(e: &serde_json::Error) -> ProxyError {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Syntax => "syntax error",
+        Category::Eof => "unexpected end of input",
+        Category::Data => "the body must be a JSON object",
+        Category::Io => "could not read the body",
+    };
+    ProxyError::MalformedJson(format!("{what} at line {} column {}", e.line(), e.column()))
+}
+
+/// Upload endpoints take multipart or raw bytes; everything else takes JSON.
+fn expects_json(kind: ProviderKind, endpoint: &str) -> bool {
+    const NON_JSON: [&str; 6] = [
+        "/v1/files",
+        "/v1/audio/transcriptions",
+        "/v1/audio/translations",
+        "/v1/images/edits",
+        "/v1/images/variations",
+        "/v1/uploads/",
+    ];
+    match kind {
+        ProviderKind::Gemini => !endpoint.starts_with("/upload/"),
+        _ => !NON_JSON
+            .iter()
+            .any(|p| endpoint == *p || (p.ends_with('/') && endpoint.starts_with(p))),
+    }
+}
+
+// === forward ===
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    state: &State,
+    rt: &Runtime,
+    provider: &Provider,
+    ctx: &mut RequestCtx,
+    auth: &Auth,
+    parts: &http::request::Parts,
+    query: Option<&str>,
+    body: Bytes,
+) -> Result<Response<Incoming>, ProxyError> {
+    let config = &rt.config;
+    let mut uri = forward::upstream_uri(provider, &ctx.endpoint, query)
+        .map_err(|_| ProxyError::BadPath("the path cannot be joined to the upstream URL"))?;
+    let real_key = match auth {
+        Auth::Key(_) if provider.needs_key() => Some(
+            state
+                .provider_key(&config.keyring_service, &provider.key_entry)
+                .await
+                .map_err(|source| ProxyError::Vault {
+                    provider: provider.name.clone(),
+                    source,
+                })?,
+        ),
+        _ => None,
+    };
+    let upstream_auth = match (auth, &real_key) {
+        (Auth::Passthrough, _) => UpstreamAuth::ClientKey,
+        (Auth::Key(_), Some(k)) => UpstreamAuth::Real(k),
+        (Auth::Key(_), None) => UpstreamAuth::None,
+    };
+    if let (Some(key), AuthStyle::Query) = (&real_key, provider.auth) {
+        uri = forward::with_query_key(uri, key)
+            .map_err(|_| ProxyError::Internal("cannot put the key in the query string".into()))?;
+    }
+    let headers = forward::upstream_headers(&parts.headers, provider, upstream_auth);
+    let mut up = Request::new(Full::new(body));
+    *up.method_mut() = parts.method.clone();
+    *up.uri_mut() = uri;
+    *up.headers_mut() = headers;
+
+    let host = provider.upstream.host().unwrap_or("upstream").to_owned();
+    let sent = Instant::now();
+    let result = tokio::time::timeout(config.timeouts.first_byte, rt.client.request(up)).await;
+    ctx.upstream_headers_ms = Some(sent.elapsed().as_secs_f64() * 1e3);
+    match result {
+        Err(_) => Err(ProxyError::UpstreamTimeout {
+            host,
+            phase: "first_byte",
+            secs: config.timeouts.first_byte.as_secs(),
+        }),
+        Ok(Err(e)) => {
+            let detail = error_chain(&e);
+            if e.is_connect() && detail.contains("timed out") {
+                Err(ProxyError::UpstreamTimeout {
+                    host,
+                    phase: "connect",
+                    secs: config.timeouts.connect.as_secs(),
+                })
+            } else {
+                Err(ProxyError::UpstreamUnreachable { host, detail })
+            }
+        }
+        Ok(Ok(resp)) => Ok(resp),
+    }
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let s_text = s.to_string();
+        if !out.contains(&s_text) {
+            out.push_str(": ");
+            out.push_str(&s_text);
+        }
+        src = s.source();
+    }
+    out
+}
+
+// === respond ===
+
+/// Streams the upstream response back, frame by frame; `record` runs when the body ends.
+fn respond(
+    state: &Arc<State>,
+    rt: &Runtime,
+    ctx: &mut RequestCtx,
+    upstream: Response<Incoming>,
+) -> Response<ProxyBody> {
+    let (mut parts, incoming) = upstream.into_parts();
+    forward::strip_hop_by_hop(&mut parts.headers);
+    let is_sse = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    ctx.streamed |= is_sse;
+    let mut record = ctx.record(parts.status, None);
+    let started = ctx.started;
+    let st = state.clone();
+    let on_end: body::OnEnd = Box::new(move |end, bytes| {
+        record.body_end = Some(end);
+        record.response_bytes = bytes;
+        record.total_ms = started.elapsed().as_secs_f64() * 1e3;
+        st.recorder.record(record);
+    });
+    let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, on_end);
+    Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
+}
+
+// === fail ===
+
+/// The one place an error becomes a response: status, provider-format body, and a record.
+fn fail(state: &State, ctx: &RequestCtx, err: ProxyError) -> Response<ProxyBody> {
+    let status = err.status();
+    let kind = ctx.provider.as_ref().map(|p| p.kind);
+    let mut resp = json_response(status, err.body(kind));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    }
+    state.recorder.record(ctx.record(status, Some(&err)));
+    resp
+}
+
+fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut r = Response::new(body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts() {
+        let c = Config::from_toml("[security]\nallowed_hosts = [\"airlock.internal\"]", None)
+            .expect("config");
+        for ok in [
+            "localhost",
+            "localhost:8787",
+            "127.0.0.1:8787",
+            "127.9.9.9",
+            "[::1]:8787",
+            "app.localhost",
+            "airlock.internal:1",
+        ] {
+            assert!(host_allowed(&c, ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.com",
+            "evil.com:8787",
+            "192.168.1.5:8787",
+            "localhost.evil.com",
+            "[2001:db8::1]:80",
+        ] {
+            assert!(!host_allowed(&c, bad), "{bad}");
+        }
+        let remote = Config::from_toml("allow_remote = true", None).expect("config");
+        assert!(host_allowed(&remote, "192.168.1.5:8787"));
+        assert!(!host_allowed(&remote, "rebind.evil.com"));
+    }
+
+    #[test]
+    fn routes_and_refuses_dot_segments() {
+        let c = Config::from_toml("", None).expect("config");
+        let (p, rest) = route(&c, "/openai/v1/chat/completions").expect("route");
+        assert_eq!((p.name.as_str(), rest), ("openai", "/v1/chat/completions"));
+        assert!(matches!(
+            route(&c, "/nope/v1"),
+            Err(ProxyError::UnknownProvider { .. })
+        ));
+        assert!(matches!(
+            route(&c, "/groq/v1/../../admin"),
+            Err(ProxyError::BadPath(_))
+        ));
+        assert!(matches!(
+            route(&c, "/groq/v1/%2E%2e/x"),
+            Err(ProxyError::BadPath(_))
+        ));
+    }
+
+    #[test]
+    fn json_errors_never_quote_the_body() {
+        let e = serde_json::from_slice::<JsonFields>(b"{\"model\": \"sk-secret-value\" oops")
+            .expect_err("bad");
+        let msg = describe_json_error(&e).to_string();
+        assert!(!msg.contains("sk-secret"), "{msg}");
+        assert!(msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn upload_endpoints_are_not_json() {
+        assert!(expects_json(ProviderKind::OpenAi, "/v1/chat/completions"));
+        assert!(!expects_json(
+            ProviderKind::OpenAi,
+            "/v1/audio/transcriptions"
+        ));
+        assert!(!expects_json(
+            ProviderKind::OpenAi,
+            "/v1/uploads/up_1/parts"
+        ));
+        assert!(!expects_json(ProviderKind::Gemini, "/upload/v1beta/files"));
+    }
+}

@@ -1,12 +1,11 @@
 # Two commands on a fresh Debian 12 machine (as root or with sudo):
-#   make run    install what is missing, build, run `airlock serve`
+#   make run    install what is missing, build (release), run `airlock serve`
 #   make test   install what is missing, fmt/clippy/build, run every test suite
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 CARGO ?= cargo
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
-AIRLOCK_BIN ?= $(TARGET_DIR)/debug/airlock
 ARGS ?=
 
 .PHONY: help setup setup-run build run lint test test-rust test-py test-node
@@ -25,8 +24,8 @@ build: setup-run
 	$(CARGO) build --workspace
 
 run: setup-run
-	$(CARGO) build -p airlock
-	$(AIRLOCK_BIN) serve $(ARGS)
+	$(CARGO) build --release -p airlock
+	$(TARGET_DIR)/release/airlock serve $(ARGS)
 
 lint: setup
 	$(CARGO) fmt --all -- --check

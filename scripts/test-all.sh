@@ -15,7 +15,7 @@ run() {
     if "$@"; then result[$name]=ok; else result[$name]="FAILED (exit $?)"; fi
 }
 
-run rust cargo test --workspace
+run rust cargo test --workspace --no-fail-fast
 # pytest exits 5 when it collects no test: that counts as a failure here, like any non-zero.
 run python .venv/bin/python -m pytest tests/py
 run node node --test tests/node

@@ -85,6 +85,25 @@ async fn revoked_key_is_401_without_restart() {
     env.airlock
         .run_ok(&["keys", "revoke", "short-lived"], None)
         .expect("revoke");
+    // The contract sets no exact delay; a running server must notice within a second or two.
+    let revoked_at = Instant::now();
+    loop {
+        let res = Provider::OpenAi
+            .chat(env.addr(), Some(&key), "hi", false)
+            .send()
+            .await
+            .expect("send");
+        if res.status == 401 {
+            break;
+        }
+        assert!(
+            revoked_at.elapsed() < Duration::from_secs(2),
+            "revoked key still accepted 2s after `airlock keys revoke`: {} {}",
+            res.status,
+            res.text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     for p in Provider::ALL {
         let res = p
             .chat(env.addr(), Some(&key), "hello", false)

@@ -1,0 +1,518 @@
+//! A mock AI upstream that speaks the OpenAI, Anthropic and Gemini wire formats on plain HTTP,
+//! records every request, and can be told per request (header `x-mock-scenario`) to fail, delay,
+//! stall or reset. See `tests/README.md` for the scenario list and the usage formula.
+//!
+//! Run it in-process with [`MockServer::start`], or as the `mock-upstream` binary for the SDK
+//! tests in other languages.
+
+pub mod anthropic;
+pub mod body;
+pub mod gemini;
+pub mod openai;
+pub mod record;
+pub mod scenario;
+pub mod text;
+
+use body::{Chunk, EventBody};
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use record::{now_ms, RecordedRequest, Store, StreamTimes};
+use scenario::Scenario;
+use serde_json::Value;
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+
+pub use record::RecordedRequest as Recorded;
+
+/// Gap between streamed events unless a scenario or option says otherwise.
+pub const DEFAULT_GAP: Duration = Duration::from_millis(30);
+/// Words per streamed text delta unless `chunk_words=N` says otherwise.
+pub const DEFAULT_CHUNK_WORDS: usize = 2;
+
+type ResBody = BoxBody<Bytes, io::Error>;
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub default_gap: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            default_gap: DEFAULT_GAP,
+        }
+    }
+}
+
+/// Shared state of one mock server.
+#[derive(Debug, Default)]
+pub struct State {
+    pub store: Arc<Store>,
+    pub options: Options,
+}
+
+/// What a provider handler sees of one request.
+pub struct Call<'a> {
+    pub id: u64,
+    /// Unix seconds, for `created` fields.
+    pub created: u64,
+    pub query: Option<&'a str>,
+    pub body: &'a Value,
+    pub scenario: &'a Scenario,
+    /// Gemini: the model from the path.
+    pub model: String,
+}
+
+impl Call<'_> {
+    pub fn chunk_words(&self) -> usize {
+        self.scenario.chunk_words.unwrap_or(DEFAULT_CHUNK_WORDS)
+    }
+}
+
+/// A provider handler's answer, before delays and pacing are applied.
+pub enum Reply {
+    Json {
+        status: u16,
+        body: Value,
+    },
+    Stream {
+        content_type: &'static str,
+        events: Vec<Bytes>,
+    },
+}
+
+impl Reply {
+    pub fn json(status: u16, body: Value) -> Self {
+        Reply::Json { status, body }
+    }
+
+    pub fn sse(events: Vec<Bytes>) -> Self {
+        Reply::Stream {
+            content_type: "text/event-stream; charset=utf-8",
+            events,
+        }
+    }
+
+    pub fn stream(content_type: &'static str, events: Vec<Bytes>) -> Self {
+        Reply::Stream {
+            content_type,
+            events,
+        }
+    }
+}
+
+/// Which provider's conventions (error shape, request-id header) a path belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    OpenAi,
+    Anthropic,
+    Gemini,
+}
+
+impl Flavor {
+    fn error(self, status: u16, message: &str) -> Reply {
+        match self {
+            Flavor::OpenAi => openai::error(status, message),
+            Flavor::Anthropic => anthropic::error(status, message),
+            Flavor::Gemini => gemini::error(status, message),
+        }
+    }
+}
+
+fn flavor_of(path: &str, headers: &HeaderMap) -> Flavor {
+    if path.starts_with("/v1beta/") || (path.starts_with("/v1/models/") && path.contains(':')) {
+        Flavor::Gemini
+    } else if path.starts_with("/v1/messages")
+        || (path == "/v1/models" && headers.contains_key("anthropic-version"))
+    {
+        Flavor::Anthropic
+    } else {
+        Flavor::OpenAi
+    }
+}
+
+fn dispatch(method: &Method, path: &str, headers: &HeaderMap, call: &mut Call) -> Reply {
+    let flavor = flavor_of(path, headers);
+    match (method.as_str(), path) {
+        ("POST", "/v1/chat/completions") => openai::chat_completions(call),
+        ("POST", "/v1/responses") => openai::responses(call),
+        ("POST", "/v1/embeddings") => openai::embeddings(call),
+        ("GET", "/v1/models") if flavor == Flavor::OpenAi => openai::models(call),
+        ("GET", "/v1/models") => anthropic::models(),
+        ("POST", "/v1/messages") => anthropic::messages(call),
+        ("POST", "/v1/messages/count_tokens") => anthropic::count_tokens(call),
+        ("POST", _) if flavor == Flavor::Gemini => {
+            let tail = path.rsplit('/').next().unwrap_or("");
+            let Some((model, action)) = tail.split_once(':') else {
+                return gemini::error(404, "mock upstream: expected models/{model}:{method}");
+            };
+            call.model = model.to_owned();
+            match action {
+                "generateContent" => gemini::generate(call, false),
+                "streamGenerateContent" => gemini::generate(call, true),
+                "embedContent" => gemini::embed_content(call),
+                "countTokens" => gemini::count_tokens(call),
+                _ => gemini::error(404, &format!("mock upstream: unknown method {action}")),
+            }
+        }
+        _ => flavor.error(404, &format!("mock upstream: no route for {method} {path}")),
+    }
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn full(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<ResBody> {
+    let mut res = Response::new(
+        Full::new(body.into())
+            .map_err(|e: Infallible| match e {})
+            .boxed(),
+    );
+    *res.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        res.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    res
+}
+
+fn headers_map(headers: &HeaderMap) -> std::collections::BTreeMap<String, String> {
+    let mut out = std::collections::BTreeMap::<String, String>::new();
+    for (name, value) in headers {
+        let v = String::from_utf8_lossy(value.as_bytes()).into_owned();
+        out.entry(name.as_str().to_owned())
+            .and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(&v);
+            })
+            .or_insert(v);
+    }
+    out
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<ResBody>, Infallible> {
+    let received_ms = now_ms();
+    let (parts, body) = req.into_parts();
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            eprintln!("mock-upstream: reading request body: {e}");
+            return Ok(full(
+                StatusCode::BAD_REQUEST,
+                "text/plain",
+                "body read failed",
+            ));
+        }
+    };
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
+
+    if let Some(control) = path.strip_prefix("/_mock/") {
+        return Ok(control_endpoint(&state, &parts.method, control));
+    }
+
+    let id = state.store.next_id();
+    let flavor = flavor_of(&path, &parts.headers);
+    state.store.push(RecordedRequest {
+        id,
+        method: parts.method.to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        headers: headers_map(&parts.headers),
+        body: std::str::from_utf8(&body).ok().map(str::to_owned),
+        body_base64: base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &body),
+        received_ms,
+        body_read_ms: now_ms(),
+        response_status: None,
+        stream: None,
+    });
+
+    let scenario_header = parts
+        .headers
+        .get(scenario::HEADER)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let (scenario, reply) = match Scenario::parse(&scenario_header) {
+        Err(e) => (
+            Scenario::default(),
+            flavor.error(400, &format!("mock upstream: {e}")),
+        ),
+        Ok(scenario) => {
+            let json = if body.is_empty() {
+                Ok(Value::Null)
+            } else {
+                serde_json::from_slice::<Value>(&body)
+            };
+            let reply = match (json, scenario.error_status()) {
+                (_, Some(status)) => {
+                    flavor.error(status, &format!("mock upstream: scenario status {status}"))
+                }
+                (Err(e), None) => flavor.error(
+                    400,
+                    &format!("mock upstream: request body is not JSON: {e}"),
+                ),
+                (Ok(json), None) => {
+                    let mut call = Call {
+                        id,
+                        created: unix_secs(),
+                        query: query.as_deref(),
+                        body: &json,
+                        scenario: &scenario,
+                        model: String::new(),
+                    };
+                    dispatch(&parts.method, &path, &parts.headers, &mut call)
+                }
+            };
+            (scenario, reply)
+        }
+    };
+
+    if !scenario.delay.is_zero() {
+        tokio::time::sleep(scenario.delay).await;
+    }
+
+    let mut res = match reply {
+        Reply::Json { status, body } => {
+            let status = scenario
+                .status
+                .filter(|s| (200..300).contains(s))
+                .unwrap_or(status);
+            full(
+                StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+                "application/json",
+                body.to_string(),
+            )
+        }
+        Reply::Stream {
+            content_type,
+            events,
+        } => stream_response(&state, id, &scenario, content_type, events),
+    };
+    decorate(&mut res, flavor, id, &scenario);
+    let status = res.status().as_u16();
+    state.store.update(id, |r| r.response_status = Some(status));
+    Ok(res)
+}
+
+/// Provider request-id headers, `retry-after` on 429, and the optional hop-by-hop headers.
+fn decorate(res: &mut Response<ResBody>, flavor: Flavor, id: u64, scenario: &Scenario) {
+    let h = res.headers_mut();
+    let rid = format!("req_mock{id}");
+    let name = match flavor {
+        Flavor::OpenAi => "x-request-id",
+        Flavor::Anthropic => "request-id",
+        Flavor::Gemini => "x-mock-request-id",
+    };
+    if let Ok(v) = HeaderValue::from_str(&rid) {
+        h.insert(name, v);
+    }
+    if res.status() == StatusCode::TOO_MANY_REQUESTS {
+        res.headers_mut()
+            .insert("retry-after", HeaderValue::from_static("1"));
+    }
+    if scenario.hop_headers {
+        let h = res.headers_mut();
+        h.insert("connection", HeaderValue::from_static("x-mock-hop"));
+        h.insert("x-mock-hop", HeaderValue::from_static("must-not-pass"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
+    }
+}
+
+fn stream_response(
+    state: &Arc<State>,
+    id: u64,
+    scenario: &Scenario,
+    content_type: &str,
+    events: Vec<Bytes>,
+) -> Response<ResBody> {
+    state.store.update(id, |r| {
+        r.stream = Some(StreamTimes {
+            events_planned: events.len(),
+            ..StreamTimes::default()
+        })
+    });
+    let (tx, rx) = mpsc::channel::<Chunk>(1);
+    let gap = scenario.gap.unwrap_or(state.options.default_gap);
+    let stall_after = scenario.stall_after;
+    let reset_after = scenario.reset_after;
+    tokio::spawn(async move {
+        for (i, event) in events.into_iter().enumerate() {
+            if reset_after == Some(i) {
+                let err = io::Error::new(io::ErrorKind::ConnectionReset, "mock reset_after");
+                if tx.send(Err(err)).await.is_err() {
+                    return;
+                }
+                return;
+            }
+            if stall_after == Some(i) {
+                tx.closed().await;
+                return;
+            }
+            if i > 0 && !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+            if tx.send(Ok(event)).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut res = Response::new(EventBody::new(rx, state.store.clone(), id).boxed());
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        res.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    res.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
+    res
+}
+
+fn control_endpoint(state: &State, method: &Method, what: &str) -> Response<ResBody> {
+    match (method.as_str(), what) {
+        ("GET", "requests") => {
+            let all = state.store.all();
+            let json = serde_json::to_string(&all).unwrap_or_else(|_| "[]".to_owned());
+            full(StatusCode::OK, "application/json", json)
+        }
+        ("POST", "reset") => {
+            state.store.clear();
+            full(StatusCode::OK, "application/json", "{\"ok\":true}")
+        }
+        _ => full(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "unknown mock control endpoint",
+        ),
+    }
+}
+
+/// Accept connections until `shutdown` resolves.
+pub async fn serve(listener: TcpListener, state: Arc<State>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("mock-upstream: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return,
+        };
+        if let Err(e) = stream.set_nodelay(true) {
+            eprintln!("mock-upstream: set_nodelay: {e}");
+        }
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| handle(state.clone(), req));
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            if let Err(e) = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                eprintln!("mock-upstream: connection: {e}");
+            }
+        });
+    }
+}
+
+/// A mock upstream running on its own thread and runtime, stopped on drop.
+pub struct MockServer {
+    addr: SocketAddr,
+    state: Arc<State>,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl MockServer {
+    pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(Options::default())
+    }
+
+    pub fn start_with(options: Options) -> anyhow::Result<Self> {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(State {
+            store: Arc::default(),
+            options,
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let thread_state = state.clone();
+        let thread = std::thread::Builder::new()
+            .name("mock-upstream".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(l) => {
+                            serve(l, thread_state, async {
+                                // Err means the handle was dropped: stop as well.
+                                let _dropped = stopped.await;
+                            })
+                            .await
+                        }
+                        Err(e) => eprintln!("mock-upstream: listener: {e}"),
+                    }
+                });
+            })?;
+        Ok(Self {
+            addr,
+            state,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT`, the value for a provider's `upstream`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        self.state.store.all()
+    }
+
+    pub fn reset(&self) {
+        self.state.store.clear();
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // The thread may already be gone; nothing to do then.
+            let _gone = stop.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            if t.join().is_err() {
+                eprintln!("mock-upstream thread panicked");
+            }
+        }
+    }
+}

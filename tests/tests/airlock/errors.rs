@@ -1,0 +1,188 @@
+//! Upstream failures and malformed requests become the right status, in the provider's format.
+
+use crate::{env, env_with};
+use airlock_e2e::support::client::post;
+use airlock_e2e::support::provider::assert_error_format;
+use airlock_e2e::support::Provider;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_unreachable_is_502_in_provider_format() {
+    // A port that was just free: nothing listens there.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!("http://{}", closed.local_addr().expect("addr"));
+    drop(closed);
+    let env = env_with(|c| {
+        for p in &mut c.providers {
+            p.upstream = dead.clone();
+        }
+    });
+    for p in Provider::ALL {
+        let res = p
+            .chat(env.addr(), Some(&env.alk), "hello", false)
+            .send()
+            .await
+            .expect("send");
+        let msg = p.assert_error(&res, 502);
+        assert!(!msg.is_empty());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_slower_than_first_byte_timeout_is_504() {
+    let env = env();
+    for p in Provider::ALL {
+        let started = Instant::now();
+        let res = p
+            .chat(env.addr(), Some(&env.alk), "hello", false)
+            .header("x-mock-scenario", "delay_ms=6000")
+            .send()
+            .await
+            .expect("send");
+        let took = started.elapsed();
+        p.assert_error(&res, 504);
+        // first_byte is 2s in the test config: Airlock's timer fired, not the mock's delay.
+        assert!(
+            took < Duration::from_millis(5500),
+            "{}: 504 after {took:?}",
+            p.name()
+        );
+        assert!(
+            took >= Duration::from_millis(1500),
+            "{}: 504 after only {took:?}",
+            p.name()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_error_status_passes_through_with_its_body() {
+    let env = env();
+    for p in Provider::ALL {
+        for status in [500u16, 429] {
+            let res = p
+                .chat(env.addr(), Some(&env.alk), "hello", false)
+                .header("x-mock-scenario", &format!("status={status}"))
+                .send()
+                .await
+                .expect("send");
+            let msg = p.assert_error(&res, status);
+            assert!(
+                msg.contains("mock upstream"),
+                "{}: upstream error body replaced: {msg}",
+                p.name()
+            );
+            if status == 429 {
+                assert_eq!(
+                    res.header("retry-after"),
+                    Some("1"),
+                    "{}: retry-after dropped",
+                    p.name()
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_limit_is_413_and_under_limit_passes() {
+    let env = env(); // max_body = "1MiB"
+    for p in Provider::ALL {
+        let big = "x".repeat(1024 * 1024 + 4096);
+        let res = p
+            .chat(env.addr(), Some(&env.alk), &big, false)
+            .send()
+            .await
+            .expect("send");
+        p.assert_error(&res, 413);
+
+        let fits = "y".repeat(900 * 1024);
+        let res = p
+            .chat(env.addr(), Some(&env.alk), &fits, false)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(
+            res.status,
+            200,
+            "{}: {}",
+            p.name(),
+            res.text().chars().take(300).collect::<String>()
+        );
+    }
+    let oversized: Vec<_> = env
+        .mock
+        .requests()
+        .into_iter()
+        .filter(|r| r.body.as_ref().is_some_and(|b| b.len() > 1024 * 1024))
+        .collect();
+    assert!(
+        oversized.is_empty(),
+        "an over-limit body reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_400_and_not_forwarded() {
+    let env = env();
+    for p in Provider::ALL {
+        let (n, v) = p.auth_header(&env.alk);
+        let res = post(env.addr(), &p.chat_path(false))
+            .headers(p.sdk_headers())
+            .header(n, &v)
+            .header("content-type", "application/json")
+            .body(r#"{"model": "m", "messages": [{"role": "user", "content": "hi"}"#)
+            .send()
+            .await
+            .expect("send");
+        p.assert_error(&res, 400);
+    }
+    assert!(
+        env.mock.requests().is_empty(),
+        "malformed JSON reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_json_content_type_is_415() {
+    let env = env();
+    for p in Provider::ALL {
+        for ct in ["text/plain", "application/x-www-form-urlencoded"] {
+            let (n, v) = p.auth_header(&env.alk);
+            let res = post(env.addr(), &p.chat_path(false))
+                .headers(p.sdk_headers())
+                .header(n, &v)
+                .header("content-type", ct)
+                .body(p.chat_body("hi", false).to_string())
+                .send()
+                .await
+                .expect("send");
+            p.assert_error(&res, 415);
+        }
+    }
+    assert!(
+        env.mock.requests().is_empty(),
+        "a non-JSON request reached the upstream"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_provider_prefix_is_404_listing_known_providers() {
+    let env = env();
+    let res = post(env.addr(), "/nosuchprovider/v1/chat/completions")
+        .header("authorization", &format!("Bearer {}", env.alk))
+        .json(&Provider::OpenAi.chat_body("hi", false))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status, 404, "{}", res.text());
+    airlock_e2e::support::provider::assert_request_id(&res);
+    let msg = assert_error_format(Provider::OpenAi, &res);
+    for known in ["openai", "anthropic", "gemini", "mycompat"] {
+        assert!(
+            msg.contains(known),
+            "404 message does not list {known}: {msg}"
+        );
+    }
+    assert!(env.mock.requests().is_empty());
+}

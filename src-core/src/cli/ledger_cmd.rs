@@ -212,8 +212,8 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
         Format::Table => {
             writeln!(
                 out,
-                "{:<20} {:<14} {:<10} {:<26} {:>6} {:<9} {:>12} {}",
-                "TIME (UTC)", "KEY", "PROVIDER", "MODEL", "STATUS", "VERDICT", "COST", "DETAIL"
+                "{:<20} {:<14} {:<10} {:<26} {:>6} {:<9} {:>12} DETAIL",
+                "TIME (UTC)", "KEY", "PROVIDER", "MODEL", "STATUS", "VERDICT", "COST"
             )?;
             for r in &rows {
                 let detail = match (&r.reason, r.findings.is_empty()) {

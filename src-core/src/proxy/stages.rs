@@ -419,7 +419,7 @@ async fn admit(
                 fields.stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true);
             ctx.max_tokens = fields.max_tokens();
             if config.anomaly.enabled {
-                ctx.prompt = fields.prompt.last_user_text();
+                ctx.prompt = fields.prompt_fields().last_user_text();
             }
         }
     }
@@ -451,8 +451,15 @@ struct JsonFields<'a> {
     max_output_tokens: Option<serde_json::Value>,
     #[serde(default, alias = "generation_config", rename = "generationConfig")]
     generation_config: Option<GenerationConfig>,
-    #[serde(flatten, borrow)]
-    prompt: PromptFields<'a>,
+    // Not `#[serde(flatten)]`: serde cannot flatten into borrowed raw values.
+    #[serde(borrow, default)]
+    messages: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    input: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    prompt: Option<&'a serde_json::value::RawValue>,
+    #[serde(borrow, default)]
+    contents: Option<&'a serde_json::value::RawValue>,
 }
 
 #[derive(Debug, Default, serde::Deserialize)]
@@ -461,7 +468,16 @@ struct GenerationConfig {
     max_output_tokens: Option<serde_json::Value>,
 }
 
-impl JsonFields<'_> {
+impl<'a> JsonFields<'a> {
+    fn prompt_fields(&self) -> PromptFields<'a> {
+        PromptFields {
+            messages: self.messages,
+            input: self.input,
+            prompt: self.prompt,
+            contents: self.contents,
+        }
+    }
+
     /// The output cap the request asks for, in whichever spelling its API uses.
     fn max_tokens(&self) -> Option<u64> {
         [
@@ -823,6 +839,47 @@ mod tests {
             route(&c, "/groq/v1/%2E%2e/x"),
             Err(ProxyError::BadPath(_))
         ));
+    }
+
+    #[test]
+    fn request_fields_parse_from_every_api_shape() {
+        let cases = [
+            (
+                r#"{"model":"gpt-4o","stream":true,"max_completion_tokens":50,"messages":[{"role":"user","content":"hi"}]}"#,
+                Some(50),
+                "hi",
+            ),
+            (
+                r#"{"model":"claude","max_tokens":64,"system":"s","messages":[{"role":"user","content":[{"type":"text","text":"yo"}]}]}"#,
+                Some(64),
+                "yo",
+            ),
+            (
+                r#"{"model":"gpt-4.1","input":"resp","max_output_tokens":9}"#,
+                Some(9),
+                "resp",
+            ),
+            (
+                r#"{"contents":[{"role":"user","parts":[{"text":"gem"}]}],"generationConfig":{"maxOutputTokens":7}}"#,
+                Some(7),
+                "gem",
+            ),
+            (
+                r#"{"model":"text-embedding-3-small","input":["a","b"]}"#,
+                None,
+                "b",
+            ),
+        ];
+        for (body, max, text) in cases {
+            let f: JsonFields<'_> =
+                serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+            assert_eq!(f.max_tokens(), max, "{body}");
+            assert_eq!(
+                f.prompt_fields().last_user_text().as_deref(),
+                Some(text),
+                "{body}"
+            );
+        }
     }
 
     #[test]

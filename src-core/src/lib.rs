@@ -26,3 +26,4 @@ pub mod keys;
 pub mod ledger;
 pub mod providers;
 pub mod proxy;
+pub mod sse;

@@ -24,6 +24,7 @@ pub mod config;
 pub mod inspect;
 pub mod keys;
 pub mod ledger;
+pub mod meter;
 pub mod providers;
 pub mod proxy;
 pub mod sse;

@@ -26,5 +26,7 @@ pub mod inspect;
 pub mod keys;
 pub mod ledger;
 pub mod limits;
+pub mod meter;
 pub mod providers;
 pub mod proxy;
+pub mod sse;

@@ -10,6 +10,7 @@ mod import_env;
 mod keys;
 mod ledger_cmd;
 mod live;
+mod prices;
 pub mod scan;
 mod serve;
 
@@ -69,6 +70,9 @@ pub enum Command {
     Resume,
     /// Print the admin API token (kept in the OS keyring; created on first use).
     AdminToken,
+    /// The model price table.
+    #[command(subcommand)]
+    Prices(prices::PricesCommand),
     /// Scan files, directories, stdin (`-`) or the staged diff for secrets and PII.
     Scan(scan::ScanArgs),
 }
@@ -99,6 +103,7 @@ pub fn main() -> ExitCode {
         Command::Pause => live::set_paused(&ctx, true),
         Command::Resume => live::set_paused(&ctx, false),
         Command::AdminToken => live::admin_token(&ctx),
+        Command::Prices(cmd) => prices::run(&ctx, cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

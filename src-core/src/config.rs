@@ -127,6 +127,7 @@ pub struct Config {
     pub limits: Limits,
     pub anomaly: Anomaly,
     pub ledger: LedgerSettings,
+    pub prices: BTreeMap<String, crate::meter::PriceOverride>,
 }
 
 /// A budget in integer micro-dollars per day and per month.
@@ -475,6 +476,14 @@ impl ConfigFile {
             limits,
             anomaly,
             ledger,
+            prices: {
+                // Validate now, so a bad price is a config error with its field, not a surprise later.
+                let mut probe = crate::meter::PriceTable::default();
+                probe
+                    .set_overrides(&self.prices)
+                    .map_err(|e| invalid("prices", e.to_string()))?;
+                self.prices
+            },
         })
     }
 }

@@ -45,8 +45,9 @@ impl Verdict {
     }
 }
 
-/// Token counts by class. `input` excludes cached reads and cache writes; `output` includes
-/// reasoning tokens (which are billed as output).
+/// Token counts by class, as the provider bills them: `input` is the whole prompt, with
+/// `cached` (cache reads) and `cache_write` as parts of it; `output` is the whole output, with
+/// `reasoning` as part of it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Tokens {
     pub input: u64,

@@ -19,6 +19,8 @@ pub struct ConfigFile {
     pub limits: LimitsFile,
     pub anomaly: AnomalyFile,
     pub ledger: LedgerFile,
+    /// Per-model prices (USD per million tokens) that win over the bundled table.
+    pub prices: BTreeMap<String, crate::meter::PriceOverride>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

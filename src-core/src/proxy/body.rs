@@ -6,6 +6,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -69,16 +70,181 @@ impl BodyEnd {
     }
 }
 
+/// What the response filter learned, handed to the end hook.
+pub enum Metered {
+    /// Nothing was metered (not a response Airlock prices).
+    Nothing,
+    /// A whole JSON body (`None` if it outgrew the capture limit).
+    Json(Option<Vec<u8>>),
+    /// An event stream, metered event by event.
+    Stream(Box<crate::meter::StreamMeter>),
+}
+
 /// Called once when the body ends, however it ends, with the bytes passed through.
-pub type OnEnd = Box<dyn FnOnce(BodyEnd, u64) + Send>;
+pub type OnEnd = Box<dyn FnOnce(BodyEnd, u64, Metered) + Send>;
+
+/// JSON responses are kept (while being forwarded) up to this size to read their usage.
+const JSON_CAPTURE_LIMIT: usize = 8 * 1024 * 1024;
+
+/// How response bytes are watched (and, for an OpenAI stream where Airlock asked for usage the
+/// client did not, changed) on their way to the client.
+pub enum Filter {
+    Pass,
+    Json {
+        buf: Vec<u8>,
+        overflow: bool,
+    },
+    Sse {
+        splitter: crate::sse::SseSplitter,
+        meter: Box<crate::meter::StreamMeter>,
+        /// Airlock added `stream_options.include_usage`: drop the usage chunk and the
+        /// `"usage":null` fields it causes, so the client gets the stream it asked for.
+        hide_usage: bool,
+    },
+}
+
+impl Filter {
+    pub fn json() -> Filter {
+        Filter::Json {
+            buf: Vec::new(),
+            overflow: false,
+        }
+    }
+
+    pub fn sse(meter: crate::meter::StreamMeter, hide_usage: bool) -> Filter {
+        Filter::Sse {
+            splitter: crate::sse::SseSplitter::new(),
+            meter: Box::new(meter),
+            hide_usage,
+        }
+    }
+
+    /// Whether the filter can change the bytes (then `Content-Length` must go).
+    pub fn rewrites(&self) -> bool {
+        matches!(
+            self,
+            Filter::Sse {
+                hide_usage: true,
+                ..
+            }
+        )
+    }
+
+    /// Handles one chunk, appending what the client should get to `out`. Only a rewriting
+    /// filter holds bytes back, and then only the part of an event that has not ended yet.
+    fn on_chunk(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) {
+        match self {
+            Filter::Pass => out.push_back(chunk),
+            Filter::Json { buf, overflow } => {
+                if !*overflow {
+                    if buf.len() + chunk.len() <= JSON_CAPTURE_LIMIT {
+                        buf.extend_from_slice(&chunk);
+                    } else {
+                        *overflow = true;
+                        *buf = Vec::new();
+                    }
+                }
+                out.push_back(chunk);
+            }
+            Filter::Sse {
+                splitter,
+                meter,
+                hide_usage: false,
+            } => {
+                splitter.push(&chunk, |ev| meter.on_sse_event(&ev));
+                out.push_back(chunk);
+            }
+            Filter::Sse {
+                splitter,
+                meter,
+                hide_usage: true,
+            } => {
+                let base = splitter.bytes_seen();
+                // Consecutive untouched events inside this chunk go out as one slice.
+                let mut run: Option<(usize, usize)> = None;
+                splitter.push(&chunk, |ev| {
+                    meter.on_sse_event(&ev);
+                    let changed = if ev.has_data && crate::meter::is_usage_only_chunk(ev.data) {
+                        Some(None)
+                    } else {
+                        crate::meter::strip_null_usage(ev.raw).map(Some)
+                    };
+                    let inside = ev.span.start >= base;
+                    match (changed, inside) {
+                        (None, true) => {
+                            let (a, b) = (
+                                (ev.span.start - base) as usize,
+                                (ev.span.end - base) as usize,
+                            );
+                            run = match run {
+                                Some((ra, rb)) if rb == a => Some((ra, b)),
+                                Some((ra, rb)) => {
+                                    out.push_back(chunk.slice(ra..rb));
+                                    Some((a, b))
+                                }
+                                None => Some((a, b)),
+                            };
+                        }
+                        (changed, _) => {
+                            if let Some((ra, rb)) = run.take() {
+                                out.push_back(chunk.slice(ra..rb));
+                            }
+                            match changed {
+                                Some(Some(rewritten)) => out.push_back(Bytes::from(rewritten)),
+                                Some(None) => {} // the injected usage chunk: dropped
+                                None => out.push_back(Bytes::copy_from_slice(ev.raw)),
+                            }
+                        }
+                    }
+                });
+                if let Some((ra, rb)) = run {
+                    out.push_back(chunk.slice(ra..rb));
+                }
+            }
+        }
+    }
+
+    /// The stream ended: meter what is left, and for a rewriting filter hand over any bytes of
+    /// an event that never completed (nothing is lost).
+    fn on_end(&mut self, out: &mut VecDeque<Bytes>) {
+        if let Filter::Sse {
+            splitter,
+            meter,
+            hide_usage,
+        } = self
+        {
+            let mut tail = Vec::new();
+            let leftover = splitter.finish(|ev| {
+                meter.on_sse_event(&ev);
+                if *hide_usage && !(ev.has_data && crate::meter::is_usage_only_chunk(ev.data)) {
+                    tail.extend_from_slice(ev.raw);
+                }
+            });
+            if *hide_usage {
+                tail.extend_from_slice(&leftover);
+                if !tail.is_empty() {
+                    out.push_back(Bytes::from(tail));
+                }
+            }
+        }
+    }
+
+    fn into_metered(self) -> Metered {
+        match self {
+            Filter::Pass => Metered::Nothing,
+            Filter::Json { buf, overflow } => Metered::Json((!overflow).then_some(buf)),
+            Filter::Sse { meter, .. } => Metered::Stream(meter),
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[error("upstream sent nothing for {0:?} (timeouts.idle); the response was cut off")]
 pub struct IdleTimeout(Duration);
 
 pin_project_lite::pin_project! {
-    /// The upstream response body as it streams to the client. Frames pass through one at a
-    /// time, never collected: an SSE event reaches the client as soon as it arrives.
+    /// The upstream response body as it streams to the client. Frames pass through as they
+    /// arrive, never collected: an SSE event reaches the client as soon as it is complete.
     pub struct UpstreamBody {
         #[pin]
         inner: Incoming,
@@ -86,6 +252,9 @@ pin_project_lite::pin_project! {
         idle: Sleep,
         idle_after: Duration,
         bytes: u64,
+        filter: Option<Filter>,
+        out: VecDeque<Bytes>,
+        upstream_done: bool,
         on_end: Option<OnEnd>,
     }
 
@@ -93,21 +262,38 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(f) = this.on_end.take() {
-                f(BodyEnd::ClientGone, *this.bytes);
+                let metered = this.filter.take().map_or(Metered::Nothing, Filter::into_metered);
+                f(BodyEnd::ClientGone, *this.bytes, metered);
             }
         }
     }
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, idle_after: Duration, on_end: OnEnd) -> UpstreamBody {
+    pub fn new(
+        inner: Incoming,
+        idle_after: Duration,
+        filter: Filter,
+        on_end: OnEnd,
+    ) -> UpstreamBody {
         UpstreamBody {
             inner,
             idle: tokio::time::sleep(idle_after),
             idle_after,
             bytes: 0,
+            filter: Some(filter),
+            out: VecDeque::new(),
+            upstream_done: false,
             on_end: Some(on_end),
         }
+    }
+}
+
+/// Runs the end hook once, with what the filter metered.
+fn end(on_end: &mut Option<OnEnd>, filter: &mut Option<Filter>, how: BodyEnd, bytes: u64) {
+    if let Some(f) = on_end.take() {
+        let metered = filter.take().map_or(Metered::Nothing, Filter::into_metered);
+        f(how, bytes, metered);
     }
 }
 
@@ -120,51 +306,77 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
-        match this.inner.as_mut().poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    *this.bytes += data.len() as u64;
+        loop {
+            if let Some(next) = this.out.pop_front() {
+                *this.bytes += next.len() as u64;
+                if this.out.is_empty() && *this.upstream_done {
+                    end(this.on_end, this.filter, BodyEnd::Complete, *this.bytes);
                 }
-                let deadline = Instant::now() + *this.idle_after;
-                this.idle.as_mut().reset(deadline);
-                // With a known length, hyper stops polling after the last byte, so a body that
-                // is complete must be reported here rather than at a `None` that never comes.
-                if this.inner.is_end_stream() {
-                    if let Some(f) = this.on_end.take() {
-                        f(BodyEnd::Complete, *this.bytes);
+                return Poll::Ready(Some(Ok(Frame::data(next))));
+            }
+            if *this.upstream_done {
+                end(this.on_end, this.filter, BodyEnd::Complete, *this.bytes);
+                return Poll::Ready(None);
+            }
+            match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let deadline = Instant::now() + *this.idle_after;
+                    this.idle.as_mut().reset(deadline);
+                    match frame.into_data() {
+                        Ok(data) => {
+                            match this.filter.as_mut() {
+                                Some(f) => f.on_chunk(data, this.out),
+                                None => this.out.push_back(data),
+                            }
+                            // With a known length, hyper stops polling after the last byte, so
+                            // a complete body must be noticed here rather than at a `None`.
+                            if this.inner.is_end_stream() {
+                                *this.upstream_done = true;
+                                if let Some(f) = this.filter.as_mut() {
+                                    f.on_end(this.out);
+                                }
+                            }
+                        }
+                        // Trailers pass through untouched.
+                        Err(frame) => return Poll::Ready(Some(Ok(frame))),
                     }
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                if let Some(f) = this.on_end.take() {
-                    f(BodyEnd::UpstreamError, *this.bytes);
+                Poll::Ready(Some(Err(e))) => {
+                    end(
+                        this.on_end,
+                        this.filter,
+                        BodyEnd::UpstreamError,
+                        *this.bytes,
+                    );
+                    return Poll::Ready(Some(Err(Box::new(e))));
                 }
-                Poll::Ready(Some(Err(Box::new(e))))
-            }
-            Poll::Ready(None) => {
-                if let Some(f) = this.on_end.take() {
-                    f(BodyEnd::Complete, *this.bytes);
-                }
-                Poll::Ready(None)
-            }
-            Poll::Pending => match this.idle.poll(cx) {
-                Poll::Ready(()) => {
-                    if let Some(f) = this.on_end.take() {
-                        f(BodyEnd::IdleTimeout, *this.bytes);
+                Poll::Ready(None) => {
+                    *this.upstream_done = true;
+                    if let Some(f) = this.filter.as_mut() {
+                        f.on_end(this.out);
                     }
-                    Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_after)))))
                 }
-                Poll::Pending => Poll::Pending,
-            },
+                Poll::Pending => {
+                    return match this.idle.as_mut().poll(cx) {
+                        Poll::Ready(()) => {
+                            end(this.on_end, this.filter, BodyEnd::IdleTimeout, *this.bytes);
+                            Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_after)))))
+                        }
+                        Poll::Pending => Poll::Pending,
+                    };
+                }
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.upstream_done && self.out.is_empty() && self.on_end.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.filter {
+            Some(f) if f.rewrites() => SizeHint::default(),
+            _ => self.inner.size_hint(),
+        }
     }
 }

@@ -20,7 +20,7 @@ pub fn finish(
 ) {
     let now = std::time::Instant::now();
     let t = r.tokens;
-    let total_tokens = t.input + t.output + t.cached + t.cache_write;
+    let total_tokens = t.input + t.output;
     if let Some(account) = r.account.as_deref() {
         let charge = Charge {
             account: Some(account),
@@ -97,7 +97,7 @@ pub fn finish(
             status: r.status,
             verdict: r.verdict.as_str(),
             streamed: r.streamed,
-            input_tokens: t.input + t.cached + t.cache_write,
+            input_tokens: t.input,
             output_tokens: t.output,
             cost_micros: r.cost_micros,
             estimated: r.estimated,

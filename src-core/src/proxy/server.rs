@@ -79,7 +79,7 @@ pub async fn serve(
     let grace = config.timeouts.shutdown_grace;
     let (ledger, ledger_thread) =
         crate::ledger::LedgerWriter::spawn(&opts.data_dir, config.ledger.retention)?;
-    let state = State::new(config, store, local, ledger)?;
+    let state = State::new(config, store, local, ledger, &opts.data_dir)?;
     // Create the admin token now, so `airlock admin-token` and the UI agree from the start.
     if let Err(e) = state.admin_token().await {
         tracing::warn!("admin API token unavailable until the keyring is: {e}");

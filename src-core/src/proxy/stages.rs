@@ -49,6 +49,10 @@ pub struct RequestCtx {
     pub tokens: Tokens,
     pub cost_micros: Option<i64>,
     pub estimated: bool,
+    /// The request body as the client sent it (kept for estimating a stream cut short).
+    request_body: Bytes,
+    /// Airlock added `stream_options.include_usage`, so the response must hide it again.
+    hide_usage: bool,
 }
 
 impl RequestCtx {
@@ -70,6 +74,8 @@ impl RequestCtx {
             tokens: Tokens::default(),
             cost_micros: None,
             estimated: false,
+            request_body: Bytes::new(),
+            hide_usage: false,
         }
     }
 
@@ -672,6 +678,20 @@ async fn forward(
             .map_err(|_| ProxyError::Internal("cannot put the key in the query string".into()))?;
     }
     let headers = forward::upstream_headers(&parts.headers, provider, upstream_auth);
+    ctx.request_body = body.clone();
+    // OpenAI streams report usage only when asked; ask, and hide the answer from the client.
+    let body = match (provider.kind, ctx.streamed) {
+        (ProviderKind::OpenAi, true) if ctx.endpoint.ends_with("/chat/completions") => {
+            match crate::meter::add_include_usage(&body) {
+                Some(with_usage) => {
+                    ctx.hide_usage = true;
+                    Bytes::from(with_usage)
+                }
+                None => body,
+            }
+        }
+        _ => body,
+    };
     let mut up = Request::new(Full::new(body));
     *up.method_mut() = parts.method.clone();
     *up.uri_mut() = uri;
@@ -739,7 +759,33 @@ fn respond(
     let done = std::mem::replace(ctx, RequestCtx::new(&Method::GET, ""));
     let id = done.id.clone();
     ctx.id = id;
-    let on_end: body::OnEnd = Box::new(move |end, bytes| {
+    let is_json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let kind = done
+        .provider
+        .as_ref()
+        .map_or(ProviderKind::OpenAi, |p| p.kind);
+    let filter = if !status.is_success() {
+        body::Filter::Pass
+    } else if is_sse {
+        body::Filter::sse(
+            crate::meter::StreamMeter::new(kind, done.model.as_deref().unwrap_or("")),
+            done.hide_usage,
+        )
+    } else if is_json {
+        body::Filter::json()
+    } else {
+        body::Filter::Pass
+    };
+    if filter.rewrites() {
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
+    let on_end: body::OnEnd = Box::new(move |end, bytes, metered| {
+        let mut done = done;
+        meter_response(&st, &mut done, kind, end, metered);
         let mut r = done.record(status, None);
         r.body_end = Some(end.as_str().to_owned());
         r.response_bytes = bytes;
@@ -751,8 +797,61 @@ fn respond(
         let budget = done.key_budget();
         record::finish(&st, &config, r, None, budget);
     });
-    let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, on_end);
+    let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, filter, on_end);
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
+}
+
+// === meter ===
+
+/// Turns what the response filter saw into tokens and cost. Usage the provider reported is used
+/// as is; a stream cut short, or a response without usage for a model request, is estimated
+/// (and marked so). A model with no known price costs "unknown", never $0.
+fn meter_response(
+    state: &State,
+    ctx: &mut RequestCtx,
+    kind: ProviderKind,
+    end: body::BodyEnd,
+    metered: body::Metered,
+) {
+    use crate::meter::{usage_from_json, usage_or_estimate};
+    let model = ctx.model.clone();
+    let usage = match metered {
+        body::Metered::Stream(meter) => {
+            Some(meter.finish(end == body::BodyEnd::Complete, &ctx.request_body))
+        }
+        body::Metered::Json(Some(buf)) => usage_from_json(kind, &buf).or_else(|| {
+            model
+                .as_deref()
+                .map(|m| usage_or_estimate(kind, m, &ctx.request_body, &buf))
+        }),
+        body::Metered::Json(None) => model
+            .as_deref()
+            .map(|m| usage_or_estimate(kind, m, &ctx.request_body, &[])),
+        body::Metered::Nothing => None,
+    };
+    let Some(u) = usage else {
+        // Nothing billable: an error, or an endpoint that is not a model call.
+        ctx.cost_micros = Some(0);
+        return;
+    };
+    ctx.tokens = Tokens {
+        input: u.input_tokens,
+        output: u.output_tokens,
+        cached: u.cached_input_tokens,
+        cache_write: u.cache_write_tokens,
+        reasoning: u.reasoning_tokens,
+    };
+    ctx.estimated = u.estimated;
+    ctx.cost_micros = if u.total_tokens() == 0 {
+        Some(0)
+    } else {
+        let provider = ctx.provider.as_ref().map(|p| p.name.as_str());
+        let prices = state.prices.load();
+        model
+            .as_deref()
+            .and_then(|m| prices.lookup(provider, m))
+            .map(|p| i64::try_from(crate::meter::cost(&u, p).0).unwrap_or(i64::MAX))
+    };
 }
 
 // === fail ===

@@ -9,6 +9,7 @@ use crate::keys::store::now_ms;
 use crate::keys::{KeySnapshot, KeyStore, Vault, VaultError, Verdict};
 use crate::ledger::{EventRecord, LedgerWriter};
 use crate::limits::{anomaly::Detector, budget::SpendBook, rate::RateBook};
+use crate::meter::PriceTable;
 use arc_swap::ArcSwap;
 use secrecy::SecretString;
 use std::collections::HashMap;
@@ -43,7 +44,28 @@ pub struct State {
     pub spend: SpendBook,
     pub rates: RateBook,
     pub anomaly: Detector,
+    /// The price table with the config's overrides applied; swapped on reload.
+    pub prices: ArcSwap<PriceTable>,
+    data_dir: std::path::PathBuf,
 }
+
+/// The price table Airlock uses: a file written by `airlock prices update` in the data dir if
+/// there is one, else the bundled table; then the config's overrides.
+pub fn load_prices(
+    data_dir: &std::path::Path,
+    config: &Config,
+) -> Result<PriceTable, crate::meter::PriceError> {
+    let path = data_dir.join(PRICES_FILE);
+    let mut table = match std::fs::read_to_string(&path) {
+        Ok(text) => PriceTable::from_litellm_json(&text)?,
+        Err(_) => PriceTable::bundled(),
+    };
+    table.set_overrides(&config.prices)?;
+    Ok(table)
+}
+
+/// Where `airlock prices update` keeps the newer table.
+pub const PRICES_FILE: &str = "model_prices.json";
 
 /// The keyring entry (under the configured service) that holds the admin API token.
 pub const ADMIN_TOKEN_ENTRY: &str = "__airlock_admin_token__";
@@ -59,8 +81,11 @@ impl State {
         store: KeyStore,
         listen: SocketAddr,
         ledger: LedgerWriter,
+        data_dir: &std::path::Path,
     ) -> Result<Arc<State>, StateError> {
         let client = build_client(&config)?;
+        let prices =
+            load_prices(data_dir, &config).map_err(|e| StateError::Prices(e.to_string()))?;
         let keys = KeySnapshot::build(store.live_with_hashes()?, store.generation()?);
         let secrets_generation = store.secrets_generation()?;
         let control_generation = store.control_generation()?;
@@ -92,6 +117,8 @@ impl State {
             spend,
             rates: RateBook::default(),
             anomaly: Detector::default(),
+            prices: ArcSwap::from_pointee(prices),
+            data_dir: data_dir.to_owned(),
         }))
     }
 
@@ -202,6 +229,10 @@ impl State {
         } else {
             build_client(&config)?
         };
+        match load_prices(&self.data_dir, &config) {
+            Ok(t) => self.prices.store(Arc::new(t)),
+            Err(e) => tracing::error!("price table not reloaded: {e}"),
+        }
         self.runtime.store(Arc::new(Runtime {
             config: Arc::new(config),
             client,
@@ -389,4 +420,6 @@ pub enum StateError {
     Join(String),
     #[error("internal lock poisoned")]
     Poisoned,
+    #[error("price table: {0}")]
+    Prices(String),
 }

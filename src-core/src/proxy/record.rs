@@ -18,6 +18,10 @@ pub fn finish(
     message: Option<String>,
     key_budget: Option<i64>,
 ) {
+    state
+        .metrics
+        .in_flight
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     let now = std::time::Instant::now();
     let t = r.tokens;
     let total_tokens = t.input + t.output;

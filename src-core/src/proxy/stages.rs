@@ -128,6 +128,13 @@ fn new_request_id() -> String {
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
     let rt = state.runtime();
     let mut ctx = RequestCtx::new(req.method(), req.uri().path());
+    if !req.uri().path().starts_with("/_airlock/") {
+        // Every proxied request ends in exactly one `record::finish`, which undoes this.
+        state
+            .metrics
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let result = run(&state, &rt, &mut ctx, req).await;
     let mut resp = match result {
         Ok(resp) => resp,

@@ -128,14 +128,20 @@ fn new_request_id() -> String {
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
     let rt = state.runtime();
     let mut ctx = RequestCtx::new(req.method(), req.uri().path());
-    if !req.uri().path().starts_with("/_airlock/") {
-        // Every proxied request ends in exactly one `record::finish`, which undoes this.
+    // Every request that is refused or proxied ends in exactly one `record::finish`, which
+    // undoes this; admin responses do not, so they undo it below.
+    state
+        .metrics
+        .in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let is_admin = req.uri().path().starts_with("/_airlock/");
+    let result = run(&state, &rt, &mut ctx, req).await;
+    if is_admin && result.is_ok() {
         state
             .metrics
             .in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-    let result = run(&state, &rt, &mut ctx, req).await;
     let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => fail(&state, &rt.config, &ctx, err),

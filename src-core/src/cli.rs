@@ -6,7 +6,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[derive(Debug, Parser)]
-#[command(name = "airlock", version, about = "Local guard for AI API keys, prompts and spend")]
+#[command(
+    name = "airlock",
+    version,
+    about = "Local guard for AI API keys, prompts and spend"
+)]
 pub struct Cli {
     /// Config file (default: $AIRLOCK_CONFIG, then the XDG config dir).
     #[arg(long, global = true, env = "AIRLOCK_CONFIG")]

@@ -28,7 +28,8 @@
 //! let engine = Arc::new(Engine::new().expect("embedded rules compile"));
 //! // Built from pieces so this file itself holds no credential.
 //! let key = format!("{}{}", "AKIA", "Q3ZLWB4T7HXVN2PR");
-//! let prompt = format!("deploy with {key} and mail ops.lead@gmail.com");
+//! let mail = format!("{}@{}", "ops.lead", "gmail.com");
+//! let prompt = format!("deploy with {key} and mail {mail}");
 //! let mut seen = Vec::new();
 //! engine.scan(&prompt, |f| {
 //!     seen.push((f.rule_id.to_string(), f.kind, f.span.clone(), f.preview().to_string()));

@@ -301,10 +301,8 @@ allowlist = ["^AKIAQQ"]
         Err(err) => panic!("{err}"),
     };
     let mut g = Gen::new(19);
-    let text = expand(
-        &mut g,
-        "{{gh:ghp_}} acme_{{a:32}} AKIAQQ{{z:14}} call +44 20 7946 0958",
-    );
+    let template = "{{gh:ghp_}} acme_{{a:32}} AKIAQQ{{z:14}} call +44 20 3123 4567"; // airlock:allow
+    let text = expand(&mut g, template);
     let found: Vec<_> = e
         .find_all(&text)
         .iter()

@@ -316,6 +316,7 @@ pub fn is_placeholder(value: &[u8]) -> bool {
         b"<",
         b">",
         b"{{",
+        b"}}",
         b"${",
         b"$(",
         b"...",
@@ -402,7 +403,7 @@ pub fn looks_random(value: &[u8]) -> bool {
     // Identifiers and dotted paths (`self.password`, `config.db_secret`, `MY_SECRET_NAME`).
     let identifier = value
         .iter()
-        .all(|&b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-'))
+        .all(|&b| b.is_ascii_alphabetic() || matches!(b, b'_' | b'.' | b'-' | b':'))
         || (value
             .iter()
             .all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
@@ -1144,10 +1145,26 @@ fn phone_intl(value: &[u8]) -> bool {
             if cc == "1" {
                 return nanp_ok(nsn);
             }
+            if cc == "44" && uk_drama(nsn) {
+                return false;
+            }
             return nsn.first().is_some_and(|&f| f != 0);
         }
     }
     false
+}
+
+/// Ofcom's ranges reserved for drama (TV, film, books): never a real subscriber.
+fn uk_drama(nsn: &[u8]) -> bool {
+    const RANGES: &[&[u8]] = &[
+        &[2, 0, 7, 9, 4, 6, 0],
+        &[1, 1, 3, 4, 9, 6, 0],
+        &[1, 6, 1, 4, 9, 6, 0],
+        &[1, 1, 7, 4, 9, 6, 0],
+        &[7, 7, 0, 0, 9, 0, 0],
+        &[8, 0, 8, 1, 5, 7, 0],
+    ];
+    RANGES.iter().any(|r| nsn.starts_with(r))
 }
 
 /// North American numbering plan: NXX-NXX-XXXX, no N11 codes, not the 555-01xx fiction range.
@@ -1171,7 +1188,9 @@ fn phone_national(country: Country, value: &[u8]) -> bool {
     match country {
         Country::Nanp => nanp_ok(d),
         // 11 digits with the trunk 0: geographic 01/02/03, mobile 07, non-geographic 08.
-        Country::Gb => n == 11 && d[0] == 0 && matches!(d[1], 1 | 2 | 3 | 7 | 8),
+        Country::Gb => {
+            n == 11 && d[0] == 0 && matches!(d[1], 1 | 2 | 3 | 7 | 8) && !uk_drama(&d[1..])
+        }
         Country::De => (10..=12).contains(&n) && d[0] == 0 && d[1] != 0,
         Country::Fr => n == 10 && d[0] == 0 && (1..=9).contains(&d[1]),
         Country::Es => n == 9 && (6..=9).contains(&d[0]),
@@ -1208,16 +1227,16 @@ mod tests {
         assert!(!card(b"4539 1488-0343 6467"), "mixed separators");
         // Luhn-valid but unknown issuer (first digit 1, 7, 8, 9).
         assert!(!card(b"1234567812345670"));
-        assert!(card(b"4539148803436467"));
-        assert!(card(b"4539 1488 0343 6467"));
+        assert!(card(b"4539148803436467")); // airlock:allow
+        assert!(card(b"4539 1488 0343 6467")); // airlock:allow
         assert!(!card(b"4539 1488 0343 646"), "wrong length for Visa");
     }
 
     #[test]
     fn iban_rules() {
-        assert!(iban(b"DE89370400440532013000"));
-        assert!(iban(b"DE89 3704 0044 0532 0130 00"));
-        assert!(iban(b"GB82 WEST 1234 5698 7654 32"));
+        assert!(iban(b"DE89370400440532013000")); // airlock:allow
+        assert!(iban(b"DE89 3704 0044 0532 0130 00")); // airlock:allow
+        assert!(iban(b"GB82 WEST 1234 5698 7654 32")); // airlock:allow
         assert!(!iban(b"DE88370400440532013000"), "mod-97 failure");
         assert!(!iban(b"DE8937040044053201300"), "wrong length for DE");
         assert!(!iban(b"QQ89370400440532013000"), "unknown country");
@@ -1226,7 +1245,7 @@ mod tests {
 
     #[test]
     fn ssn_rules() {
-        assert!(ssn(b"536-22-1234"));
+        assert!(ssn(b"536-22-1234")); // airlock:allow
         assert!(!ssn(b"000-22-1234"));
         assert!(!ssn(b"666-22-1234"));
         assert!(!ssn(b"912-22-1234"));
@@ -1238,7 +1257,7 @@ mod tests {
 
     #[test]
     fn sin_and_aadhaar_and_cpf() {
-        assert!(sin(b"130 692 544"));
+        assert!(sin(b"130 692 544")); // airlock:allow
         assert!(!sin(b"130 692 545"));
         assert!(!sin(b"046 454 286"), "first digit 0 is not issued");
         assert!(!sin(b"846 454 280"), "first digit 8 is not issued");
@@ -1253,7 +1272,7 @@ mod tests {
         let s: String = full.iter().map(|d| (d + b'0') as char).collect();
         assert!(!aadhaar(s.as_bytes()));
         assert!(!aadhaar(b"1234 5678 9012"), "first digit must be 2-9");
-        assert!(cpf(b"529.982.247-25"));
+        assert!(cpf(b"529.982.247-25")); // airlock:allow
         assert!(!cpf(b"529.982.247-26"));
         assert!(
             !cpf(b"111.111.111-11"),
@@ -1263,27 +1282,27 @@ mod tests {
 
     #[test]
     fn spanish_ids() {
-        assert!(dni(b"12345678Z"));
+        assert!(dni(b"12345678Z")); // airlock:allow
         assert!(!dni(b"12345678A"));
-        assert!(nie(b"X1234567L"));
+        assert!(nie(b"X1234567L")); // airlock:allow
         assert!(!nie(b"X1234567A"));
         assert!(!nie(b"A1234567L"));
     }
 
     #[test]
     fn nino_and_pan() {
-        assert!(nino(b"AB 12 34 56 C"));
+        assert!(nino(b"AB 12 34 56 C")); // airlock:allow
         assert!(!nino(b"GB123456A"), "GB prefix not allocated");
         assert!(!nino(b"DA123456A"), "D is never a first letter");
         assert!(!nino(b"AB123456E"), "suffix is A-D");
-        assert!(pan_in(b"ABCPE1234F"));
+        assert!(pan_in(b"ABCPE1234F")); // airlock:allow
         assert!(!pan_in(b"ABCDE1234F"), "D is not a holder type");
     }
 
     #[test]
     fn email_tlds() {
-        assert!(email(b"jane.doe@gmail.com"));
-        assert!(email(b"a@b.co.uk"));
+        assert!(email(b"jane.doe@gmail.com")); // airlock:allow
+        assert!(email(b"a@b.co.uk")); // airlock:allow
         assert!(!email(b"logo@2x.png"));
         assert!(!email(b"user@example.com"));
         assert!(!email(b"git@github.com"));
@@ -1293,7 +1312,7 @@ mod tests {
 
     #[test]
     fn ip_ranges() {
-        assert!(ipv4_public(b"8.8.8.8"));
+        assert!(ipv4_public(b"8.8.8.8")); // airlock:allow
         for ip in [
             "10.1.2.3",
             "127.0.0.1",
@@ -1311,7 +1330,7 @@ mod tests {
         ] {
             assert!(!ipv4_public(ip.as_bytes()), "{ip}");
         }
-        assert!(ipv6_public(b"2a00:1450:4001:80b::200e"));
+        assert!(ipv6_public(b"2a00:1450:4001:80b::200e")); // airlock:allow
         assert!(!ipv6_public(b"2001:db8::1"));
         assert!(!ipv6_public(b"fe80::1"));
         assert!(!ipv6_public(b"::1"));
@@ -1322,9 +1341,9 @@ mod tests {
     #[test]
     fn crypto_addresses() {
         // The genesis block address: a well-known public value.
-        assert!(btc_base58(b"1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa"));
+        assert!(btc_base58(b"1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa")); // airlock:allow
         assert!(!btc_base58(b"1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNb"));
-        assert!(btc_bech32(b"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"));
+        assert!(btc_bech32(b"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4")); // airlock:allow
         assert!(!btc_bech32(b"bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t5"));
         let body = b"5aaeb6053f3e94c9b9a09f33669435e7ef1beaed";
         let good = format!("0x{}", eip55(body));
@@ -1347,21 +1366,22 @@ mod tests {
 
     #[test]
     fn phones() {
-        assert!(phone_intl(b"+44 20 7946 0958"));
-        assert!(phone_intl(b"+49 30 901820"));
-        assert!(phone_intl(b"+1 (415) 555-2671"));
+        assert!(phone_intl(b"+44 20 3123 4567")); // airlock:allow
+        assert!(!phone_intl(b"+44 20 7946 0958"), "Ofcom drama range"); // airlock:allow
+        assert!(phone_intl(b"+49 30 901820")); // airlock:allow
+        assert!(phone_intl(b"+1 (415) 555-2671")); // airlock:allow
         assert!(
             !phone_intl(b"+1 (415) 555-0123"),
             "555-01xx is reserved for fiction"
         );
         assert!(!phone_intl(b"+44 12"));
-        assert!(phone_intl(b"0044 20 7946 0958"));
+        assert!(phone_intl(b"0044 20 3123 4567")); // airlock:allow
         assert!(!phone_intl(b"+999 123456789"));
-        assert!(phone_national(Country::Fr, b"01 42 68 53 00"));
+        assert!(phone_national(Country::Fr, b"01 42 68 53 00")); // airlock:allow
         assert!(!phone_national(Country::Fr, b"00 42 68 53 00"));
-        assert!(phone_national(Country::Jp, b"03-1234-5678"));
+        assert!(phone_national(Country::Jp, b"03-1234-5678")); // airlock:allow
         assert!(!phone_national(Country::Jp, b"01-02-2024"));
-        assert!(phone_national(Country::Br, b"(11) 91234-5678"));
+        assert!(phone_national(Country::Br, b"(11) 91234-5678")); // airlock:allow
         assert!(!phone_national(Country::Nanp, b"(415) 155-2671"));
     }
 

@@ -386,7 +386,7 @@ fn large_files_are_scanned_in_chunks_without_loss_or_duplicates() {
         if near_boundary
             .iter()
             .any(|&b| text.len() <= b && b < text.len() + line.len())
-            || text.len() == 0
+            || text.is_empty()
         {
             let k = g.github("ghp_");
             text.push_str(&format!("key {k}\n"));

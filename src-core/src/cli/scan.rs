@@ -730,7 +730,7 @@ fn json_line(h: &Hit) -> String {
         "preview": h.preview,
         "column": h.col,
         "family": h.family,
-        "confidence": (h.confidence * 100.0).round() / 100.0,
+        "confidence": (f64::from(h.confidence) * 100.0).round() / 100.0,
         "fingerprint": h.fingerprint,
     });
     v.to_string()

@@ -523,15 +523,15 @@ impl Engine {
             let cs = vs.saturating_sub(96);
             let ce = (ve + 48).min(bytes.len());
             let around: Vec<u8> = bytes[cs..ce].iter().map(u8::to_ascii_lowercase).collect();
-            let has = |words: &[Vec<u8>]| {
-                words
-                    .iter()
-                    .any(|w| memchr::memmem::find(&around, w).is_some())
-            };
-            if has(&rule.context) {
+            if context_hit(&around, &rule.context, false) {
                 conf += 0.35;
             }
-            if has(&rule.negative_context) {
+            // Negative words count only on the match's own line and as whole words, so
+            // `release.tar.gz` two lines up does not sink an IP address.
+            let ls = memchr::memrchr(b'\n', &around[..vs - cs]).map_or(0, |i| i + 1);
+            let le =
+                memchr::memchr(b'\n', &around[ve - cs..]).map_or(around.len(), |i| ve - cs + i);
+            if context_hit(&around[ls..le], &rule.negative_context, true) {
                 conf -= 0.4;
             }
         }
@@ -603,6 +603,19 @@ impl Engine {
             }
         }
     }
+}
+
+/// Whether any of `words` occurs in `hay` (lowercased) starting a word; with `whole`, also
+/// ending one. `call` is not in `locally`; `tel` is in `telefon` unless `whole`.
+fn context_hit(hay: &[u8], words: &[Vec<u8>], whole: bool) -> bool {
+    let alnum = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    words.iter().any(|w| {
+        memchr::memmem::find_iter(hay, w).any(|i| {
+            let left = !alnum(w.first()) || i == 0 || !alnum(hay.get(i - 1));
+            let right = !whole || !alnum(w.last()) || !alnum(hay.get(i + w.len()));
+            left && right
+        })
+    })
 }
 
 /// Widens a byte span to char boundaries.

@@ -486,14 +486,15 @@ fn card(value: &[u8]) -> bool {
                 || ((300..=305).contains(&prefix(3)) || matches!(prefix(2), 36 | 38 | 39))
                     && (14..=19).contains(&n)
         }
+        // Discover 6011/644-649/65, UnionPay 62, RuPay 60, Maestro 6304/6759/6761-6763.
         6 => {
-            (prefix(4) == 6011
+            ((prefix(4) == 6011
                 || prefix(2) == 65
                 || (644..=649).contains(&prefix(3))
-                || (622_126..=622_925).contains(&prefix(6))
                 || prefix(2) == 62
-                || prefix(2) >= 60)
-                && (16..=19).contains(&n)
+                || prefix(2) == 60)
+                && (16..=19).contains(&n))
+                || (matches!(prefix(4), 6304 | 6759 | 6761..=6763) && (12..=19).contains(&n))
         }
         _ => false,
     };

@@ -437,7 +437,7 @@ pub fn generate(seed: u64, n: usize) -> Vec<Doc> {
             _ => "chat.md",
         };
         if style == 0 || style == 3 {
-            let p: &str = g.pick(PROSE);
+            let p: &&str = g.pick(PROSE);
             b.s(p).s("\n\n");
         }
         if style == 2 {
@@ -452,7 +452,7 @@ pub fn generate(seed: u64, n: usize) -> Vec<Doc> {
             }
             distractor_line(&mut g, &mut b);
             if style != 1 {
-                let p: &str = g.pick(PROSE);
+                let p: &&str = g.pick(PROSE);
                 b.s(p).s("\n");
             }
         }

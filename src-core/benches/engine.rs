@@ -16,11 +16,52 @@ const TARGET: usize = 4 << 20;
 /// English-like prose with the odd number, no credentials.
 fn prose() -> String {
     const WORDS: &[&str] = &[
-        "the", "model", "answered", "quickly", "and", "we", "reviewed", "its", "output", "before",
-        "shipping", "a", "small", "change", "to", "our", "service", "because", "customers", "asked",
-        "for", "clearer", "errors", "when", "requests", "fail", "during", "peak", "hours", "team",
-        "meeting", "notes", "summarise", "decisions", "about", "pricing", "latency", "budget",
-        "quarter", "roadmap", "feature", "flag", "rollout", "incident", "postmortem", "owner",
+        "the",
+        "model",
+        "answered",
+        "quickly",
+        "and",
+        "we",
+        "reviewed",
+        "its",
+        "output",
+        "before",
+        "shipping",
+        "a",
+        "small",
+        "change",
+        "to",
+        "our",
+        "service",
+        "because",
+        "customers",
+        "asked",
+        "for",
+        "clearer",
+        "errors",
+        "when",
+        "requests",
+        "fail",
+        "during",
+        "peak",
+        "hours",
+        "team",
+        "meeting",
+        "notes",
+        "summarise",
+        "decisions",
+        "about",
+        "pricing",
+        "latency",
+        "budget",
+        "quarter",
+        "roadmap",
+        "feature",
+        "flag",
+        "rollout",
+        "incident",
+        "postmortem",
+        "owner",
     ];
     let mut g = airlock::inspect::testgen::Gen::new(42);
     let mut s = String::with_capacity(TARGET + 256);
@@ -81,11 +122,16 @@ fn dense() -> String {
 
 fn bench(c: &mut Criterion) {
     let engine = Engine::new().unwrap_or_else(|e| panic!("{e}"));
-    let inputs = [("clean_prose", prose()), ("source_code", source()), ("dense_findings", dense())];
+    let inputs = [
+        ("clean_prose", prose()),
+        ("source_code", source()),
+        ("dense_findings", dense()),
+    ];
     if let Ok(dir) = std::env::var("AIRLOCK_BENCH_DUMP") {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
         for (name, text) in &inputs {
-            std::fs::write(std::path::Path::new(&dir).join(format!("{name}.txt")), text).unwrap_or_else(|e| panic!("{e}"));
+            std::fs::write(std::path::Path::new(&dir).join(format!("{name}.txt")), text)
+                .unwrap_or_else(|e| panic!("{e}"));
         }
     }
     let mut group = c.benchmark_group("engine");

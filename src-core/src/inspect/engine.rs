@@ -162,6 +162,12 @@ pub struct Engine {
     patterns: Vec<Pattern>,
     /// Digit-triggered rules, ascending by minimum digit count.
     digit_rules: Vec<(u8, u32)>,
+    /// All digit-triggered regexes in one set (same order as `digit_rules`): one pass over a
+    /// cluster tells which of them can match, so a date or a timestamp costs one search instead
+    /// of one per number-shaped rule.
+    digit_set: regex::bytes::RegexSet,
+    /// Widest window any digit rule asks for, before and after a cluster.
+    digit_margin: (usize, usize),
     min_confidence: f32,
     global_allow: Vec<regex::bytes::Regex>,
 }
@@ -245,11 +251,29 @@ impl Engine {
             .filter_map(|(i, r)| r.digits.map(|d| (d, i as u32)))
             .collect();
         digit_rules.sort_unstable();
+        let digit_set = regex::bytes::RegexSetBuilder::new(
+            digit_rules
+                .iter()
+                .map(|&(_, ri)| rules[ri as usize].regex.as_str()),
+        )
+        .unicode(false)
+        .size_limit(32 << 20)
+        .build()
+        .map_err(|e| InspectError::Regex {
+            rule: "digit rules".into(),
+            message: e.to_string(),
+        })?;
+        let digit_margin = digit_rules.iter().fold((0, 0), |(b, a), &(_, ri)| {
+            let r = &rules[ri as usize];
+            (b.max(r.before), a.max(r.after))
+        });
         Ok(Self {
             rules,
             ac,
             patterns,
             digit_rules,
+            digit_set,
+            digit_margin,
             min_confidence,
             global_allow,
         })
@@ -397,19 +421,34 @@ impl Engine {
         }
         self.flush(text, &mut pending, out);
         if !self.digit_rules.is_empty() {
+            let mut candidates: Vec<usize> = Vec::new();
             digit_clusters(bytes, |start, end, digits| {
-                for &(min, ri) in &self.digit_rules {
+                candidates.clear();
+                for (i, &(min, ri)) in self.digit_rules.iter().enumerate() {
                     if digits < min as usize {
                         break;
                     }
-                    let rule = &self.rules[ri as usize];
-                    if let Some(pc) = rule.precheck {
-                        if !precheck(pc, bytes, start, end) {
-                            continue;
-                        }
+                    match self.rules[ri as usize].precheck {
+                        Some(pc) if !precheck(pc, bytes, start, end) => {}
+                        _ => candidates.push(i),
                     }
-                    let w = (start.saturating_sub(rule.before), end + rule.after);
-                    self.push_window(text, ri, w, &mut pending, out);
+                }
+                if candidates.is_empty() {
+                    return;
+                }
+                let ws = start.saturating_sub(self.digit_margin.0);
+                let we = (end + self.digit_margin.1).min(bytes.len());
+                let set = self.digit_set.matches_at(&bytes[..we], ws);
+                if !set.matched_any() {
+                    return;
+                }
+                for &i in &candidates {
+                    if set.matched(i) {
+                        let ri = self.digit_rules[i].1;
+                        let rule = &self.rules[ri as usize];
+                        let w = (start.saturating_sub(rule.before), end + rule.after);
+                        self.push_window(text, ri, w, &mut pending, out);
+                    }
                 }
             });
             self.flush(text, &mut pending, out);
@@ -463,21 +502,30 @@ impl Engine {
             e += 1;
         }
         let hay = &bytes[..e];
-        let mut locs = rule.regex.capture_locations();
+        let mut locs = rule.secret_group.map(|_| rule.regex.capture_locations());
         let mut at = s;
         while at < e {
-            let Some(m) = rule.regex.captures_read_at(&mut locs, hay, at) else {
-                break;
+            let (ms, me, group) = match locs.as_mut() {
+                Some(locs) => {
+                    let Some(m) = rule.regex.captures_read_at(locs, hay, at) else {
+                        break;
+                    };
+                    (
+                        m.start(),
+                        m.end(),
+                        rule.secret_group.and_then(|g| locs.get(g)),
+                    )
+                }
+                // No capture group: the cheaper find path (no capture engine at all).
+                None => {
+                    let Some(m) = rule.regex.find_at(hay, at) else {
+                        break;
+                    };
+                    (m.start(), m.end(), None)
+                }
             };
-            at = if m.end() > m.start() {
-                m.end()
-            } else {
-                m.start() + 1
-            };
-            let (vs, ve) = match rule.secret_group.and_then(|g| locs.get(g)) {
-                Some(span) => span,
-                None => (m.start(), m.end()),
-            };
+            at = if me > ms { me } else { ms + 1 };
+            let (vs, ve) = group.unwrap_or((ms, me));
             if ve <= vs {
                 continue;
             }

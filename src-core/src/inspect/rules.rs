@@ -258,7 +258,8 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
     if spec.keywords.iter().any(String::is_empty) {
         return Err(bad("keywords must not be empty"));
     }
-    let regex = compile_regex(&spec.id, &expand_macros(&spec.regex))?;
+    let pattern = expand_macros(&spec.regex);
+    let regex = compile_regex(&spec.id, &pattern)?;
     let secret_group = regex.capture_names().position(|n| n == Some("secret"));
     let validator = match &spec.validator {
         Some(name) => Some(

@@ -287,63 +287,71 @@ fn pem_body(value: &[u8]) -> bool {
     body >= 64
 }
 
+/// Substrings that mark a documentation value. One case-insensitive automaton, built once:
+/// this runs on every candidate secret, so it must not build searchers per call. It is an
+/// immutable cache, not shared mutable state.
+fn placeholder_markers() -> &'static aho_corasick::AhoCorasick {
+    static MARKERS: std::sync::OnceLock<aho_corasick::AhoCorasick> = std::sync::OnceLock::new();
+    MARKERS.get_or_init(|| {
+        const WORDS: &[&str] = &[
+            "example",
+            "xxxx",
+            "your_",
+            "your-",
+            "yourkey",
+            "yourtoken",
+            "yoursecret",
+            "placeholder",
+            "changeme",
+            "change_me",
+            "change-me",
+            "redacted",
+            "dummy",
+            "<",
+            ">",
+            "{{",
+            "}}",
+            "${",
+            "$(",
+            "...",
+            "***",
+            "\u{2026}",
+            "replace_me",
+            "replace-me",
+            "replaceme",
+            "notreal",
+            "not_real",
+            "not-real",
+            "not-a-real",
+            "fake",
+            "environ",
+            "getenv",
+            "process.env",
+            "secrets.",
+            "insert_",
+            "insert-",
+            "0123456789",
+            "abcdefgh",
+            "12345678",
+        ];
+        match aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .build(WORDS)
+        {
+            Ok(ac) => ac,
+            // The word list is a constant; building it cannot fail.
+            Err(e) => unreachable!("placeholder markers: {e}"),
+        }
+    })
+}
+
 /// Values that are obviously not a real secret: documentation placeholders, templating,
 /// environment references, masked values.
 pub fn is_placeholder(value: &[u8]) -> bool {
     if value.len() < 4 {
         return true;
     }
-    let mut lower = [0u8; 256];
-    let n = value.len().min(lower.len());
-    for (d, s) in lower.iter_mut().zip(value) {
-        *d = s.to_ascii_lowercase();
-    }
-    let lower = &lower[..n];
-    const MARKERS: &[&[u8]] = &[
-        b"example",
-        b"xxxx",
-        b"your_",
-        b"your-",
-        b"yourkey",
-        b"yourtoken",
-        b"yoursecret",
-        b"placeholder",
-        b"changeme",
-        b"change_me",
-        b"change-me",
-        b"redacted",
-        b"dummy",
-        b"<",
-        b">",
-        b"{{",
-        b"}}",
-        b"${",
-        b"$(",
-        b"...",
-        b"***",
-        b"\xe2\x80\xa6", // an ellipsis character
-        b"replace_me",
-        b"replace-me",
-        b"replaceme",
-        b"notreal",
-        b"not_real",
-        b"not-real",
-        b"not-a-real",
-        b"fake",
-        b"environ",
-        b"getenv",
-        b"process.env",
-        b"secrets.",
-        b"insert_",
-        b"insert-",
-        b"0123456789",
-        b"abcdefgh",
-        b"12345678",
-    ];
-    if MARKERS
-        .iter()
-        .any(|m| memchr::memmem::find(lower, m).is_some())
-    {
+    if placeholder_markers().is_match(value) {
         return true;
     }
     if value[0] == b'$' || value[0] == b'%' && value.last() == Some(&b'%') {

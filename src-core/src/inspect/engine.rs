@@ -1,0 +1,790 @@
+//! The matcher: one Aho-Corasick prefilter over every keyword (plus their base64 and
+//! percent-encoded forms), a digit-cluster scanner for number-shaped PII, then each candidate
+//! rule's regex on a window around the trigger, then its checks.
+
+use super::normalize::{self, Normalized};
+use super::rules::{self, CompiledRule, Kind, Precheck, RuleOverrides};
+use super::validate::{self, Validator};
+use super::InspectError;
+use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use std::borrow::Cow;
+use std::ops::Range;
+
+/// How a value was hidden when it was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Encoding {
+    /// As written.
+    Plain,
+    /// Behind invisible characters or Unicode compatibility forms (fullwidth, math letters …).
+    Unicode,
+    /// Inside a base64 token (the span covers the whole token).
+    Base64,
+    /// Inside a percent-encoded token (the span covers the whole token).
+    Percent,
+}
+
+impl Encoding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encoding::Plain => "plain",
+            Encoding::Unicode => "unicode",
+            Encoding::Base64 => "base64",
+            Encoding::Percent => "percent",
+        }
+    }
+}
+
+/// One match. Spans are byte offsets into the text given to [`Engine::scan`], on char
+/// boundaries, covering the whole value including any invisible chars or encoding around it.
+#[derive(Clone)]
+pub struct Finding<'e> {
+    pub rule_id: &'e str,
+    pub kind: Kind,
+    pub family: &'e str,
+    pub span: Range<usize>,
+    /// 0..=1; weak patterns carry less unless context words are near.
+    pub confidence: f32,
+    pub encoding: Encoding,
+    preview: String,
+    /// The de-obfuscated value when it differs from the span text (never printed by `Debug`).
+    canonical: Option<Box<str>>,
+}
+
+// === impl Finding ===
+
+impl Finding<'_> {
+    /// A masked preview: at most four leading chars and never the tail, e.g. `ghp_****`.
+    pub fn preview(&self) -> &str {
+        &self.preview
+    }
+
+    /// The value to hash for a fingerprint: the matched value with invisible characters removed,
+    /// compatibility forms folded and one level of base64/percent-encoding undone, so the same
+    /// secret hidden differently gets the same fingerprint. Hash it (HMAC), never log it.
+    pub fn fingerprint_input<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        match &self.canonical {
+            Some(c) => Cow::Owned(c.to_string()),
+            None => Cow::Borrowed(text.get(self.span.clone()).unwrap_or("")),
+        }
+    }
+}
+
+impl std::fmt::Debug for Finding<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Finding")
+            .field("rule_id", &self.rule_id)
+            .field("kind", &self.kind)
+            .field("family", &self.family)
+            .field("span", &self.span)
+            .field("confidence", &self.confidence)
+            .field("encoding", &self.encoding)
+            .field("preview", &self.preview)
+            .finish()
+    }
+}
+
+/// The masked preview of a value: up to 4 leading chars (a quarter of the value at most) + `****`.
+pub fn mask(value: &str) -> String {
+    let chars = value.chars().count();
+    let show = (chars / 4).min(4);
+    let mut out: String = value.chars().take(show).collect();
+    out.push_str("****");
+    out
+}
+
+/// Builds an [`Engine`].
+#[derive(Debug, Default)]
+pub struct EngineBuilder {
+    overrides: RuleOverrides,
+}
+
+impl EngineBuilder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn overrides(mut self, overrides: RuleOverrides) -> Self {
+        self.overrides = overrides;
+        self
+    }
+
+    pub fn build(self) -> Result<Engine, InspectError> {
+        let specs = rules::apply_overrides(rules::embedded_rules()?, &self.overrides)?;
+        let mut compiled = specs
+            .into_iter()
+            .map(rules::compile)
+            .collect::<Result<Vec<_>, _>>()?;
+        if self.overrides.include_private_ips {
+            for r in &mut compiled {
+                r.validator = match r.validator {
+                    Some(Validator::Ipv4Public) => Some(Validator::Ipv4Any),
+                    Some(Validator::Ipv6Public) => Some(Validator::Ipv6Any),
+                    v => v,
+                };
+            }
+        }
+        let global_allow = self
+            .overrides
+            .allowlist
+            .iter()
+            .map(|a| {
+                regex::bytes::Regex::new(a).map_err(|e| InspectError::Regex {
+                    rule: "allowlist".into(),
+                    message: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Engine::from_rules(
+            compiled,
+            self.overrides.min_confidence.unwrap_or(0.5),
+            global_allow,
+        )
+    }
+}
+
+/// What an Aho-Corasick pattern id stands for.
+#[derive(Debug, Default)]
+struct Pattern {
+    /// Rules whose keyword this is.
+    rules: Vec<u32>,
+    /// Char offset of this base64 variant inside its group, when it is one.
+    b64_skip: Option<u8>,
+    /// This is a percent-encoded keyword.
+    pct: bool,
+}
+
+/// The compiled detection engine. Build once, share behind an `Arc`; scanning is `&self`.
+#[derive(Debug)]
+pub struct Engine {
+    rules: Vec<CompiledRule>,
+    ac: AhoCorasick,
+    patterns: Vec<Pattern>,
+    /// Digit-triggered rules, ascending by minimum digit count.
+    digit_rules: Vec<(u8, u32)>,
+    /// All digit-triggered regexes in one set (same order as `digit_rules`): one pass over a
+    /// cluster tells which of them can match, so a date or a timestamp costs one search instead
+    /// of one per number-shaped rule.
+    digit_set: regex::bytes::RegexSet,
+    /// Widest window any digit rule asks for, before and after a cluster.
+    digit_margin: (usize, usize),
+    min_confidence: f32,
+    global_allow: Vec<regex::bytes::Regex>,
+}
+
+/// A finding before it is resolved against overlaps and turned into a [`Finding`].
+#[derive(Debug)]
+struct Raw {
+    rule: u32,
+    span: Range<usize>,
+    confidence: f32,
+    encoding: Encoding,
+    canonical: Option<Box<str>>,
+}
+
+/// Bounds on the decode path: tokens larger than this are decoded in a window.
+const MAX_TOKEN: usize = 64 * 1024;
+const DECODE_WINDOW: usize = 8 * 1024;
+
+// === impl Engine ===
+
+impl Engine {
+    /// The embedded rules with no overrides.
+    pub fn new() -> Result<Self, InspectError> {
+        EngineBuilder::new().build()
+    }
+
+    fn from_rules(
+        rules: Vec<CompiledRule>,
+        min_confidence: f32,
+        global_allow: Vec<regex::bytes::Regex>,
+    ) -> Result<Self, InspectError> {
+        let mut words: Vec<String> = Vec::new();
+        let mut patterns: Vec<Pattern> = Vec::new();
+        let mut index = std::collections::HashMap::<String, usize>::new();
+        let mut slot = |w: String, words: &mut Vec<String>, patterns: &mut Vec<Pattern>| -> usize {
+            let key = w.to_ascii_lowercase();
+            *index.entry(key.clone()).or_insert_with(|| {
+                words.push(key);
+                patterns.push(Pattern::default());
+                patterns.len() - 1
+            })
+        };
+        for (ri, r) in rules.iter().enumerate() {
+            for k in &r.keywords {
+                let p = slot(k.clone(), &mut words, &mut patterns);
+                if !patterns[p].rules.contains(&(ri as u32)) {
+                    patterns[p].rules.push(ri as u32);
+                }
+            }
+        }
+        // Encoded forms of the secret keywords, so an encoded secret is found by the same single
+        // pass. Only keywords of 4+ bytes: shorter ones would make too many noisy variants.
+        let secret_keywords: Vec<String> = rules
+            .iter()
+            .filter(|r| r.kind == Kind::Secret)
+            .flat_map(|r| r.keywords.iter().cloned())
+            .filter(|k| k.len() >= 4)
+            .collect();
+        for k in secret_keywords {
+            for (v, skip) in normalize::b64_variants(k.as_bytes()) {
+                let p = slot(v, &mut words, &mut patterns);
+                patterns[p].b64_skip = Some(skip as u8);
+            }
+            for v in normalize::pct_variants(k.as_bytes()) {
+                let p = slot(v, &mut words, &mut patterns);
+                patterns[p].pct = true;
+            }
+        }
+        let ac = AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(AhoCorasickKind::DFA))
+            .build(&words)
+            .map_err(|e| InspectError::Rule {
+                rule: "keywords".into(),
+                message: e.to_string(),
+            })?;
+        let mut digit_rules: Vec<(u8, u32)> = rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.digits.map(|d| (d, i as u32)))
+            .collect();
+        digit_rules.sort_unstable();
+        let digit_set = regex::bytes::RegexSetBuilder::new(
+            digit_rules
+                .iter()
+                .map(|&(_, ri)| rules[ri as usize].regex.as_str()),
+        )
+        .unicode(false)
+        .size_limit(32 << 20)
+        .build()
+        .map_err(|e| InspectError::Regex {
+            rule: "digit rules".into(),
+            message: e.to_string(),
+        })?;
+        let digit_margin = digit_rules.iter().fold((0, 0), |(b, a), &(_, ri)| {
+            let r = &rules[ri as usize];
+            (b.max(r.before), a.max(r.after))
+        });
+        Ok(Self {
+            rules,
+            ac,
+            patterns,
+            digit_rules,
+            digit_set,
+            digit_margin,
+            min_confidence,
+            global_allow,
+        })
+    }
+
+    /// The compiled rules, in rule-file order.
+    pub fn rules(&self) -> &[CompiledRule] {
+        &self.rules
+    }
+
+    /// Scans `text` and calls `on_finding` for each finding in order of position; return `false`
+    /// from the callback to stop.
+    pub fn scan<'e, F>(&'e self, text: &str, mut on_finding: F)
+    where
+        F: FnMut(&Finding<'e>) -> bool,
+    {
+        let mut raw = Vec::new();
+        self.collect(text, true, &mut raw);
+        self.resolve(&mut raw);
+        for r in raw {
+            let f = self.finish(text, r);
+            if !on_finding(&f) {
+                break;
+            }
+        }
+    }
+
+    /// Scans bytes that may not be UTF-8: each valid UTF-8 stretch is scanned on its own and
+    /// spans are offsets into `bytes`.
+    pub fn scan_bytes<'e, F>(&'e self, bytes: &[u8], mut on_finding: F)
+    where
+        F: FnMut(&Finding<'e>) -> bool,
+    {
+        let mut offset = 0;
+        let mut go_on = true;
+        for chunk in bytes.utf8_chunks() {
+            let valid = chunk.valid();
+            if go_on && !valid.is_empty() {
+                self.scan(valid, |f| {
+                    let mut shifted = f.clone();
+                    shifted.span = f.span.start + offset..f.span.end + offset;
+                    go_on = on_finding(&shifted);
+                    go_on
+                });
+            }
+            offset += valid.len() + chunk.invalid().len();
+        }
+    }
+
+    /// One call: every finding in `text`.
+    pub fn find_all(&self, text: &str) -> Vec<Finding<'_>> {
+        let mut out = Vec::new();
+        self.scan(text, |f| {
+            out.push(f.clone());
+            true
+        });
+        out
+    }
+
+    fn finish(&self, text: &str, r: Raw) -> Finding<'_> {
+        let rule = &self.rules[r.rule as usize];
+        let preview = match &r.canonical {
+            Some(c) => mask(c),
+            None => mask(text.get(r.span.clone()).unwrap_or("")),
+        };
+        Finding {
+            rule_id: &rule.id,
+            kind: rule.kind,
+            family: &rule.family,
+            span: r.span,
+            confidence: r.confidence,
+            encoding: r.encoding,
+            preview,
+            canonical: r.canonical,
+        }
+    }
+
+    /// Orders findings and keeps the best of any overlapping group.
+    fn resolve(&self, raw: &mut Vec<Raw>) {
+        raw.retain(|r| r.confidence >= self.min_confidence);
+        raw.sort_by(|a, b| {
+            a.span
+                .start
+                .cmp(&b.span.start)
+                .then(b.span.end.cmp(&a.span.end))
+        });
+        let score = |r: &Raw| {
+            let rule = &self.rules[r.rule as usize];
+            (rule.priority, (r.confidence * 1000.0) as i32, r.span.len())
+        };
+        let mut kept: Vec<Raw> = Vec::with_capacity(raw.len());
+        for r in raw.drain(..) {
+            match kept.last_mut() {
+                Some(last) if r.span.start < last.span.end => {
+                    if score(&r) > score(last) {
+                        *last = r;
+                    }
+                }
+                _ => kept.push(r),
+            }
+        }
+        *raw = kept;
+    }
+
+    /// Finds raw findings in `text`, through normalisation when the text needs it.
+    fn collect(&self, text: &str, decode: bool, out: &mut Vec<Raw>) {
+        if !normalize::needs_normalization(text) {
+            self.collect_plain(text, decode, out);
+            return;
+        }
+        let norm = Normalized::new(text);
+        let mut inner = Vec::new();
+        self.collect_plain(&norm.text, decode, &mut inner);
+        for mut r in inner {
+            let (s, e) = norm.original_span(text, r.span.start, r.span.end);
+            let normalized_value = &norm.text[r.span.clone()];
+            if r.encoding == Encoding::Plain && text.get(s..e) != Some(normalized_value) {
+                r.encoding = Encoding::Unicode;
+                r.canonical = Some(normalized_value.into());
+            }
+            r.span = s..e;
+            out.push(r);
+        }
+    }
+
+    fn collect_plain(&self, text: &str, decode: bool, out: &mut Vec<Raw>) {
+        let bytes = text.as_bytes();
+        let mut pending: Vec<Option<(usize, usize)>> = Vec::new();
+        let mut decoded_until = 0usize;
+        for m in self.ac.find_overlapping_iter(bytes) {
+            let p = &self.patterns[m.pattern().as_usize()];
+            for &ri in &p.rules {
+                let rule = &self.rules[ri as usize];
+                let w = (m.start().saturating_sub(rule.before), m.end() + rule.after);
+                self.push_window(text, ri, w, &mut pending, out);
+            }
+            if decode && m.start() >= decoded_until {
+                if let Some(skip) = p.b64_skip {
+                    decoded_until =
+                        self.decode_b64_at(text, m.start(), m.end(), skip as usize, out);
+                } else if p.pct {
+                    decoded_until = self.decode_pct_at(text, m.start(), m.end(), out);
+                }
+            }
+        }
+        self.flush(text, &mut pending, out);
+        if !self.digit_rules.is_empty() {
+            let mut candidates: Vec<usize> = Vec::new();
+            digit_clusters(bytes, |start, end, digits| {
+                candidates.clear();
+                for (i, &(min, ri)) in self.digit_rules.iter().enumerate() {
+                    if digits < min as usize {
+                        break;
+                    }
+                    match self.rules[ri as usize].precheck {
+                        Some(pc) if !precheck(pc, bytes, start, end) => {}
+                        _ => candidates.push(i),
+                    }
+                }
+                if candidates.is_empty() {
+                    return;
+                }
+                let ws = start.saturating_sub(self.digit_margin.0);
+                let we = (end + self.digit_margin.1).min(bytes.len());
+                let set = self.digit_set.matches_at(&bytes[..we], ws);
+                if !set.matched_any() {
+                    return;
+                }
+                for &i in &candidates {
+                    if set.matched(i) {
+                        let ri = self.digit_rules[i].1;
+                        let rule = &self.rules[ri as usize];
+                        let w = (start.saturating_sub(rule.before), end + rule.after);
+                        self.push_window(text, ri, w, &mut pending, out);
+                    }
+                }
+            });
+            self.flush(text, &mut pending, out);
+        }
+    }
+
+    /// Queues a regex window for a rule, merging it with that rule's previous window when they
+    /// overlap, so a run of keyword hits costs one regex pass.
+    fn push_window(
+        &self,
+        text: &str,
+        ri: u32,
+        (s, e): (usize, usize),
+        pending: &mut Vec<Option<(usize, usize)>>,
+        out: &mut Vec<Raw>,
+    ) {
+        if pending.is_empty() {
+            pending.resize(self.rules.len(), None);
+        }
+        let e = e.min(text.len());
+        let slot = &mut pending[ri as usize];
+        match *slot {
+            Some((ps, pe)) if s <= pe => *slot = Some((ps, pe.max(e))),
+            Some((ps, pe)) => {
+                *slot = Some((s, e));
+                self.run_window(text, ri, ps, pe, out);
+            }
+            None => *slot = Some((s, e)),
+        }
+    }
+
+    fn flush(&self, text: &str, pending: &mut [Option<(usize, usize)>], out: &mut Vec<Raw>) {
+        for (ri, slot) in pending.iter_mut().enumerate() {
+            if let Some((s, e)) = slot.take() {
+                self.run_window(text, ri as u32, s, e, out);
+            }
+        }
+    }
+
+    fn run_window(&self, text: &str, ri: u32, s: usize, e: usize, out: &mut Vec<Raw>) {
+        let rule = &self.rules[ri as usize];
+        let bytes = text.as_bytes();
+        // Let a token that runs past the window finish, so a length-bounded regex does not match
+        // a prefix of a longer value.
+        let mut e = e.min(bytes.len());
+        let stop = (e + 512).min(bytes.len());
+        while e < stop
+            && !bytes[e].is_ascii_whitespace()
+            && !matches!(bytes[e], b'"' | b'\'' | b'`')
+        {
+            e += 1;
+        }
+        let hay = &bytes[..e];
+        let mut locs = rule.secret_group.map(|_| rule.regex.capture_locations());
+        let mut at = s;
+        while at < e {
+            let (ms, me, group) = match locs.as_mut() {
+                Some(locs) => {
+                    let Some(m) = rule.regex.captures_read_at(locs, hay, at) else {
+                        break;
+                    };
+                    (
+                        m.start(),
+                        m.end(),
+                        rule.secret_group.and_then(|g| locs.get(g)),
+                    )
+                }
+                // No capture group: the cheaper find path (no capture engine at all).
+                None => {
+                    let Some(m) = rule.regex.find_at(hay, at) else {
+                        break;
+                    };
+                    (m.start(), m.end(), None)
+                }
+            };
+            at = if me > ms { me } else { ms + 1 };
+            let (vs, ve) = group.unwrap_or((ms, me));
+            if ve <= vs {
+                continue;
+            }
+            let (vs, ve) = snap_out(text, vs, ve);
+            if let Some(conf) = self.check(rule, bytes, vs, ve) {
+                out.push(Raw {
+                    rule: ri,
+                    span: vs..ve,
+                    confidence: conf,
+                    encoding: Encoding::Plain,
+                    canonical: None,
+                });
+            }
+        }
+    }
+
+    /// Allowlists, entropy, validator and context; returns the confidence when the value stands.
+    fn check(&self, rule: &CompiledRule, bytes: &[u8], vs: usize, ve: usize) -> Option<f32> {
+        let value = &bytes[vs..ve];
+        if rule.placeholder_check && validate::is_placeholder(value) {
+            return None;
+        }
+        if rule
+            .allowlist
+            .iter()
+            .chain(&self.global_allow)
+            .any(|a| a.is_match(value))
+        {
+            return None;
+        }
+        if let Some(floor) = rule.entropy {
+            if validate::shannon_entropy(value) < floor {
+                return None;
+            }
+        }
+        if let Some(v) = rule.validator {
+            if !v.check(value) {
+                return None;
+            }
+        }
+        let mut conf = rule.confidence;
+        if !rule.context.is_empty() || !rule.negative_context.is_empty() {
+            let cs = vs.saturating_sub(96);
+            let ce = (ve + 48).min(bytes.len());
+            let around: Vec<u8> = bytes[cs..ce].iter().map(u8::to_ascii_lowercase).collect();
+            if context_hit(&around, &rule.context, false) {
+                conf += 0.35;
+            }
+            // Negative words count only on the match's own line and as whole words, so
+            // `release.tar.gz` two lines up does not sink an IP address.
+            let ls = memchr::memrchr(b'\n', &around[..vs - cs]).map_or(0, |i| i + 1);
+            let le =
+                memchr::memchr(b'\n', &around[ve - cs..]).map_or(around.len(), |i| ve - cs + i);
+            if context_hit(&around[ls..le], &rule.negative_context, true) {
+                conf -= 0.4;
+            }
+        }
+        Some(conf.clamp(0.0, 1.0))
+    }
+
+    /// Decodes the base64 token around a variant hit and scans the decoded text (one level).
+    /// Returns the end of the token, so later hits inside it are skipped.
+    fn decode_b64_at(
+        &self,
+        text: &str,
+        hs: usize,
+        he: usize,
+        skip: usize,
+        out: &mut Vec<Raw>,
+    ) -> usize {
+        let bytes = text.as_bytes();
+        let (ts, te) = normalize::b64_token(bytes, hs, he, MAX_TOKEN);
+        let Some(group) = hs.checked_sub(skip) else {
+            return he;
+        };
+        if group < ts || te - ts < 16 {
+            return he;
+        }
+        let de = te.min(group + DECODE_WINDOW);
+        let Some(decoded) = normalize::decode_b64(&bytes[group..de]) else {
+            return he;
+        };
+        let (span_s, span_e) = if te - ts <= MAX_TOKEN {
+            (ts, te)
+        } else {
+            (group, de)
+        };
+        self.scan_decoded(&decoded, span_s..span_e, Encoding::Base64, out);
+        span_e
+    }
+
+    fn decode_pct_at(&self, text: &str, hs: usize, he: usize, out: &mut Vec<Raw>) -> usize {
+        let bytes = text.as_bytes();
+        let (ts, te) = normalize::pct_token(bytes, hs, he, MAX_TOKEN);
+        let decoded = normalize::decode_pct(&bytes[ts..te.min(ts + DECODE_WINDOW)]);
+        self.scan_decoded(&decoded, ts..te, Encoding::Percent, out);
+        te
+    }
+
+    fn scan_decoded(
+        &self,
+        decoded: &[u8],
+        span: Range<usize>,
+        encoding: Encoding,
+        out: &mut Vec<Raw>,
+    ) {
+        for chunk in decoded.utf8_chunks() {
+            let valid = chunk.valid();
+            if valid.len() < 8 {
+                continue;
+            }
+            let mut inner = Vec::new();
+            self.collect(valid, false, &mut inner);
+            for r in inner {
+                let value = valid.get(r.span.clone()).unwrap_or("");
+                out.push(Raw {
+                    rule: r.rule,
+                    span: span.clone(),
+                    confidence: r.confidence,
+                    encoding,
+                    canonical: Some(r.canonical.unwrap_or_else(|| value.into())),
+                });
+            }
+        }
+    }
+}
+
+/// Whether any of `words` occurs in `hay` (lowercased) starting a word; with `whole`, also
+/// ending one. `call` is not in `locally`; `tel` is in `telefon` unless `whole`.
+fn context_hit(hay: &[u8], words: &[Vec<u8>], whole: bool) -> bool {
+    let alnum = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
+    words.iter().any(|w| {
+        memchr::memmem::find_iter(hay, w).any(|i| {
+            let left = !alnum(w.first()) || i == 0 || !alnum(hay.get(i - 1));
+            let right = !whole || !alnum(w.last()) || !alnum(hay.get(i + w.len()));
+            left && right
+        })
+    })
+}
+
+/// Widens a byte span to char boundaries.
+fn snap_out(text: &str, mut s: usize, mut e: usize) -> (usize, usize) {
+    while s > 0 && !text.is_char_boundary(s) {
+        s -= 1;
+    }
+    while e < text.len() && !text.is_char_boundary(e) {
+        e += 1;
+    }
+    (s, e)
+}
+
+/// Whether any byte of the word is an ASCII digit (exact, branch-free SWAR test).
+#[inline]
+fn word_has_digit(w: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Map '0'..='9' to 0..=9, then test for any byte below 10.
+    let x = w ^ (ONES * 0x30);
+    (x.wrapping_sub(ONES * 10) & !x & HIGH) != 0
+}
+
+/// Calls `f(start, end, digit_count)` for each cluster of digits joined by at most two
+/// consecutive separators (space, `-`, `.`, `(`, `)`, `/`). Skips 8 digit-free bytes at a time.
+pub(crate) fn digit_clusters(bytes: &[u8], mut f: impl FnMut(usize, usize, usize)) {
+    let n = bytes.len();
+    let mut i = 0;
+    while i < n {
+        while i + 8 <= n {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[i..i + 8]);
+            if word_has_digit(u64::from_le_bytes(word)) {
+                break;
+            }
+            i += 8;
+        }
+        while i < n && !bytes[i].is_ascii_digit() {
+            i += 1;
+            if i % 8 == 0 && i + 8 <= n {
+                break;
+            }
+        }
+        if i >= n || !bytes[i].is_ascii_digit() {
+            continue;
+        }
+        let start = i;
+        let mut digits = 0;
+        let mut end = i;
+        let mut seps = 0;
+        while i < n {
+            let b = bytes[i];
+            if b.is_ascii_digit() {
+                digits += 1;
+                i += 1;
+                end = i;
+                seps = 0;
+            } else if matches!(b, b' ' | b'-' | b'.' | b'(' | b')' | b'/') && seps < 2 {
+                seps += 1;
+                i += 1;
+            } else {
+                break;
+            }
+        }
+        f(start, end, digits);
+        i = i.max(end);
+    }
+}
+
+fn precheck(pc: Precheck, bytes: &[u8], start: usize, end: usize) -> bool {
+    match pc {
+        Precheck::LetterAfter => {
+            let mut j = end;
+            if bytes.get(j) == Some(&b' ') || bytes.get(j) == Some(&b'-') {
+                j += 1;
+            }
+            bytes.get(j).is_some_and(u8::is_ascii_alphabetic)
+        }
+        Precheck::Ipv6 => {
+            matches!(bytes[start], b'2' | b'3')
+                && bytes[start..(start + 5).min(bytes.len())].contains(&b':')
+                && (start == 0 || !bytes[start - 1].is_ascii_alphanumeric())
+        }
+        Precheck::Base58 => {
+            matches!(bytes[start], b'1' | b'3')
+                && (start == 0 || !bytes[start - 1].is_ascii_alphanumeric())
+                && bytes[start..]
+                    .iter()
+                    .take(36)
+                    .take_while(|b| b.is_ascii_alphanumeric())
+                    .count()
+                    >= 26
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn swar_digit_test_is_exact() {
+        for b in 0..=255u8 {
+            let w = u64::from_le_bytes([b'a', b'b', b, b'c', b'd', b'e', b'f', b'g']);
+            assert_eq!(word_has_digit(w), b.is_ascii_digit(), "byte {b}");
+        }
+        assert!(!word_has_digit(u64::from_le_bytes(*b"abcdefgh")));
+    }
+
+    #[test]
+    fn clusters_join_separators() {
+        let mut got = Vec::new();
+        let text = b"call 415-555 2671 now, or 12 at 8.8.8.8"; // airlock:allow
+        digit_clusters(text, |s, e, d| got.push((s, e, d)));
+        assert_eq!(got, vec![(5, 17, 10), (26, 28, 2), (32, 39, 4)]);
+    }
+
+    #[test]
+    fn mask_never_shows_more_than_four_or_the_tail() {
+        assert_eq!(mask("ghp_abcdefghijklmnopqrstuvwxyz0123456789"), "ghp_****");
+        assert_eq!(mask("short"), "s****");
+        assert_eq!(mask("abc"), "****");
+    }
+}

@@ -1,0 +1,369 @@
+//! Rules as data: the TOML schema, user overrides, and compilation into [`CompiledRule`]s.
+
+use super::validate::Validator;
+use super::InspectError;
+use serde::{Deserialize, Serialize};
+
+/// The rule files compiled into the binary.
+pub const EMBEDDED_RULE_FILES: &[(&str, &str)] = &[
+    (
+        "rules/secrets.toml",
+        include_str!("../../rules/secrets.toml"),
+    ),
+    ("rules/pii.toml", include_str!("../../rules/pii.toml")),
+];
+
+/// What a finding is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Kind {
+    /// A credential: an API key, a token, a private key, a password.
+    Secret,
+    /// Personal data: contact details, identity numbers, financial identifiers.
+    Pii,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Secret => "secret",
+            Kind::Pii => "pii",
+        }
+    }
+}
+
+/// A cheap test run on a digit cluster before a digit-triggered rule's regex.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Precheck {
+    /// A letter follows the digits (after at most one space): DNI, NIE, NINO, PAN.
+    LetterAfter,
+    /// The cluster starts an IPv6 group: `2`/`3` then hex and a colon within five bytes.
+    Ipv6,
+    /// The cluster starts a long alphanumeric token with `1` or `3`: Base58 addresses.
+    Base58,
+}
+
+/// One rule as written in a rule file (`[[rule]]`) or in user config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub id: String,
+    pub kind: Kind,
+    /// Policy group, e.g. `aws`, `github`, `private_key`, `email`, `card`.
+    pub family: String,
+    #[serde(default)]
+    pub description: String,
+    /// Literal words; a hit starts the rule's regex on a window around it (ASCII case-insensitive).
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    /// Digit trigger: the rule runs on clusters of at least this many digits.
+    #[serde(default)]
+    pub digits: Option<u8>,
+    #[serde(default)]
+    pub precheck: Option<Precheck>,
+    /// Why a rule has no keywords (required then).
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The pattern; a `secret` named group marks the value, else the whole match is the value.
+    pub regex: String,
+    #[serde(default)]
+    pub validator: Option<String>,
+    /// Minimum Shannon entropy (bits per byte) of the value.
+    #[serde(default)]
+    pub entropy: Option<f32>,
+    /// Regexes; a value matching any of them is not reported.
+    #[serde(default)]
+    pub allowlist: Vec<String>,
+    /// Skip the shared placeholder test (`your-key-here`, `xxxx`, `${VAR}` …). On for secrets.
+    #[serde(default)]
+    pub placeholder_check: Option<bool>,
+    #[serde(default)]
+    pub confidence: Option<f32>,
+    /// Words near the match that raise confidence (Presidio-style context).
+    #[serde(default)]
+    pub context: Vec<String>,
+    /// Words near the match that lower confidence.
+    #[serde(default)]
+    pub negative_context: Vec<String>,
+    /// Bytes searched before the trigger.
+    #[serde(default)]
+    pub before: Option<usize>,
+    /// Bytes searched after the trigger.
+    #[serde(default)]
+    pub after: Option<usize>,
+    /// Higher wins when two findings overlap.
+    #[serde(default)]
+    pub priority: Option<i8>,
+    /// Example templates that must be found (see `testgen`); never real values.
+    #[serde(default)]
+    pub examples: Vec<String>,
+    /// Look-alike templates that must not be found.
+    #[serde(default)]
+    pub negatives: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    #[serde(default)]
+    rule: Vec<RuleSpec>,
+}
+
+/// Parses a rule file (`[[rule]]` tables).
+pub fn parse_rule_file(toml_text: &str) -> Result<Vec<RuleSpec>, InspectError> {
+    let file: RuleFile =
+        toml::from_str(toml_text).map_err(|e| InspectError::RuleFile(e.to_string()))?;
+    Ok(file.rule)
+}
+
+/// The embedded rules, parsed.
+pub fn embedded_rules() -> Result<Vec<RuleSpec>, InspectError> {
+    let mut all = Vec::new();
+    for (name, text) in EMBEDDED_RULE_FILES {
+        let mut rules =
+            parse_rule_file(text).map_err(|e| InspectError::RuleFile(format!("{name}: {e}")))?;
+        all.append(&mut rules);
+    }
+    Ok(all)
+}
+
+/// User changes to the rule set; embed it in a config file (e.g. under `[inspect]`).
+///
+/// ```toml
+/// disabled = ["ipv4-public"]
+/// disabled_families = ["phone"]
+/// min_confidence = 0.6
+/// [[overrides]]
+/// id = "generic-password"
+/// entropy = 3.8
+/// [[rules]]
+/// id = "acme-token"
+/// kind = "secret"
+/// family = "acme"
+/// keywords = ["acme_"]
+/// regex = '''\bacme_[a-z0-9]{32}\b'''
+/// ```
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleOverrides {
+    /// Rule ids turned off.
+    pub disabled: Vec<String>,
+    /// Families turned off.
+    pub disabled_families: Vec<String>,
+    /// Extra rules; one with an existing id replaces the embedded rule.
+    pub rules: Vec<RuleSpec>,
+    /// Field-level changes to existing rules.
+    pub overrides: Vec<RuleOverride>,
+    /// Findings below this confidence are dropped (default 0.5).
+    pub min_confidence: Option<f32>,
+    /// Regexes on the matched value that suppress any rule's finding.
+    pub allowlist: Vec<String>,
+    /// Report private, loopback and documentation IP addresses too.
+    pub include_private_ips: bool,
+}
+
+impl RuleOverrides {
+    /// Parses overrides from TOML text.
+    pub fn from_toml(text: &str) -> Result<Self, InspectError> {
+        toml::from_str(text).map_err(|e| InspectError::RuleFile(e.to_string()))
+    }
+}
+
+/// Changes to one existing rule.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuleOverride {
+    pub id: String,
+    pub confidence: Option<f32>,
+    pub entropy: Option<f32>,
+    /// Appended to the rule's allowlist.
+    pub allowlist: Vec<String>,
+    pub family: Option<String>,
+    /// Appended to the rule's keywords.
+    pub keywords: Vec<String>,
+}
+
+/// A rule ready to run.
+#[derive(Debug)]
+pub struct CompiledRule {
+    pub id: Box<str>,
+    pub kind: Kind,
+    pub family: Box<str>,
+    pub description: Box<str>,
+    pub keywords: Vec<String>,
+    pub digits: Option<u8>,
+    pub precheck: Option<Precheck>,
+    pub regex: regex::bytes::Regex,
+    pub secret_group: Option<usize>,
+    pub validator: Option<Validator>,
+    pub entropy: Option<f32>,
+    pub allowlist: Vec<regex::bytes::Regex>,
+    pub placeholder_check: bool,
+    pub confidence: f32,
+    pub context: Vec<Vec<u8>>,
+    pub negative_context: Vec<Vec<u8>>,
+    pub before: usize,
+    pub after: usize,
+    pub priority: i8,
+    pub examples: Vec<String>,
+    pub negatives: Vec<String>,
+}
+
+/// Connector between a name and its value: `NAME = "`, `name: '`, `"name": "`, `name => `.
+const ASSIGN: &str = r#"[\w.\-(]{0,40}?["']?\s*(?:=>|:=|=|:)\s*["'`]?"#;
+/// End of a token value whose last char may be `-` (where `\b` would fail).
+const END: &str = r"(?:[^A-Za-z0-9_\-]|$)";
+
+fn expand_macros(regex: &str) -> String {
+    regex.replace("{{assign}}", ASSIGN).replace("{{end}}", END)
+}
+
+fn compile_regex(rule: &str, pattern: &str) -> Result<regex::bytes::Regex, InspectError> {
+    regex::bytes::RegexBuilder::new(pattern)
+        .unicode(false)
+        .size_limit(4 << 20)
+        .build()
+        .map_err(|e| InspectError::Regex {
+            rule: rule.to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Validates and compiles one rule.
+pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
+    let id = spec.id.clone();
+    let bad = |m: &str| InspectError::Rule {
+        rule: id.clone(),
+        message: m.to_string(),
+    };
+    if spec.id.is_empty()
+        || !spec
+            .id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(bad(
+            "id must be non-empty ASCII letters, digits, `-` or `_`",
+        ));
+    }
+    if spec.keywords.is_empty() && spec.digits.is_none() {
+        return Err(bad("a rule needs keywords or a digit trigger"));
+    }
+    if spec.keywords.is_empty() && spec.reason.as_deref().is_none_or(|r| r.trim().is_empty()) {
+        return Err(bad("a rule without keywords needs a `reason`"));
+    }
+    if spec.keywords.iter().any(String::is_empty) {
+        return Err(bad("keywords must not be empty"));
+    }
+    let pattern = expand_macros(&spec.regex);
+    let regex = compile_regex(&spec.id, &pattern)?;
+    let secret_group = regex.capture_names().position(|n| n == Some("secret"));
+    let validator = match &spec.validator {
+        Some(name) => Some(
+            Validator::parse(name).ok_or_else(|| bad(&format!("unknown validator `{name}`")))?,
+        ),
+        None => None,
+    };
+    let allowlist = spec
+        .allowlist
+        .iter()
+        .map(|a| compile_regex(&spec.id, a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let confidence = spec.confidence.unwrap_or(0.9);
+    if !(0.0..=1.0).contains(&confidence) {
+        return Err(bad("confidence must be within 0..=1"));
+    }
+    let lower = |v: &[String]| {
+        v.iter()
+            .map(|w| w.to_ascii_lowercase().into_bytes())
+            .collect::<Vec<_>>()
+    };
+    Ok(CompiledRule {
+        id: spec.id.clone().into(),
+        kind: spec.kind,
+        family: spec.family.clone().into(),
+        description: spec.description.clone().into(),
+        keywords: spec
+            .keywords
+            .iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect(),
+        digits: spec.digits,
+        precheck: spec.precheck,
+        regex,
+        secret_group,
+        validator,
+        entropy: spec.entropy,
+        allowlist,
+        placeholder_check: spec.placeholder_check.unwrap_or(spec.kind == Kind::Secret),
+        confidence,
+        context: lower(&spec.context),
+        negative_context: lower(&spec.negative_context),
+        before: spec
+            .before
+            .unwrap_or(if spec.digits.is_some() { 24 } else { 8 }),
+        after: spec
+            .after
+            .unwrap_or(if spec.digits.is_some() { 24 } else { 320 }),
+        priority: spec.priority.unwrap_or(match spec.kind {
+            Kind::Secret => 10,
+            Kind::Pii => 5,
+        }),
+        examples: spec.examples,
+        negatives: spec.negatives,
+    })
+}
+
+/// Applies overrides to the embedded rule specs and returns the specs to compile.
+pub fn apply_overrides(
+    mut specs: Vec<RuleSpec>,
+    o: &RuleOverrides,
+) -> Result<Vec<RuleSpec>, InspectError> {
+    for extra in &o.rules {
+        match specs.iter_mut().find(|s| s.id == extra.id) {
+            Some(existing) => *existing = extra.clone(),
+            None => specs.push(extra.clone()),
+        }
+    }
+    for ov in &o.overrides {
+        let Some(s) = specs.iter_mut().find(|s| s.id == ov.id) else {
+            return Err(InspectError::Rule {
+                rule: ov.id.clone(),
+                message: "override names an unknown rule".into(),
+            });
+        };
+        if let Some(c) = ov.confidence {
+            s.confidence = Some(c);
+        }
+        if let Some(e) = ov.entropy {
+            s.entropy = Some(e);
+        }
+        if let Some(f) = &ov.family {
+            s.family = f.clone();
+        }
+        s.allowlist.extend(ov.allowlist.iter().cloned());
+        s.keywords.extend(ov.keywords.iter().cloned());
+    }
+    for id in &o.disabled {
+        if !specs.iter().any(|s| &s.id == id) {
+            return Err(InspectError::Rule {
+                rule: id.clone(),
+                message: "cannot disable an unknown rule".into(),
+            });
+        }
+    }
+    specs.retain(|s| !o.disabled.contains(&s.id) && !o.disabled_families.contains(&s.family));
+    let mut seen = std::collections::HashSet::new();
+    for s in &specs {
+        if !seen.insert(s.id.as_str()) {
+            return Err(InspectError::Rule {
+                rule: s.id.clone(),
+                message: "duplicate rule id".into(),
+            });
+        }
+    }
+    Ok(specs)
+}

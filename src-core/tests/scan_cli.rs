@@ -1,0 +1,474 @@
+//! `airlock scan` as a user runs it: real binary, temporary directories, generated credentials.
+
+use airlock::inspect::testgen::Gen;
+use assert_cmd::Command;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+fn airlock() -> Command {
+    match Command::cargo_bin("airlock") {
+        Ok(c) => c,
+        Err(e) => panic!("airlock binary: {e}"),
+    }
+}
+
+fn tmp() -> tempfile::TempDir {
+    match tempfile::tempdir() {
+        Ok(d) => d,
+        Err(e) => panic!("tempdir: {e}"),
+    }
+}
+
+fn write(dir: &Path, rel: &str, text: &str) {
+    let p = dir.join(rel);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    }
+    std::fs::write(&p, text).unwrap_or_else(|e| panic!("write {rel}: {e}"));
+}
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn run(dir: &Path, args: &[&str]) -> Run {
+    let out = airlock()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn json_lines(s: &str) -> Vec<serde_json::Value> {
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let st = std::process::Command::new("git")
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("git: {e}"));
+    assert!(st.success(), "git {args:?}");
+}
+
+#[test]
+fn clean_tree_exits_zero() {
+    let d = tmp();
+    write(
+        d.path(),
+        "README.md",
+        "# Hello\nNothing to see here, just prose and code.\n",
+    );
+    write(
+        d.path(),
+        "src/main.py",
+        "print('hi')\nkey = os.environ['OPENAI_API_KEY']\n",
+    );
+    let r = run(d.path(), &["scan", "."]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    assert!(r.stdout.is_empty());
+}
+
+#[test]
+fn findings_in_a_tree_exit_one_with_locations_and_previews_only() {
+    let d = tmp();
+    let mut g = Gen::new(1);
+    let gh = g.github("ghp_");
+    let aws = g.expand("AKIA{{z:16}}").unwrap_or_default();
+    write(d.path(), ".env", &format!("# env\nGITHUB_TOKEN={gh}\n"));
+    write(
+        d.path(),
+        "app/config.py",
+        &format!("import os\n\nAWS = \"{aws}\"\n"),
+    );
+    write(d.path(), ".gitignore", "ignored.txt\n");
+    write(d.path(), "ignored.txt", &format!("{gh}\n"));
+    let r = run(d.path(), &["scan", "."]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout
+            .contains(".env:2:14: github-pat [secret/github] ghp_****"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("app/config.py:3:8: aws-access-key-id"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        !r.stdout.contains("ignored.txt"),
+        "gitignored files are skipped"
+    );
+    for out in [&r.stdout, &r.stderr] {
+        assert!(
+            !out.contains(&gh[4..]) && !out.contains(&aws[4..]),
+            "never print a secret"
+        );
+    }
+}
+
+#[test]
+fn stdin_json_lines_have_the_stable_fields() {
+    let mut g = Gen::new(2);
+    let key = g.expand("sk-ant-api03-{{B:93}}AA").unwrap_or_default();
+    let text = format!("line one\nuse {key} now\n");
+    let out = airlock()
+        .args(["scan", "-", "--format", "json"])
+        .write_stdin(text.clone())
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(lines.len(), 1);
+    let f = &lines[0];
+    assert_eq!(f["path"], "-");
+    assert_eq!(f["line"], 2);
+    assert_eq!(f["rule"], "anthropic-api-key");
+    assert_eq!(f["kind"], "secret");
+    assert_eq!(f["preview"], "sk-a****");
+    let (s, e) = (
+        f["start"].as_u64().unwrap_or(0) as usize,
+        f["end"].as_u64().unwrap_or(0) as usize,
+    );
+    assert_eq!(
+        &text[s..e],
+        key,
+        "start/end are byte offsets into the input"
+    );
+    let keys: Vec<&str> = f
+        .as_object()
+        .map(|o| o.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        &keys[..7],
+        ["path", "line", "start", "end", "rule", "kind", "preview"]
+    );
+}
+
+#[test]
+fn json_offsets_point_into_the_file() {
+    let d = tmp();
+    let mut g = Gen::new(3);
+    let card = g.card("visa_spaced");
+    let text = format!("héllo wörld\npay with {card} today\n");
+    write(d.path(), "notes.txt", &text);
+    let r = run(d.path(), &["scan", "notes.txt", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let f = &json_lines(&r.stdout)[0];
+    assert_eq!(f["path"], "notes.txt");
+    assert_eq!(f["kind"], "pii");
+    assert_eq!(f["family"], "card");
+    let (s, e) = (
+        f["start"].as_u64().unwrap_or(0) as usize,
+        f["end"].as_u64().unwrap_or(0) as usize,
+    );
+    assert_eq!(&text.as_bytes()[s..e], card.as_bytes());
+    assert_eq!(f["column"], 10);
+}
+
+#[test]
+fn sarif_has_the_2_1_0_shape() {
+    let d = tmp();
+    let mut g = Gen::new(4);
+    write(d.path(), "a.txt", &format!("token {}\n", g.github("gho_")));
+    write(
+        d.path(),
+        "b/c.yaml",
+        &format!(
+            "slack: xoxb-{}-{}-{}\n",
+            g.expand("{{d:12}}").unwrap_or_default(),
+            g.expand("{{d:12}}").unwrap_or_default(),
+            g.expand("{{m:24}}").unwrap_or_default()
+        ),
+    );
+    let r = run(d.path(), &["scan", ".", "--format", "sarif"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let doc: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    assert_eq!(doc["version"], "2.1.0");
+    assert!(doc["$schema"]
+        .as_str()
+        .is_some_and(|s| s.contains("sarif-2.1.0")));
+    let run0 = &doc["runs"][0];
+    assert_eq!(run0["tool"]["driver"]["name"], "airlock");
+    let rules = run0["tool"]["driver"]["rules"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let results = run0["results"].as_array().cloned().unwrap_or_default();
+    assert_eq!(results.len(), 2);
+    for res in &results {
+        let idx = res["ruleIndex"].as_u64().unwrap_or(999) as usize;
+        assert_eq!(
+            rules[idx]["id"], res["ruleId"],
+            "ruleIndex points at the rule"
+        );
+        assert!(res["message"]["text"]
+            .as_str()
+            .is_some_and(|t| !t.is_empty()));
+        let loc = &res["locations"][0]["physicalLocation"];
+        let uri = loc["artifactLocation"]["uri"].as_str().unwrap_or_default();
+        assert!(
+            !uri.starts_with('/') && !uri.starts_with("./") && !uri.contains('\\'),
+            "{uri}"
+        );
+        assert!(loc["region"]["startLine"].as_u64().is_some_and(|l| l >= 1));
+        assert!(loc["region"]["startColumn"]
+            .as_u64()
+            .is_some_and(|c| c >= 1));
+        assert!(res["partialFingerprints"]
+            .as_object()
+            .is_some_and(|o| !o.is_empty()));
+        assert!(matches!(
+            res["level"].as_str(),
+            Some("error" | "warning" | "note")
+        ));
+    }
+    for rule in &rules {
+        assert!(rule["shortDescription"]["text"].is_string());
+        assert!(rule["properties"]["security-severity"].is_string());
+    }
+}
+
+#[test]
+fn missing_path_is_an_error() {
+    let d = tmp();
+    let r = run(d.path(), &["scan", "does-not-exist"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("does-not-exist"));
+}
+
+#[test]
+fn inline_pragma_and_airlockignore_suppress() {
+    let d = tmp();
+    let mut g = Gen::new(5);
+    let a = g.github("ghp_");
+    let b = g.github("ghp_");
+    let c = g.github("ghp_");
+    write(
+        d.path(),
+        "src/x.py",
+        &format!("A = '{a}'  # airlock:allow\nB = '{b}'\n"),
+    );
+    write(d.path(), "fixtures/data.txt", &format!("{c}\n"));
+    let r = run(d.path(), &["scan", ".", "--format", "json"]);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), 2, "pragma hides line 1: {}", r.stdout);
+    let fp_b = found
+        .iter()
+        .find(|f| f["path"] == "src/x.py")
+        .map(|f| f["fingerprint"].as_str().unwrap_or("").to_string());
+    let fp_b = fp_b.unwrap_or_default();
+    write(
+        d.path(),
+        ".airlockignore",
+        &format!("# fixtures are fake\nfixtures/\nfingerprint:{fp_b}\n"),
+    );
+    let r = run(d.path(), &["scan", "."]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+#[test]
+fn baseline_accepts_old_findings_and_fails_on_new() {
+    let d = tmp();
+    let mut g = Gen::new(6);
+    write(
+        d.path(),
+        "old.env",
+        &format!("TOKEN={}\n", g.github("ghp_")),
+    );
+    let r = run(
+        d.path(),
+        &["scan", ".", "--write-baseline", "baseline.json"],
+    );
+    assert_eq!(r.code, 0, "writing a baseline succeeds: {}", r.stderr);
+    let base = std::fs::read_to_string(d.path().join("baseline.json")).unwrap_or_default();
+    assert!(
+        base.contains("github-pat") && !base.contains("ghp_"),
+        "no values in the baseline"
+    );
+    let r = run(d.path(), &["scan", ".", "--baseline", "baseline.json"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    write(
+        d.path(),
+        "new.env",
+        &format!("TOKEN={}\n", g.github("ghs_")),
+    );
+    let r = run(
+        d.path(),
+        &[
+            "scan",
+            ".",
+            "--baseline",
+            "baseline.json",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(r.code, 1);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["path"], "new.env");
+}
+
+#[test]
+fn staged_mode_scans_only_added_lines_with_file_line_numbers() {
+    let d = tmp();
+    let dir = d.path();
+    git(dir, &["init", "-q"]);
+    git(dir, &["config", "user.email", "dev@localhost"]);
+    git(dir, &["config", "user.name", "dev"]);
+    let mut g = Gen::new(7);
+    let old = g.github("ghp_");
+    write(
+        dir,
+        "app.py",
+        &format!("a = 1\nb = 2\nOLD = '{old}'  # airlock:allow\nc = 3\n"),
+    );
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "init"]);
+    let r = run(dir, &["scan", "--staged"]);
+    assert_eq!(r.code, 0, "nothing staged: {}{}", r.stdout, r.stderr);
+    let new = g.github("ghp_");
+    let text = format!("a = 1\nb = 2\nOLD = '{old}'  # airlock:allow\nc = 3\nNEW = '{new}'\n");
+    write(dir, "app.py", &text);
+    write(dir, "unstaged.py", &format!("X = '{}'\n", g.github("ghp_")));
+    git(dir, &["add", "app.py"]);
+    let r = run(dir, &["scan", "--staged", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), 1, "{}", r.stdout);
+    assert_eq!(found[0]["path"], "app.py");
+    assert_eq!(found[0]["line"], 5);
+    let (s, e) = (
+        found[0]["start"].as_u64().unwrap_or(0) as usize,
+        found[0]["end"].as_u64().unwrap_or(0) as usize,
+    );
+    assert_eq!(&text[s..e], new);
+}
+
+#[test]
+fn binary_files_are_skipped() {
+    let d = tmp();
+    let mut g = Gen::new(8);
+    let mut bytes = vec![0u8, 1, 2, 3];
+    bytes.extend_from_slice(g.github("ghp_").as_bytes());
+    std::fs::write(d.path().join("blob.bin"), bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run(d.path(), &["scan", "."]).code, 0);
+}
+
+#[test]
+fn large_files_are_scanned_in_chunks_without_loss_or_duplicates() {
+    let d = tmp();
+    let mut g = Gen::new(9);
+    let mut text = String::new();
+    let line = "The quick brown fox jumps over the lazy dog, again and again.\n";
+    let mut keys = Vec::new();
+    // Put keys around the 8 MiB chunk boundary and elsewhere.
+    while text.len() < 17 << 20 {
+        let near_boundary = [(8 << 20) - 40_000, (8 << 20) - 70, (16 << 20) - 65_000];
+        if near_boundary
+            .iter()
+            .any(|&b| text.len() <= b && b < text.len() + line.len())
+            || text.is_empty()
+        {
+            let k = g.github("ghp_");
+            text.push_str(&format!("key {k}\n"));
+            keys.push(k);
+        }
+        text.push_str(line);
+    }
+    write(d.path(), "big.log", &text);
+    let r = run(d.path(), &["scan", "big.log", "--format", "json"]);
+    assert_eq!(r.code, 1);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), keys.len(), "{}", r.stdout);
+    for f in &found {
+        let (s, e) = (
+            f["start"].as_u64().unwrap_or(0) as usize,
+            f["end"].as_u64().unwrap_or(0) as usize,
+        );
+        assert!(keys.contains(&text[s..e].to_string()));
+        let line_no = text[..s].matches('\n').count() + 1;
+        assert_eq!(f["line"], line_no);
+    }
+}
+
+#[test]
+fn watch_reports_a_key_pasted_into_dotenv() {
+    let d = tmp();
+    write(d.path(), "README.md", "clean\n");
+    let bin = assert_cmd::cargo::cargo_bin("airlock");
+    let mut child = std::process::Command::new(bin)
+        .current_dir(d.path())
+        .args(["scan", "--watch", ".", "--format", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let stderr = child.stderr.take().unwrap_or_else(|| panic!("stderr"));
+    let stdout = child.stdout.take().unwrap_or_else(|| panic!("stdout"));
+    let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
+    let tx2 = tx.clone();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx2.send((false, l)).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::spawn(move || {
+        for l in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send((true, l)).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut watching = false;
+    while !watching && Instant::now() < deadline {
+        if let Ok((false, l)) = rx.recv_timeout(Duration::from_millis(200)) {
+            watching = l.contains("watching");
+        }
+    }
+    assert!(watching, "watcher did not start");
+    let mut g = Gen::new(10);
+    let key = g
+        .expand("sk-proj-{{B:74}}T3BlbkFJ{{B:74}}")
+        .unwrap_or_default();
+    write(d.path(), ".env", &format!("OPENAI_API_KEY={key}\n"));
+    let mut got = None;
+    while got.is_none() && Instant::now() < deadline {
+        if let Ok((true, l)) = rx.recv_timeout(Duration::from_millis(200)) {
+            got = Some(l);
+        }
+    }
+    let kill = child.kill();
+    let _reaped = child.wait();
+    assert!(kill.is_ok());
+    let line = got.unwrap_or_else(|| panic!("no finding reported for the pasted key"));
+    let f: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(f["rule"], "openai-project-key");
+    assert!(
+        f["path"].as_str().is_some_and(|p| p.ends_with(".env")),
+        "{line}"
+    );
+    assert!(!line.contains(&key[10..]));
+}

@@ -27,6 +27,7 @@ pub mod keys;
 pub mod ledger;
 pub mod limits;
 pub mod meter;
+pub mod protect;
 pub mod providers;
 pub mod proxy;
 pub mod sse;

@@ -128,6 +128,8 @@ pub struct Config {
     pub anomaly: Anomaly,
     pub ledger: LedgerSettings,
     pub prices: BTreeMap<String, crate::meter::PriceOverride>,
+    pub rules: crate::inspect::RuleOverrides,
+    pub policy: crate::protect::policy::Policy,
 }
 
 /// A budget in integer micro-dollars per day and per month.
@@ -484,6 +486,9 @@ impl ConfigFile {
                     .map_err(|e| invalid("prices", e.to_string()))?;
                 self.prices
             },
+            rules: self.rules,
+            policy: crate::protect::policy::Policy::from_file(self.policy)
+                .map_err(|m| invalid("policy", m))?,
         })
     }
 }

@@ -21,6 +21,10 @@ pub struct ConfigFile {
     pub ledger: LedgerFile,
     /// Per-model prices (USD per million tokens) that win over the bundled table.
     pub prices: BTreeMap<String, crate::meter::PriceOverride>,
+    /// Detection rules: extra rules, overrides, disabled ids and families.
+    pub rules: crate::inspect::RuleOverrides,
+    /// What happens to findings, per kind, family or rule, globally, per provider and per key.
+    pub policy: crate::protect::policy::PolicyFile,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

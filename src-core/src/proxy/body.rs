@@ -45,6 +45,32 @@ pub async fn read_limited(
     }
 }
 
+/// Decodes a compressed request body so it can be inspected, refusing to inflate past `limit`
+/// (a small compressed body must not become a huge one).
+pub fn decode_request(encoding: &str, body: &[u8], limit: usize) -> Result<Bytes, ProxyError> {
+    use std::io::Read;
+    let enc = encoding.trim().to_ascii_lowercase();
+    let mut reader: Box<dyn Read + '_> = match enc.as_str() {
+        "gzip" | "x-gzip" => Box::new(flate2::read::MultiGzDecoder::new(body)),
+        "deflate" => Box::new(flate2::read::ZlibDecoder::new(body)),
+        "br" => Box::new(brotli::Decompressor::new(body, 8192)),
+        "zstd" => Box::new(
+            zstd::stream::read::Decoder::new(body)
+                .map_err(|e| ProxyError::BodyRead(format!("zstd body: {e}")))?,
+        ),
+        _ => return Err(ProxyError::UnsupportedEncoding(enc)),
+    };
+    let mut out = Vec::new();
+    (&mut reader)
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| ProxyError::BodyRead(format!("cannot decode the {enc} body: {e}")))?;
+    if out.len() > limit {
+        return Err(ProxyError::BodyTooLarge { limit });
+    }
+    Ok(Bytes::from(out))
+}
+
 /// How a streamed response body ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -79,6 +79,14 @@ pub enum ProxyError {
     Internal(String),
     #[error("{0}")]
     Limit(#[from] crate::limits::LimitError),
+    #[error("this request was blocked: it contains {what} (rule {rule}) at {location}. Remove it and retry; if this is a false alarm, set policy.rules.\"{rule}\" in the Airlock config")]
+    Blocked {
+        what: &'static str,
+        rule: String,
+        location: String,
+    },
+    #[error("this request body cannot be inspected ({0}), and the policy blocks what Airlock cannot inspect (set policy.unparseable = \"passthrough\" for this provider to allow it)")]
+    Uninspectable(String),
 }
 
 impl ProxyError {
@@ -104,6 +112,7 @@ impl ProxyError {
             Vault { .. } | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            Blocked { .. } | Uninspectable(_) => StatusCode::BAD_REQUEST,
             Limit(l) => match l {
                 LimitError::Budget { .. }
                 | LimitError::KeyBudget { .. }
@@ -172,6 +181,16 @@ impl ProxyError {
             UpstreamTimeout { .. } => "airlock_upstream_timeout",
             Internal(_) => "airlock_internal",
             Limit(l) => l.code(),
+            Blocked {
+                what: "prompt injection",
+                ..
+            } => "airlock_blocked_injection",
+            Blocked {
+                what: "personal data",
+                ..
+            } => "airlock_blocked_pii",
+            Blocked { .. } => "airlock_blocked_secret",
+            Uninspectable(_) => "airlock_uninspectable",
         }
     }
 

@@ -8,6 +8,7 @@ mod errors;
 mod forwarding;
 mod keys_and_scopes;
 mod lifecycle;
+mod limits;
 mod metering;
 mod security;
 mod streaming;

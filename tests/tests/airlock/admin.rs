@@ -242,7 +242,10 @@ async fn prices_update_refuses_a_tiny_table_and_accepts_a_valid_one() {
     let tiny = setup.dir().join("tiny.json");
     std::fs::write(&tiny, price_file(3, false)).expect("write");
     let out = setup
-        .run(&["prices", "update", tiny.to_str().unwrap()], None)
+        .run(
+            &["prices", "update", tiny.to_str().expect("utf-8 path")],
+            None,
+        )
         .expect("run");
     assert!(!out.status.success(), "a 3-model table was accepted");
     let show = setup
@@ -253,7 +256,10 @@ async fn prices_update_refuses_a_tiny_table_and_accepts_a_valid_one() {
     let good = setup.dir().join("good.json");
     std::fs::write(&good, price_file(70, true)).expect("write");
     setup
-        .run_ok(&["prices", "update", good.to_str().unwrap()], None)
+        .run_ok(
+            &["prices", "update", good.to_str().expect("utf-8 path")],
+            None,
+        )
         .expect("a valid table was refused");
     let show = setup
         .run_ok(&["prices", "show", "test-model-1"], None)

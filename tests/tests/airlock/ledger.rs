@@ -42,7 +42,7 @@ async fn every_completed_request_survives_kill_9() {
                 match res {
                     Ok(r) if r.status == 200 => {
                         let id = r.header(REQUEST_ID_HEADER).expect("id").to_owned();
-                        done.lock().unwrap().push(id);
+                        done.lock().expect("lock").push(id);
                         count.fetch_add(1, Ordering::SeqCst);
                     }
                     _ => return,
@@ -59,7 +59,7 @@ async fn every_completed_request_survives_kill_9() {
     for t in tasks {
         t.await.expect("task");
     }
-    let completed: Vec<String> = done.lock().unwrap().clone();
+    let completed: Vec<String> = done.lock().expect("lock").clone();
     assert!(completed.len() >= 120, "{}", completed.len());
     assert!(
         completed.len() < 320,

@@ -146,7 +146,7 @@ async fn spend_by_model_is_mock_usage_times_table_price_to_the_micro_dollar() {
     plain_stream
         .body
         .as_object_mut()
-        .unwrap()
+        .expect("object")
         .remove("stream_options");
     calls.push(plain_stream);
     // Responses API, plain and streamed, with cache and reasoning.
@@ -383,31 +383,31 @@ async fn openai_stream_with_include_usage_keeps_the_usage_chunk() {
     assert_eq!(usage["choices"], json!([]), "{usage}");
 }
 
-/// How a stream is cut, and the `body_end` the ledger must record.
+/// How a stream is cut (after N events), and the `body_end` the ledger must record.
 #[derive(Debug, Clone, Copy)]
 enum Cut {
-    ClientGoneAfter(usize),
-    UpstreamResetAfter(usize),
-    StallAfter(usize),
+    ClientGone(usize),
+    UpstreamReset(usize),
+    Stall(usize),
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cut_streams_are_recorded_as_estimated_with_how_they_ended() {
     let env = env_with(|c| c.idle = "1s".to_owned());
     let cuts = [
-        Cut::ClientGoneAfter(1),
-        Cut::ClientGoneAfter(2),
-        Cut::ClientGoneAfter(4),
-        Cut::UpstreamResetAfter(3),
-        Cut::StallAfter(2),
+        Cut::ClientGone(1),
+        Cut::ClientGone(2),
+        Cut::ClientGone(4),
+        Cut::UpstreamReset(3),
+        Cut::Stall(2),
     ];
     let mut pending = Vec::new();
     for p in Provider::ALL {
         for cut in cuts {
             let scenario = match cut {
-                Cut::ClientGoneAfter(_) => "gap_ms=150".to_owned(),
-                Cut::UpstreamResetAfter(n) => format!("reset_after={n}"),
-                Cut::StallAfter(n) => format!("stall_after={n}"),
+                Cut::ClientGone(_) => "gap_ms=150".to_owned(),
+                Cut::UpstreamReset(n) => format!("reset_after={n}"),
+                Cut::Stall(n) => format!("stall_after={n}"),
             };
             let mut res = p
                 .chat(env.addr(), Some(&env.alk), &words(20), true)
@@ -418,7 +418,7 @@ async fn cut_streams_are_recorded_as_estimated_with_how_they_ended() {
             assert_eq!(res.status, 200, "{} {cut:?}", p.name());
             let id = res.header(REQUEST_ID_HEADER).expect("id").to_owned();
             let want_end = match cut {
-                Cut::ClientGoneAfter(k) => {
+                Cut::ClientGone(k) => {
                     for _ in 0..k {
                         let ev = res.next_event(Duration::from_secs(5)).await;
                         assert!(matches!(ev, Ok(Some(_))), "{} {cut:?}: {ev:?}", p.name());
@@ -426,7 +426,7 @@ async fn cut_streams_are_recorded_as_estimated_with_how_they_ended() {
                     drop(res);
                     "client_gone"
                 }
-                Cut::UpstreamResetAfter(_) => {
+                Cut::UpstreamReset(_) => {
                     let (_, end) = res.drain(Duration::from_secs(5)).await;
                     assert!(
                         matches!(end, End::Error(_)),
@@ -435,7 +435,7 @@ async fn cut_streams_are_recorded_as_estimated_with_how_they_ended() {
                     );
                     "upstream_error"
                 }
-                Cut::StallAfter(_) => {
+                Cut::Stall(_) => {
                     let (_, end) = res.drain(Duration::from_secs(5)).await;
                     assert!(
                         !matches!(end, End::TimedOut),

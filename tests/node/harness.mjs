@@ -125,7 +125,7 @@ upstream = ${up}
 kind = "openai-compatible"
 upstream = ${up}
 auth = "bearer"
-`);
+${s.extra ? `\n${s.extra}\n` : ''}`);
   }
 
   env() {
@@ -144,6 +144,14 @@ auth = "bearer"
       throw new Error(`airlock ${args.join(' ')} exited ${out.status}\nstdout: ${out.stdout}\nstderr: ${out.stderr}`);
     }
     return out.stdout;
+  }
+
+  spendJson(...args) {
+    return JSON.parse(this.run(['spend', '--format', 'json', ...args]));
+  }
+
+  adminToken() {
+    return this.run(['admin-token']).trim();
   }
 
   setKey(provider, key) {
@@ -233,4 +241,34 @@ export async function expectError(assert, promise, type, status) {
   const rid = err.headers?.get ? err.headers.get('x-airlock-request-id') : err.headers?.['x-airlock-request-id'];
   assert.ok(rid, 'error response lacks x-airlock-request-id');
   return err;
+}
+
+// --- expected cost, from the shipped price table and the mock's usage formula ---------------
+
+const PRICES = join(REPO, 'src-core', 'prices', 'model_prices.json');
+
+/** Pico-dollars per token (USD per token x 10^12) for one table entry, as BigInt. */
+export function price(key) {
+  const entry = JSON.parse(readFileSync(PRICES, 'utf8'))[key];
+  const pico = (f) => (entry[f] === undefined ? null : BigInt(Math.round(entry[f] * 1e12)));
+  return { input: pico('input_cost_per_token'), output: pico('output_cost_per_token') ?? 0n,
+    cacheRead: pico('cache_read_input_token_cost'), cacheWrite: pico('cache_creation_input_token_cost') };
+}
+
+export const inputTokens = (text) => 8 + Math.ceil(Buffer.byteLength(text) / 4);
+
+/** Normalised usage the mock reports for a generation answering `text`. */
+export function usage(text, { cached = 0, cacheWrite = 0, reasoning = 0 } = {}) {
+  return {
+    input_tokens: inputTokens(text) + cached + cacheWrite,
+    output_tokens: answer(text).split(/\s+/).length + reasoning,
+    cached_tokens: cached, cache_write_tokens: cacheWrite, reasoning_tokens: reasoning,
+  };
+}
+
+export function costMicros(u, p) {
+  const uncached = BigInt(u.input_tokens - u.cached_tokens - u.cache_write_tokens);
+  const pico = uncached * p.input + BigInt(u.cached_tokens) * (p.cacheRead ?? p.input)
+    + BigInt(u.cache_write_tokens) * (p.cacheWrite ?? p.input) + BigInt(u.output_tokens) * p.output;
+  return Number((pico + 500000n) / 1000000n);
 }

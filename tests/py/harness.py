@@ -157,6 +157,7 @@ class Airlock:
             "allowed_origins": ["http://localhost:5173"],
             "client_provider_keys": "reject",
             "upstream": upstream,
+            "extra": "",
         }
         self.settings.update(overrides)
         self.write_config()
@@ -196,6 +197,8 @@ kind = "openai-compatible"
 upstream = {up}
 auth = "bearer"
 """
+        if s["extra"]:
+            text += "\n" + s["extra"] + "\n"
         self.config_path.write_text(text)
 
     def _env(self) -> dict:
@@ -217,6 +220,12 @@ auth = "bearer"
                 f"stdout: {out.stdout}\nstderr: {out.stderr}"
             )
         return out.stdout
+
+    def spend_json(self, *args: str) -> dict:
+        return json.loads(self.run("spend", "--format", "json", *args))
+
+    def admin_token(self) -> str:
+        return self.run("admin-token").strip()
 
     def set_key(self, provider: str, key: str) -> None:
         self.run("keys", "set", provider, stdin=key + "\n")
@@ -303,3 +312,48 @@ def answer(text: str) -> str:
 def input_tokens(text: str) -> int:
     """The mock's uncached input token count for a prompt (see tests/README.md)."""
     return 8 + -(-len(text.encode()) // 4)
+
+
+# --- expected cost, from the shipped price table and the mock's usage formula ----------------
+
+PRICES = REPO / "src-core" / "prices" / "model_prices.json"
+
+
+def price(key: str) -> dict:
+    """Pico-dollars per token for one table entry (USD per token x 10^12, exact via Decimal)."""
+    from decimal import Decimal
+
+    entry = json.loads(PRICES.read_text(), parse_float=Decimal)[key]
+
+    def pico(field: str):
+        v = entry.get(field)
+        return None if v is None else int(Decimal(v) * 10**12)
+
+    return {
+        "input": pico("input_cost_per_token"),
+        "output": pico("output_cost_per_token") or 0,
+        "cache_read": pico("cache_read_input_token_cost"),
+        "cache_write": pico("cache_creation_input_token_cost"),
+    }
+
+
+def usage(text: str, cached: int = 0, cache_write: int = 0, reasoning: int = 0) -> dict:
+    """Normalised usage the mock reports for a generation answering `text`."""
+    return {
+        "input_tokens": input_tokens(text) + cached + cache_write,
+        "output_tokens": len(answer(text).split()) + reasoning,
+        "cached_tokens": cached,
+        "cache_write_tokens": cache_write,
+        "reasoning_tokens": reasoning,
+    }
+
+
+def cost_micros(u: dict, p: dict) -> int:
+    uncached = u["input_tokens"] - u["cached_tokens"] - u["cache_write_tokens"]
+    pico = (
+        uncached * p["input"]
+        + u["cached_tokens"] * (p["cache_read"] if p["cache_read"] is not None else p["input"])
+        + u["cache_write_tokens"] * (p["cache_write"] if p["cache_write"] is not None else p["input"])
+        + u["output_tokens"] * p["output"]
+    )
+    return (pico + 500_000) // 1_000_000

@@ -1,12 +1,16 @@
 //! What the black-box tests share: the real `airlock` binary started with a temporary config,
 //! data dir and keyring service ([`airlock`]), fake provider keys ([`keys`]), a small HTTP
-//! client ([`client`]) and per-provider request and error-shape knowledge ([`provider`]).
+//! client ([`client`]), per-provider request and error-shape knowledge ([`provider`]), expected
+//! costs from the shipped price table ([`prices`]) and the ledger and admin API ([`admin`]).
 
+pub mod admin;
 pub mod airlock;
 pub mod client;
 pub mod keys;
+pub mod prices;
 pub mod provider;
 
+pub use admin::{poll, Admin, EventStream};
 pub use airlock::{airlock_bin, Airlock, AirlockSetup, Config, ProviderConfig, TestEnv};
 pub use client::{HttpResponse, RequestBuilder, StreamingResponse};
 pub use provider::Provider;

@@ -190,9 +190,12 @@ impl KeyState {
     ) -> (f64, f64) {
         let sec = now.duration_since(self.created).as_secs();
         let window = cfg.window.as_secs().max(1);
+        // The window is the seconds (sec - window, sec]; while the key is younger than the
+        // window it is every second so far, including second 0.
+        let in_window = |b: &(u64, u32, u64)| sec < window || b.0 > sec - window;
         let cut = sec.saturating_sub(window);
-        let burst: f64 = self.buckets.iter().filter(|b| b.0 > cut).map(&f).sum();
-        let older: f64 = self.buckets.iter().filter(|b| b.0 <= cut).map(&f).sum();
+        let burst: f64 = self.buckets.iter().filter(|b| in_window(b)).map(&f).sum();
+        let older: f64 = self.buckets.iter().filter(|b| !in_window(b)).map(&f).sum();
         // History actually observed before the window, at most the configured baseline.
         let span = cut.min(cfg.baseline.as_secs().saturating_sub(window));
         let base = if span == 0 {
@@ -317,6 +320,20 @@ mod tests {
             ));
         }
         assert!(quiet.is_empty(), "{quiet:?}");
+    }
+
+    #[test]
+    fn burst_in_a_new_keys_first_second_counts() {
+        let c = cfg("window = \"5s\"\nburst_min_requests = 8\nburst_factor = 2.0");
+        let d = Detector::default();
+        let t0 = Instant::now();
+        let alerts: Vec<Alert> = (0..9)
+            .flat_map(|i| d.observe_request(&c, "new", None, t0 + Duration::from_millis(i * 50)))
+            .collect();
+        assert!(
+            alerts.iter().any(|a| a.kind == AnomalyKind::RequestBurst),
+            "{alerts:?}"
+        );
     }
 
     #[test]

@@ -256,55 +256,16 @@ impl AirlockSetup {
     }
 
     pub fn serve_with_args(self, extra: &[&str]) -> anyhow::Result<Airlock> {
-        let stderr_path = self.dir.path().join("serve.stderr");
-        let stderr = std::fs::File::create(&stderr_path)?;
-        let mut args = vec!["serve"];
-        args.extend_from_slice(extra);
-        let mut child = self
-            .command(&args)
-            .env("RUST_LOG", "debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .with_context(|| format!("spawning {} (set AIRLOCK_BIN?)", airlock_bin().display()))?;
-        let stdout = child.stdout.take().context("no stdout pipe")?;
-        let (tx, rx) = mpsc::channel::<String>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         let mut airlock = Airlock {
+            stderr_path: self.dir.path().join("serve.stderr"),
             setup: self,
-            child: Some(child),
+            child: None,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            stdout: rx,
-            stderr_path,
+            stdout: mpsc::channel().1,
             first_line: String::new(),
+            serve_args: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
-        let first = match airlock.stdout.recv_timeout(STARTUP_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => bail!(
-                "`airlock serve` printed no first line within {STARTUP_TIMEOUT:?}; stderr:\n{}",
-                airlock.stderr_tail()
-            ),
-        };
-        let addr = first
-            .strip_prefix("airlock listening on http://")
-            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
-            .ok_or_else(|| {
-                anyhow!(
-                    "first stdout line of `airlock serve` is {first:?}, expected \
-                     `airlock listening on http://127.0.0.1:PORT`; stderr:\n{}",
-                    airlock.stderr_tail()
-                )
-            })?;
-        airlock.addr = addr;
-        airlock.first_line = first;
+        airlock.spawn()?;
         Ok(airlock)
     }
 }
@@ -367,9 +328,73 @@ pub struct Airlock {
     stderr_path: PathBuf,
     /// The first stdout line, `airlock listening on http://…`.
     pub first_line: String,
+    serve_args: Vec<String>,
 }
 
 impl Airlock {
+    /// Start `airlock serve` (appending to its stderr file) and wait for its first stdout line.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)?;
+        let mut args = vec!["serve".to_owned()];
+        args.extend(self.serve_args.iter().cloned());
+        let mut child = self
+            .setup
+            .command(&args)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .with_context(|| format!("spawning {} (set AIRLOCK_BIN?)", airlock_bin().display()))?;
+        let stdout = child.stdout.take().context("no stdout pipe")?;
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        self.child = Some(child);
+        self.stdout = rx;
+        let first = match self.stdout.recv_timeout(STARTUP_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => bail!(
+                "`airlock serve` printed no first line within {STARTUP_TIMEOUT:?}; stderr:\n{}",
+                self.stderr_tail()
+            ),
+        };
+        let addr = first
+            .strip_prefix("airlock listening on http://")
+            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+            .ok_or_else(|| {
+                anyhow!(
+                    "first stdout line of `airlock serve` is {first:?}, expected \
+                     `airlock listening on http://127.0.0.1:PORT`; stderr:\n{}",
+                    self.stderr_tail()
+                )
+            })?;
+        self.addr = addr;
+        self.first_line = first;
+        Ok(())
+    }
+
+    /// `kill -9` the server, then start it again on the same config, data dir and keyring (on
+    /// a new port).
+    pub fn kill9_and_restart(&mut self) -> anyhow::Result<()> {
+        self.signal("KILL")?;
+        let status = self.wait_exit(Duration::from_secs(10))?;
+        if status.is_none() {
+            bail!("airlock still running 10s after kill -9");
+        }
+        self.child = None;
+        self.spawn()
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }

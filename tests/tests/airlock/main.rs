@@ -4,10 +4,14 @@
 //! tests run in parallel and never share state. They need a working Secret Service: run them
 //! through `scripts/with-keyring.sh` (as `make test` does).
 
+mod admin;
 mod errors;
 mod forwarding;
 mod keys_and_scopes;
+mod ledger;
 mod lifecycle;
+mod limits;
+mod metering;
 mod security;
 mod streaming;
 

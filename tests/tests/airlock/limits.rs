@@ -1,0 +1,485 @@
+//! Limits through the real binary: budgets (per key, per day and for an `exec` key's lifetime),
+//! rpm, per-request caps, the global and per-key pause switches, and anomaly detectors.
+
+use airlock_e2e::support::client::HttpResponse;
+use airlock_e2e::support::prices::{generation_usage, Extra, PriceTable};
+use airlock_e2e::support::provider::REQUEST_ID_HEADER;
+use airlock_e2e::support::{poll, Admin, Provider, TestEnv};
+use serde_json::Value;
+use std::time::Duration;
+
+fn start(extra: &str, before: impl FnOnce(&airlock_e2e::support::AirlockSetup)) -> TestEnv {
+    let extra = extra.to_owned();
+    match TestEnv::start_with(
+        |c| c.extra = extra,
+        |s| {
+            before(s);
+            Ok(())
+        },
+    ) {
+        Ok(env) => env,
+        Err(e) => panic!("starting airlock: {e:#}"),
+    }
+}
+
+/// A pricey model per provider, so a $0.01 budget runs out in a handful of requests.
+fn pricey(p: Provider) -> (&'static str, &'static str) {
+    match p {
+        Provider::OpenAi => ("gpt-4o", "gpt-4o"),
+        Provider::Anthropic => ("claude-sonnet-4-5", "claude-sonnet-4-5"),
+        Provider::Gemini => ("gemini-2.5-pro", "gemini/gemini-2.5-pro"),
+    }
+}
+
+async fn call(env: &TestEnv, p: Provider, key: &str, model: &str, prompt: &str) -> HttpResponse {
+    let (n, v) = p.auth_header(key);
+    airlock_e2e::support::client::post(env.addr(), &p.chat_path_for_model(model, false))
+        .headers(p.sdk_headers())
+        .header(n, &v)
+        .json(&p.chat_body_for_model(model, prompt, false))
+        .send()
+        .await
+        .expect("send")
+}
+
+/// The Airlock error code of a refused request: OpenAI carries it in the body; for every
+/// provider the ledger row's `reason` has it.
+async fn reason(env: &TestEnv, res: &HttpResponse) -> String {
+    let id = res
+        .header(REQUEST_ID_HEADER)
+        .expect("request id")
+        .to_owned();
+    let row = env.airlock.ledger_row(&id).await;
+    row["reason"].as_str().unwrap_or("").to_owned()
+}
+
+fn prompt(n: usize) -> String {
+    crate::words(n)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_daily_budget_stops_mid_run_in_the_provider_format_and_never_reaches_upstream() {
+    let mut cfg = String::new();
+    for p in Provider::ALL {
+        cfg.push_str(&format!(
+            "[limits.keys.bud-{}]\ndaily_usd = 0.01\n",
+            p.name()
+        ));
+    }
+    let mut keys = Vec::new();
+    let env = start(&cfg, |s| {
+        for p in Provider::ALL {
+            keys.push(s.issue(&format!("bud-{}", p.name()), &[]).expect("issue"));
+        }
+    });
+    let admin = Admin::new(&env.airlock).expect("admin");
+    let mut events = admin.events().await.expect("events");
+    let table = PriceTable::load().expect("prices");
+    let text = prompt(150);
+    for (p, key) in Provider::ALL.into_iter().zip(&keys) {
+        env.mock.reset();
+        let (model, price_key) = pricey(p);
+        let each = generation_usage(&text, Extra::default()).cost_micros(&table.price(price_key));
+        // Requests are refused once spent >= budget: the first n pass, where n is the first
+        // count whose cumulative cost reaches $0.01.
+        let n = (10_000 + each - 1) / each;
+        assert!(
+            n >= 2,
+            "{}: budget would be hit by the first request",
+            p.name()
+        );
+        for i in 0..n {
+            let res = call(&env, p, key, model, &text).await;
+            assert_eq!(res.status, 200, "{} request {i}: {}", p.name(), res.text());
+        }
+        let res = call(&env, p, key, model, &text).await;
+        p.assert_error(&res, 429);
+        let retry: u64 = res
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no numeric Retry-After: {:?}", p.name(), res.headers));
+        assert!(
+            (1..=86_400).contains(&retry),
+            "{}: Retry-After {retry} is not the time to the end of the UTC day",
+            p.name()
+        );
+        if p == Provider::OpenAi {
+            assert_eq!(
+                res.json().pointer("/error/code").and_then(Value::as_str),
+                Some("airlock_budget_exceeded")
+            );
+        }
+        assert_eq!(reason(&env, &res).await, "airlock_budget_exceeded");
+        assert_eq!(
+            env.mock.requests().len() as i64,
+            n,
+            "{}: the mock saw a request after the budget was used up",
+            p.name()
+        );
+        // Soft alert first, then exhausted, for this key.
+        let name = format!("bud-{}", p.name());
+        let seen = events
+            .until(Duration::from_secs(5), "budget_alert", |d| {
+                d["level"] == "exhausted" && d["scope"].to_string().contains(&name)
+            })
+            .await;
+        let levels: Vec<&str> = seen
+            .iter()
+            .filter(|(k, d)| k == "budget_alert" && d["scope"].to_string().contains(&name))
+            .filter_map(|(_, d)| d["level"].as_str())
+            .collect();
+        assert_eq!(levels, ["soft", "exhausted"], "{}: {seen:#?}", p.name());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_lifetime_budget_refuses_the_child_once_spent() {
+    // `exec` hands the child base URLs built from `listen`, so it needs a real port.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let env =
+        TestEnv::start_with(|c| c.listen = format!("127.0.0.1:{port}"), |_| Ok(())).expect("start");
+    let table = PriceTable::load().expect("prices");
+    let text = prompt(150);
+    let each = generation_usage(&text, Extra::default()).cost_micros(&table.price("gpt-4o"));
+    let n = (5_000 + each - 1) / each;
+    let body =
+        serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]});
+    let out_dir = env.airlock.setup.dir().join("exec-out");
+    std::fs::create_dir_all(&out_dir).expect("mkdir");
+    let script = r#"for i in 1 2 3 4 5 6 7 8; do
+  curl -s -o "$OUT/$i.json" -w '%{http_code}\n' -H "authorization: Bearer $OPENAI_API_KEY" \
+    -H 'content-type: application/json' -d "$BODY" "$OPENAI_BASE_URL/chat/completions"
+done"#;
+    let out = env
+        .airlock
+        .setup
+        .command(["exec", "--budget", "0.005usd", "--", "sh", "-c", script])
+        .env("BODY", body.to_string())
+        .env("OUT", &out_dir)
+        .output()
+        .expect("exec");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exec failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let codes: Vec<&str> = stdout.lines().collect();
+    let mut want = vec!["200"; n as usize];
+    want.resize(8, "429");
+    assert_eq!(codes, want, "each request costs {each} µ$, budget 5000 µ$");
+    let refused: Value = serde_json::from_slice(
+        &std::fs::read(out_dir.join(format!("{}.json", n + 1))).expect("body"),
+    )
+    .expect("json");
+    assert_eq!(
+        refused.pointer("/error/code").and_then(Value::as_str),
+        Some("airlock_key_budget_exceeded"),
+        "{refused}"
+    );
+    assert_eq!(
+        env.mock.requests().len() as i64,
+        n,
+        "refused requests reached the mock"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpm_two_refuses_the_third_call_with_retry_after() {
+    let mut keys = Vec::new();
+    let env = start("", |s| {
+        for p in Provider::ALL {
+            keys.push(
+                s.issue(&format!("rpm-{}", p.name()), &["--rpm", "2"])
+                    .expect("issue"),
+            );
+        }
+    });
+    for (p, key) in Provider::ALL.into_iter().zip(&keys) {
+        for i in 0..2 {
+            let res = call(&env, p, key, p.model(), &format!("hello {i}")).await;
+            assert_eq!(res.status, 200, "{} call {i}: {}", p.name(), res.text());
+        }
+        let res = call(&env, p, key, p.model(), "hello 3").await;
+        p.assert_error(&res, 429);
+        let retry: u64 = res
+            .header("retry-after")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{}: no Retry-After", p.name()));
+        assert!(
+            (1..=60).contains(&retry),
+            "{}: Retry-After {retry}",
+            p.name()
+        );
+        assert_eq!(
+            reason(&env, &res).await,
+            "airlock_rate_limited",
+            "{}",
+            p.name()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_request_caps_tpm_and_model_rules() {
+    let cfg = r#"[limits]
+max_tokens = 100
+
+[limits.keys.capped]
+tpm = 60
+models_allow = ["gpt-4o*"]
+models_deny = ["gpt-4o-audio*"]
+"#;
+    let mut key = String::new();
+    let env = start(cfg, |s| key = s.issue("capped", &[]).expect("issue"));
+    let oa = Provider::OpenAi;
+    let post = |body: Value| {
+        airlock_e2e::support::client::post(env.addr(), "/openai/v1/chat/completions")
+            .header("authorization", &format!("Bearer {key}"))
+            .json(&body)
+    };
+    let msg = serde_json::json!([{"role": "user", "content": "hi"}]);
+    for field in ["max_tokens", "max_completion_tokens"] {
+        let res = post(serde_json::json!({"model": "gpt-4o", "messages": msg, field: 101}))
+            .send()
+            .await
+            .expect("send");
+        oa.assert_error(&res, 400);
+        assert_eq!(res.json()["error"]["code"], "airlock_max_tokens", "{field}");
+    }
+    let res = call(
+        &env,
+        Provider::Anthropic,
+        &env.alk,
+        "claude-sonnet-4-5",
+        "hi",
+    )
+    .await;
+    // Anthropic's body asks for max_tokens 256 > 100.
+    Provider::Anthropic.assert_error(&res, 400);
+    assert_eq!(reason(&env, &res).await, "airlock_max_tokens");
+    for model in ["gpt-4o-audio-preview", "o1-mini"] {
+        let res = post(serde_json::json!({"model": model, "messages": msg}))
+            .send()
+            .await
+            .expect("send");
+        oa.assert_error(&res, 403);
+        assert_eq!(
+            res.json()["error"]["code"],
+            "airlock_model_denied",
+            "{model}"
+        );
+    }
+    assert!(
+        env.mock.requests().is_empty(),
+        "a refused request reached the mock"
+    );
+    // tpm 60: a request using ~40 tokens passes, then the window is full.
+    let mut codes = Vec::new();
+    for i in 0..4 {
+        let res = post(serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": prompt(20 + i)}]}))
+            .send()
+            .await
+            .expect("send");
+        if res.status != 200 {
+            oa.assert_error(&res, 429);
+            assert_eq!(res.json()["error"]["code"], "airlock_token_rate_limited");
+            assert!(res.header("retry-after").is_some(), "no Retry-After on tpm");
+        }
+        codes.push(res.status);
+    }
+    assert_eq!(codes[0], 200, "{codes:?}");
+    assert!(codes.contains(&429), "tpm 60 never refused: {codes:?}");
+}
+
+/// Poll until a request gets `status` (the server sees pause changes within ~250 ms).
+async fn until_status(env: &TestEnv, p: Provider, key: &str, status: u16) -> HttpResponse {
+    let k = key.to_owned();
+    poll(
+        Duration::from_secs(3),
+        &format!("{} -> {status}", p.name()),
+        || {
+            let k = k.clone();
+            async move {
+                let res = call(env, p, &k, p.model(), "are we paused").await;
+                (res.status == status).then_some(res)
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_and_key_pause_switches_via_cli_and_admin_api() {
+    let mut other = String::new();
+    let env = start("", |s| other = s.issue("other", &[]).expect("issue"));
+    let admin = Admin::new(&env.airlock).expect("admin");
+    env.airlock.run_ok(&["pause"], None).expect("pause");
+    for p in Provider::ALL {
+        let res = until_status(&env, p, &env.alk, 403).await;
+        p.assert_error(&res, 403);
+        assert_eq!(reason(&env, &res).await, "airlock_paused");
+    }
+    env.airlock.run_ok(&["resume"], None).expect("resume");
+    until_status(&env, Provider::OpenAi, &env.alk, 200).await;
+
+    env.airlock
+        .run_ok(&["keys", "pause", "test-all"], None)
+        .expect("keys pause");
+    let res = until_status(&env, Provider::Anthropic, &env.alk, 403).await;
+    assert_eq!(reason(&env, &res).await, "airlock_key_paused");
+    // Only that key.
+    assert_eq!(
+        call(&env, Provider::Anthropic, &other, "claude-sonnet-4-5", "x")
+            .await
+            .status,
+        200
+    );
+    env.airlock
+        .run_ok(&["keys", "resume", "test-all"], None)
+        .expect("keys resume");
+    until_status(&env, Provider::Anthropic, &env.alk, 200).await;
+
+    let res = admin
+        .post("keys/other/pause", None)
+        .await
+        .expect("admin pause");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let res = until_status(&env, Provider::Gemini, &other, 403).await;
+    assert_eq!(
+        res.json()["error"]["status"]
+            .as_str()
+            .map(|s| !s.is_empty()),
+        Some(true)
+    );
+    assert_eq!(reason(&env, &res).await, "airlock_key_paused");
+    let res = admin
+        .post("keys/other/resume", None)
+        .await
+        .expect("admin resume");
+    assert_eq!(res.status, 200, "{}", res.text());
+    until_status(&env, Provider::Gemini, &other, 200).await;
+
+    let res = admin.post("pause", None).await.expect("admin pause");
+    assert_eq!(res.status, 200);
+    let res = until_status(&env, Provider::OpenAi, &env.alk, 403).await;
+    assert_eq!(res.json()["error"]["code"], "airlock_paused");
+    admin.post("resume", None).await.expect("admin resume");
+    until_status(&env, Provider::OpenAi, &env.alk, 200).await;
+}
+
+const ANOMALY: &str = r#"[anomaly]
+enabled = true
+auto_pause = false
+window = "5s"
+baseline = "30s"
+repeat_threshold = 4
+variation_threshold = 5
+burst_factor = 2.0
+burst_min_requests = 8
+"#;
+
+/// Distinct words whose first letters differ, so prompts built from them differ in shape.
+const VARIED: [&str; 9] = [
+    "apples and pears",
+    "bridges over rivers",
+    "cats sleeping",
+    "dunes at dusk",
+    "engines humming",
+    "forests in fog",
+    "glaciers melting",
+    "harbours at night",
+    "islands",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomaly_detectors_fire_on_their_patterns_and_stay_quiet_on_normal_work() {
+    let mut k = Vec::new();
+    let env = start(ANOMALY, |s| {
+        for n in ["loop", "extract", "burst", "normal"] {
+            k.push(s.issue(n, &[]).expect("issue"));
+        }
+    });
+    let admin = Admin::new(&env.airlock).expect("admin");
+    let mut events = admin.events().await.expect("events");
+    let p = Provider::OpenAi;
+    // Normal: 5 different prompts, below every threshold.
+    for t in VARIED.iter().take(5) {
+        assert_eq!(call(&env, p, &k[3], p.model(), t).await.status, 200);
+    }
+    // Loop: the same prompt 4 times.
+    for _ in 0..4 {
+        assert_eq!(
+            call(&env, p, &k[0], p.model(), "summarise the file again")
+                .await
+                .status,
+            200
+        );
+    }
+    // Extraction-like: 5 variations of one template.
+    for i in 0..5 {
+        let t = format!("what is the secret for user {i}{i}7 please");
+        assert_eq!(call(&env, p, &k[1], p.model(), &t).await.status, 200);
+    }
+    // Burst: 9 requests at once, all different, from a key with no history.
+    for t in VARIED {
+        assert_eq!(call(&env, p, &k[2], p.model(), t).await.status, 200);
+    }
+    let seen = events.drain(Duration::from_millis(700)).await;
+    let anomalies: Vec<(String, String)> = seen
+        .iter()
+        .filter(|(kind, _)| kind == "anomaly")
+        .map(|(_, d)| {
+            (
+                d["account"].as_str().unwrap_or("").to_owned(),
+                d["kind"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("loop", "repeated_prompt"),
+        ("extract", "extraction_like"),
+        ("burst", "request_burst"),
+    ] {
+        assert!(
+            anomalies
+                .iter()
+                .any(|(a, k)| (a.as_str(), k.as_str()) == want),
+            "no {want:?} anomaly; got {anomalies:?}"
+        );
+    }
+    let noisy: Vec<_> = anomalies
+        .iter()
+        .filter(|(a, k)| a == "normal" || (a == "burst" && k != "request_burst"))
+        .collect();
+    assert!(noisy.is_empty(), "false alarms on normal work: {noisy:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomaly_auto_pause_blocks_the_key_until_keys_resume() {
+    let cfg = ANOMALY.replace("auto_pause = false", "auto_pause = true");
+    let mut key = String::new();
+    let env = start(&cfg, |s| key = s.issue("looper", &[]).expect("issue"));
+    let p = Provider::Anthropic;
+    for i in 0..3 {
+        let res = call(&env, p, &key, p.model(), "do it again").await;
+        assert_eq!(res.status, 200, "call {i}: {}", res.text());
+    }
+    let res = call(&env, p, &key, p.model(), "do it again").await;
+    p.assert_error(&res, 403);
+    assert_eq!(reason(&env, &res).await, "airlock_key_paused");
+    let res = call(&env, p, &key, p.model(), "something else").await;
+    p.assert_error(&res, 403);
+    assert_eq!(
+        env.mock.requests().len(),
+        3,
+        "the alerting request reached the mock"
+    );
+    env.airlock
+        .run_ok(&["keys", "resume", "looper"], None)
+        .expect("resume");
+    until_status(&env, p, &key, 200).await;
+}

@@ -18,8 +18,11 @@ const CHANNEL_CAPACITY: usize = 65_536;
 const MAX_BATCH: usize = 1_024;
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
+/// Resolves once a row is committed (or the writer gave up on it).
+pub type Committed = tokio::sync::oneshot::Receiver<()>;
+
 enum Msg {
-    Request(Box<Record>),
+    Request(Box<Record>, Option<tokio::sync::oneshot::Sender<()>>),
     Event(EventRecord),
     /// Answered once everything sent before it is committed.
     Flush(SyncSender<()>),
@@ -60,7 +63,15 @@ impl LedgerWriter {
 
     /// Queues a request row. Never blocks.
     pub fn record(&self, r: Record) {
-        self.send(Msg::Request(Box::new(r)));
+        self.send(Msg::Request(Box::new(r), None));
+    }
+
+    /// Queues a request row and returns a signal that resolves when it is committed, so the
+    /// response can be finished only after its row is safe. Never blocks.
+    pub fn record_acked(&self, r: Record) -> Committed {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Msg::Request(Box::new(r), Some(tx)));
+        rx
     }
 
     pub fn event(&self, e: EventRecord) {
@@ -123,13 +134,20 @@ fn run(
             }
         }
         let mut flushes = Vec::new();
-        match write_batch(&mut conn, batch, &mut flushes) {
+        let mut acks = Vec::new();
+        match write_batch(&mut conn, batch, &mut flushes, &mut acks) {
             Ok(n) => {
                 stats.written.fetch_add(n, Ordering::Relaxed);
             }
             Err(e) => {
                 stats.failed_batches.fetch_add(1, Ordering::Relaxed);
                 tracing::error!("ledger write failed: {e}");
+            }
+        }
+        // Senders dropped with a failed batch also wake their waiters: nothing waits forever.
+        for a in acks {
+            if a.send(()).is_err() {
+                tracing::trace!("request finished before its row was committed");
             }
         }
         for f in flushes {
@@ -146,6 +164,7 @@ fn write_batch(
     conn: &mut Connection,
     batch: Vec<Msg>,
     flushes: &mut Vec<SyncSender<()>>,
+    acks: &mut Vec<tokio::sync::oneshot::Sender<()>>,
 ) -> rusqlite::Result<u64> {
     let tx = conn.transaction()?;
     let mut n = 0;
@@ -165,7 +184,8 @@ fn write_batch(
         )?;
         for msg in batch {
             match msg {
-                Msg::Request(r) => {
+                Msg::Request(r, ack) => {
+                    acks.extend(ack);
                     let t = &r.tokens;
                     req.execute(params![
                         r.id,

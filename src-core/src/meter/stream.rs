@@ -111,11 +111,10 @@ impl StreamMeter {
     /// Reported counts are used as they are. Whatever the provider never reported is estimated
     /// (and `estimated` set): the input from `request_body`, the output from the text streamed
     /// after the last output count (all of it if there was none). `complete` says whether the
-    /// stream ended normally; the arithmetic depends only on what arrived, so a complete stream
-    /// whose provider sent no usage is estimated in the same way, and a cut stream whose final
-    /// usage had already arrived stays exact.
+    /// stream ended normally: the counts depend only on what arrived, but a stream cut before
+    /// the provider's final count is always marked estimated, and one whose final usage had
+    /// already arrived stays exact.
     pub fn finish(&self, complete: bool, request_body: &[u8]) -> Usage {
-        let _ = complete;
         let mut parts = self.parts;
         let tail_bytes = self.text_bytes - self.bytes_at_report;
         let needs_tail = !self.output_final && (tail_bytes > 0 || parts.output.is_none());
@@ -124,7 +123,7 @@ impl StreamMeter {
             parts.output = None;
         }
         let tail = &self.text[self.kept_at_report.min(self.text.len())..];
-        fill_missing(parts, self.kind, &self.model, request_body, || {
+        let mut usage = fill_missing(parts, self.kind, &self.model, request_body, || {
             let kept = tail.len() as u64;
             let estimate = if kept > 0 {
                 let e = estimate_text_tokens(self.kind, &self.model, tail);
@@ -137,7 +136,13 @@ impl StreamMeter {
                 return None;
             };
             Some(reported_output.saturating_add(u64::try_from(estimate).unwrap_or(u64::MAX)))
-        })
+        });
+        // A stream cut short before the provider's final count is an estimate, even when every
+        // number in it came from the provider: they describe a response that never finished.
+        if !complete && !self.output_final {
+            usage.estimated = true;
+        }
+        usage
     }
 
     fn dialect(&self, event: Option<&str>, root: &Value) -> Dialect {

@@ -107,7 +107,14 @@ pub enum Metered {
 }
 
 /// Called once when the body ends, however it ends, with the bytes passed through.
-pub type OnEnd = Box<dyn FnOnce(BodyEnd, u64, Metered) + Send>;
+/// It may return a signal that the request's ledger row is committed; a complete response
+/// holds its last bytes until then (at most [`COMMIT_WAIT`]), so a client never sees a request
+/// finish whose record a crash could still lose.
+pub type OnEnd =
+    Box<dyn FnOnce(BodyEnd, u64, Metered) -> Option<crate::ledger::writer::Committed> + Send>;
+
+/// The longest a response waits for its ledger row; a stuck disk must not stall clients.
+pub const COMMIT_WAIT: Duration = Duration::from_millis(250);
 
 /// JSON responses are kept (while being forwarded) up to this size to read their usage.
 const JSON_CAPTURE_LIMIT: usize = 8 * 1024 * 1024;
@@ -282,6 +289,9 @@ pin_project_lite::pin_project! {
         out: VecDeque<Bytes>,
         upstream_done: bool,
         on_end: Option<OnEnd>,
+        commit: Option<crate::ledger::writer::Committed>,
+        #[pin]
+        commit_deadline: Option<Sleep>,
     }
 
     impl PinnedDrop for UpstreamBody {
@@ -311,16 +321,22 @@ impl UpstreamBody {
             out: VecDeque::new(),
             upstream_done: false,
             on_end: Some(on_end),
+            commit: None,
+            commit_deadline: None,
         }
     }
 }
 
 /// Runs the end hook once, with what the filter metered.
-fn end(on_end: &mut Option<OnEnd>, filter: &mut Option<Filter>, how: BodyEnd, bytes: u64) {
-    if let Some(f) = on_end.take() {
-        let metered = filter.take().map_or(Metered::Nothing, Filter::into_metered);
-        f(how, bytes, metered);
-    }
+fn end(
+    on_end: &mut Option<OnEnd>,
+    filter: &mut Option<Filter>,
+    how: BodyEnd,
+    bytes: u64,
+) -> Option<crate::ledger::writer::Committed> {
+    let f = on_end.take()?;
+    let metered = filter.take().map_or(Metered::Nothing, Filter::into_metered);
+    f(how, bytes, metered)
 }
 
 impl Body for UpstreamBody {
@@ -333,15 +349,35 @@ impl Body for UpstreamBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let mut this = self.project();
         loop {
+            if *this.upstream_done && this.on_end.is_some() {
+                // Complete upstream: record it before the client gets the last bytes.
+                let sent = *this.bytes + this.out.iter().map(|b| b.len() as u64).sum::<u64>();
+                *this.commit = end(this.on_end, this.filter, BodyEnd::Complete, sent);
+                if this.commit.is_some() {
+                    this.commit_deadline
+                        .set(Some(tokio::time::sleep(COMMIT_WAIT)));
+                }
+            }
+            if let Some(rx) = this.commit.as_mut() {
+                let timed_out = this
+                    .commit_deadline
+                    .as_mut()
+                    .as_pin_mut()
+                    .is_some_and(|d| d.poll(cx).is_ready());
+                if Pin::new(rx).poll(cx).is_pending() && !timed_out {
+                    return Poll::Pending;
+                }
+                if timed_out {
+                    tracing::warn!("ledger row not committed within {COMMIT_WAIT:?}; finishing the response anyway");
+                }
+                *this.commit = None;
+                this.commit_deadline.set(None);
+            }
             if let Some(next) = this.out.pop_front() {
                 *this.bytes += next.len() as u64;
-                if this.out.is_empty() && *this.upstream_done {
-                    end(this.on_end, this.filter, BodyEnd::Complete, *this.bytes);
-                }
                 return Poll::Ready(Some(Ok(Frame::data(next))));
             }
             if *this.upstream_done {
-                end(this.on_end, this.filter, BodyEnd::Complete, *this.bytes);
                 return Poll::Ready(None);
             }
             match this.inner.as_mut().poll_frame(cx) {
@@ -396,7 +432,7 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.upstream_done && self.out.is_empty() && self.on_end.is_none()
+        self.upstream_done && self.out.is_empty() && self.on_end.is_none() && self.commit.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {

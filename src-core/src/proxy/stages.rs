@@ -144,7 +144,20 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
     }
     let mut resp = match result {
         Ok(resp) => resp,
-        Err(err) => fail(&state, &rt.config, &ctx, err),
+        Err(err) => {
+            // Like a complete response, a refusal is answered once its record is safe.
+            let (resp, committed) = fail(&state, &rt.config, &ctx, err);
+            if tokio::time::timeout(body::COMMIT_WAIT, committed)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "ledger row not committed within {:?}; answering anyway",
+                    body::COMMIT_WAIT
+                );
+            }
+            resp
+        }
     };
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
@@ -808,7 +821,7 @@ fn respond(
             r.error_source = Some("upstream".into());
         }
         let budget = done.key_budget();
-        record::finish(&st, &config, r, None, budget);
+        Some(record::finish(&st, &config, r, None, budget))
     });
     let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, filter, on_end);
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
@@ -870,7 +883,12 @@ fn meter_response(
 // === fail ===
 
 /// The one place an error becomes a response: status, provider-format body, and a record.
-fn fail(state: &State, config: &Config, ctx: &RequestCtx, err: ProxyError) -> Response<ProxyBody> {
+fn fail(
+    state: &State,
+    config: &Config,
+    ctx: &RequestCtx,
+    err: ProxyError,
+) -> (Response<ProxyBody>, crate::ledger::writer::Committed) {
     let status = err.status();
     let kind = ctx.provider.as_ref().map(|p| p.kind);
     let mut resp = json_response(status, err.body(kind));
@@ -880,14 +898,14 @@ fn fail(state: &State, config: &Config, ctx: &RequestCtx, err: ProxyError) -> Re
         }
     }
     let message = format!("Airlock: {err}");
-    record::finish(
+    let committed = record::finish(
         state,
         config,
         ctx.record(status, Some(&err)),
         Some(message),
         ctx.key_budget(),
     );
-    resp
+    (resp, committed)
 }
 
 pub fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {

@@ -401,7 +401,8 @@ fn gemini_stream_last_usage_wins_and_thoughts_are_output() {
         (10, 48, 40, false)
     );
 
-    // Cut after the second chunk: its running count covers all text so far, nothing estimated.
+    // Cut after the second chunk: its running count covers the text so far and is kept as is,
+    // but the response never finished, so the record is marked estimated.
     let cut = memmem::find_iter(stream.as_bytes(), b"\r\n\r\n")
         .nth(1)
         .expect("2 events")
@@ -415,7 +416,7 @@ fn gemini_stream_last_usage_wins_and_thoughts_are_output() {
     let u = m.finish(false, request);
     assert_eq!(
         (u.input_tokens, u.output_tokens, u.estimated),
-        (10, 5, false)
+        (10, 5, true)
     );
 }
 

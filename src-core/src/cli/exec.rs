@@ -38,6 +38,38 @@ pub struct EnvArgs {
     pub as_key: Option<String>,
 }
 
+/// A project's `airlock.toml`, found from the current directory upwards. Its `[policy]` can only
+/// tighten the configured policy; it travels with the key issued for this project.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProjectFile {
+    #[serde(default)]
+    policy: crate::protect::policy::LayerFile,
+}
+
+pub(super) fn project_policy() -> anyhow::Result<Option<String>> {
+    let Ok(mut dir) = std::env::current_dir() else {
+        return Ok(None);
+    };
+    loop {
+        let candidate = dir.join("airlock.toml");
+        if candidate.is_file() {
+            let text = std::fs::read_to_string(&candidate)
+                .with_context(|| format!("cannot read {}", candidate.display()))?;
+            let file: ProjectFile = toml::from_str(&text)
+                .map_err(|e| anyhow::anyhow!("invalid {}: {}", candidate.display(), e.message()))?;
+            eprintln!(
+                "airlock: applying the project policy in {}",
+                candidate.display()
+            );
+            return Ok(Some(serde_json::to_string(&file.policy)?));
+        }
+        if !dir.pop() {
+            return Ok(None);
+        }
+    }
+}
+
 /// The variables that point SDKs at Airlock, for the providers `key` may use.
 fn sdk_env(
     config: &Config,
@@ -101,6 +133,7 @@ fn exec(ctx: &Ctx, args: ExecArgs) -> anyhow::Result<ExitCode> {
         ephemeral: true,
         budget_micros,
         rpm: args.rpm,
+        policy: project_policy()?,
         ..Default::default()
     })?;
     let vars = sdk_env(&config, &store, args.as_key.as_deref(), &key)?;
@@ -182,6 +215,7 @@ pub fn run_env(ctx: &Ctx, args: EnvArgs) -> anyhow::Result<()> {
     let (_, key) = store.issue(&IssueRequest {
         name: name.clone(),
         parent: args.as_key.clone(),
+        policy: project_policy()?,
         ..Default::default()
     })?;
     for (k, v) in sdk_env(&config, &store, args.as_key.as_deref(), &key)? {

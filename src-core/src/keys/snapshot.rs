@@ -24,6 +24,9 @@ pub struct Identity {
     /// This key's own lifetime budget and rate, from `airlock exec --budget/--rpm`.
     pub budget_micros: Option<i64>,
     pub rpm: Option<u32>,
+    /// The `[policy]` of the project the key was issued in (`airlock exec`), which can only
+    /// tighten the configured policy.
+    pub project_policy: Option<Arc<crate::protect::policy::LayerFile>>,
 }
 
 /// The outcome of checking a presented Airlock key against the snapshot.
@@ -103,6 +106,11 @@ impl KeySnapshot {
                         }),
                     budget_micros: k.budget_micros,
                     rpm: k.rpm,
+                    project_policy: k
+                        .policy
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str(p).ok())
+                        .map(Arc::new),
                 }),
             );
         }

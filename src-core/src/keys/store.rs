@@ -40,6 +40,8 @@ pub struct IssueRequest {
     pub budget_micros: Option<i64>,
     /// Requests per minute for this key alone (`airlock exec --rpm`).
     pub rpm: Option<u32>,
+    /// A project's `[policy]` (JSON), which can only tighten the configured policy.
+    pub policy: Option<String>,
 }
 
 /// A key as stored (never the key itself).
@@ -60,6 +62,8 @@ pub struct IssuedKey {
     pub paused_reason: Option<String>,
     pub budget_micros: Option<i64>,
     pub rpm: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl IssuedKey {
@@ -81,7 +85,7 @@ pub struct KeyStore {
 
 const SELECT: &str =
     "SELECT k.id, k.name, k.hint, k.providers, k.models, p.name, k.ephemeral, k.created_at, \
-     k.expires_at, k.revoked_at, k.hash, k.paused_at, k.paused_reason, k.budget_micros, k.rpm \
+     k.expires_at, k.revoked_at, k.hash, k.paused_at, k.paused_reason, k.budget_micros, k.rpm, k.policy \
      FROM airlock_keys k LEFT JOIN airlock_keys p ON p.id = k.parent_id";
 
 impl KeyStore {
@@ -136,8 +140,8 @@ impl KeyStore {
         let models = serde_json::to_string(&req.models).unwrap_or_else(|_| "[]".into());
         tx.execute(
             "INSERT INTO airlock_keys (name, hash, hint, providers, models, parent_id, ephemeral, created_at, expires_at,
-               budget_micros, rpm)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+               budget_micros, rpm, policy)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 req.name,
                 token::hash(key.expose_secret()).as_slice(),
@@ -149,7 +153,8 @@ impl KeyStore {
                 now,
                 expires_at,
                 req.budget_micros,
-                req.rpm
+                req.rpm,
+                req.policy
             ],
         )?;
         db::bump(&tx, "keys_generation")?;
@@ -307,6 +312,7 @@ fn row_to_key(r: &Row<'_>) -> rusqlite::Result<(IssuedKey, [u8; 32])> {
             paused_reason: r.get(12)?,
             budget_micros: r.get(13)?,
             rpm: r.get(14)?,
+            policy: r.get(15)?,
         },
         h,
     ))

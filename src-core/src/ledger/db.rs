@@ -79,6 +79,8 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE airlock_keys ADD COLUMN budget_micros INTEGER;
     ALTER TABLE airlock_keys ADD COLUMN rpm INTEGER;
     INSERT INTO meta VALUES ('paused', 0), ('control_generation', 0);",
+    // 3: a project's airlock.toml policy, carried by the key `airlock exec` issues in it.
+    "ALTER TABLE airlock_keys ADD COLUMN policy TEXT;",
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -32,7 +32,7 @@ impl Action {
 }
 
 /// A body Airlock cannot inspect: refuse it (the default) or let it through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Unparseable {
     #[default]
@@ -41,7 +41,7 @@ pub enum Unparseable {
 }
 
 /// One layer as written in TOML.
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct LayerFile {
     pub secret: Option<Action>,

@@ -2,6 +2,8 @@
 //! response body back frame by frame, with an idle timeout and an end-of-body hook.
 
 use super::error::ProxyError;
+use crate::protect::pseudonym::Mapping;
+use crate::protect::restore::{OutputGuard, OutputNote, StreamRestorer};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
@@ -9,6 +11,7 @@ use hyper::body::Incoming;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::{Instant, Sleep};
@@ -106,12 +109,15 @@ pub enum Metered {
     Stream(Box<crate::meter::StreamMeter>),
 }
 
-/// Called once when the body ends, however it ends, with the bytes passed through.
+/// Called once when the body ends, however it ends, with the bytes passed through, what was
+/// metered and what the output guard found.
 /// It may return a signal that the request's ledger row is committed; a complete response
 /// holds its last bytes until then (at most [`COMMIT_WAIT`]), so a client never sees a request
 /// finish whose record a crash could still lose.
-pub type OnEnd =
-    Box<dyn FnOnce(BodyEnd, u64, Metered) -> Option<crate::ledger::writer::Committed> + Send>;
+pub type OnEnd = Box<
+    dyn FnOnce(BodyEnd, u64, Metered, Vec<OutputNote>) -> Option<crate::ledger::writer::Committed>
+        + Send,
+>;
 
 /// The longest a response waits for its ledger row; a stuck disk must not stall clients.
 pub const COMMIT_WAIT: Duration = Duration::from_millis(250);
@@ -119,13 +125,22 @@ pub const COMMIT_WAIT: Duration = Duration::from_millis(250);
 /// JSON responses are kept (while being forwarded) up to this size to read their usage.
 const JSON_CAPTURE_LIMIT: usize = 8 * 1024 * 1024;
 
-/// How response bytes are watched (and, for an OpenAI stream where Airlock asked for usage the
-/// client did not, changed) on their way to the client.
+/// Pseudonyms to put back and the guard for model output, for one response.
+pub struct Restore {
+    pub map: Option<Arc<Mapping>>,
+    pub guard: Option<OutputGuard>,
+}
+
+/// How response bytes are watched, and changed where they must be, on their way to the client.
 pub enum Filter {
     Pass,
     Json {
         buf: Vec<u8>,
         overflow: bool,
+        /// Set when the body must be restored or guarded: it is then held whole (a non-streamed
+        /// answer is only useful whole anyway) and rewritten at the end.
+        restore: Option<Box<Restore>>,
+        notes: Vec<OutputNote>,
     },
     Sse {
         splitter: crate::sse::SseSplitter,
@@ -133,47 +148,71 @@ pub enum Filter {
         /// Airlock added `stream_options.include_usage`: drop the usage chunk and the
         /// `"usage":null` fields it causes, so the client gets the stream it asked for.
         hide_usage: bool,
+        restorer: Option<Box<StreamRestorer>>,
     },
 }
 
 impl Filter {
-    pub fn json() -> Filter {
+    pub fn json(restore: Option<Restore>) -> Filter {
         Filter::Json {
             buf: Vec::new(),
             overflow: false,
+            restore: restore.map(Box::new),
+            notes: Vec::new(),
         }
     }
 
-    pub fn sse(meter: crate::meter::StreamMeter, hide_usage: bool) -> Filter {
+    pub fn sse(
+        meter: crate::meter::StreamMeter,
+        hide_usage: bool,
+        restore: Option<Restore>,
+    ) -> Filter {
         Filter::Sse {
             splitter: crate::sse::SseSplitter::new(),
             meter: Box::new(meter),
             hide_usage,
+            restorer: restore.map(|r| Box::new(StreamRestorer::new(r.map, r.guard))),
         }
     }
 
     /// Whether the filter can change the bytes (then `Content-Length` must go).
     pub fn rewrites(&self) -> bool {
-        matches!(
-            self,
+        match self {
+            Filter::Pass => false,
+            Filter::Json { restore, .. } => restore.is_some(),
             Filter::Sse {
-                hide_usage: true,
+                hide_usage,
+                restorer,
                 ..
-            }
-        )
+            } => *hide_usage || restorer.is_some(),
+        }
     }
 
     /// Handles one chunk, appending what the client should get to `out`. Only a rewriting
-    /// filter holds bytes back, and then only the part of an event that has not ended yet.
+    /// filter holds bytes back: a stream only the part of an event that has not ended yet.
     fn on_chunk(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) {
         match self {
             Filter::Pass => out.push_back(chunk),
-            Filter::Json { buf, overflow } => {
+            Filter::Json {
+                buf,
+                overflow,
+                restore,
+                ..
+            } => {
                 if !*overflow {
                     if buf.len() + chunk.len() <= JSON_CAPTURE_LIMIT {
                         buf.extend_from_slice(&chunk);
+                        if restore.is_some() {
+                            return;
+                        }
                     } else {
                         *overflow = true;
+                        if restore.take().is_some() {
+                            tracing::warn!(
+                                "response too large to restore pseudonyms in; passed through as is"
+                            );
+                            out.push_back(Bytes::from(std::mem::take(buf)));
+                        }
                         *buf = Vec::new();
                     }
                 }
@@ -183,6 +222,7 @@ impl Filter {
                 splitter,
                 meter,
                 hide_usage: false,
+                restorer: None,
             } => {
                 splitter.push(&chunk, |ev| meter.on_sse_event(&ev));
                 out.push_back(chunk);
@@ -190,20 +230,25 @@ impl Filter {
             Filter::Sse {
                 splitter,
                 meter,
-                hide_usage: true,
+                hide_usage,
+                restorer,
             } => {
                 let base = splitter.bytes_seen();
+                let hide = *hide_usage;
                 // Consecutive untouched events inside this chunk go out as one slice.
                 let mut run: Option<(usize, usize)> = None;
                 splitter.push(&chunk, |ev| {
                     meter.on_sse_event(&ev);
-                    let changed = if ev.has_data && crate::meter::is_usage_only_chunk(ev.data) {
-                        Some(None)
-                    } else {
-                        crate::meter::strip_null_usage(ev.raw).map(Some)
-                    };
+                    let replaced = rewrite_event(
+                        hide,
+                        restorer.as_deref_mut(),
+                        ev.raw,
+                        ev.event,
+                        ev.data,
+                        ev.has_data,
+                    );
                     let inside = ev.span.start >= base;
-                    match (changed, inside) {
+                    match (replaced, inside) {
                         (None, true) => {
                             let (a, b) = (
                                 (ev.span.start - base) as usize,
@@ -218,13 +263,13 @@ impl Filter {
                                 None => Some((a, b)),
                             };
                         }
-                        (changed, _) => {
+                        (replaced, _) => {
                             if let Some((ra, rb)) = run.take() {
                                 out.push_back(chunk.slice(ra..rb));
                             }
-                            match changed {
-                                Some(Some(rewritten)) => out.push_back(Bytes::from(rewritten)),
-                                Some(None) => {} // the injected usage chunk: dropped
+                            match replaced {
+                                Some(bytes) if bytes.is_empty() => {} // the injected usage chunk
+                                Some(bytes) => out.push_back(Bytes::from(bytes)),
                                 None => out.push_back(Bytes::copy_from_slice(ev.raw)),
                             }
                         }
@@ -237,36 +282,114 @@ impl Filter {
         }
     }
 
-    /// The stream ended: meter what is left, and for a rewriting filter hand over any bytes of
-    /// an event that never completed (nothing is lost).
+    /// The body ended: meter what is left, and hand over everything still held (nothing is
+    /// lost: an event that never completed still goes out).
     fn on_end(&mut self, out: &mut VecDeque<Bytes>) {
-        if let Filter::Sse {
-            splitter,
-            meter,
-            hide_usage,
-        } = self
-        {
-            let mut tail = Vec::new();
-            let leftover = splitter.finish(|ev| {
-                meter.on_sse_event(&ev);
-                if *hide_usage && !(ev.has_data && crate::meter::is_usage_only_chunk(ev.data)) {
-                    tail.extend_from_slice(ev.raw);
+        match self {
+            Filter::Pass => {}
+            Filter::Json {
+                buf,
+                restore,
+                notes,
+                ..
+            } => {
+                if let Some(r) = restore.take() {
+                    let rewritten = crate::protect::restore::restore_json(
+                        buf,
+                        r.map.as_deref(),
+                        r.guard.as_ref(),
+                        notes,
+                    );
+                    out.push_back(Bytes::from(rewritten.unwrap_or_else(|| buf.clone())));
                 }
-            });
-            if *hide_usage {
-                tail.extend_from_slice(&leftover);
-                if !tail.is_empty() {
-                    out.push_back(Bytes::from(tail));
+            }
+            Filter::Sse {
+                splitter,
+                meter,
+                hide_usage,
+                restorer,
+            } => {
+                let rewriting = *hide_usage || restorer.is_some();
+                let hide = *hide_usage;
+                let mut tail = Vec::new();
+                let leftover = splitter.finish(|ev| {
+                    meter.on_sse_event(&ev);
+                    if rewriting {
+                        match rewrite_event(
+                            hide,
+                            restorer.as_deref_mut(),
+                            ev.raw,
+                            ev.event,
+                            ev.data,
+                            ev.has_data,
+                        ) {
+                            Some(bytes) => tail.extend_from_slice(&bytes),
+                            None => tail.extend_from_slice(ev.raw),
+                        }
+                    }
+                });
+                if rewriting {
+                    if let Some(r) = restorer.as_deref_mut() {
+                        tail.extend_from_slice(&r.finish());
+                    }
+                    tail.extend_from_slice(&leftover);
+                    if !tail.is_empty() {
+                        out.push_back(Bytes::from(tail));
+                    }
                 }
             }
         }
     }
 
-    fn into_metered(self) -> Metered {
+    fn into_metered(self) -> (Metered, Vec<OutputNote>) {
         match self {
-            Filter::Pass => Metered::Nothing,
-            Filter::Json { buf, overflow } => Metered::Json((!overflow).then_some(buf)),
-            Filter::Sse { meter, .. } => Metered::Stream(meter),
+            Filter::Pass => (Metered::Nothing, Vec::new()),
+            Filter::Json {
+                buf,
+                overflow,
+                notes,
+                ..
+            } => (Metered::Json((!overflow).then_some(buf)), notes),
+            Filter::Sse {
+                meter, restorer, ..
+            } => (
+                Metered::Stream(meter),
+                restorer.map(|r| r.notes).unwrap_or_default(),
+            ),
+        }
+    }
+}
+
+/// One complete event through the rewriting path: `None` to send it unchanged, `Some(empty)` to
+/// drop it (the usage chunk Airlock asked for), or the bytes to send instead.
+fn rewrite_event(
+    hide_usage: bool,
+    restorer: Option<&mut StreamRestorer>,
+    raw: &[u8],
+    event: Option<&str>,
+    data: &str,
+    has_data: bool,
+) -> Option<Vec<u8>> {
+    let mut stripped: Option<Vec<u8>> = None;
+    if hide_usage {
+        if has_data && crate::meter::is_usage_only_chunk(data) {
+            return Some(Vec::new());
+        }
+        stripped = crate::meter::strip_null_usage(raw);
+    }
+    let Some(r) = restorer else { return stripped };
+    match stripped {
+        None => r.on_event(raw, event, data, has_data),
+        Some(new_raw) => {
+            // Re-read the stripped event so the restorer sees its data.
+            let (events, _) = crate::sse::split_all(&new_raw);
+            match events.first() {
+                Some(e) => Some(
+                    r.on_event(&new_raw, e.event.as_deref(), &e.data, e.has_data)
+                        .unwrap_or(new_raw),
+                ),
+                None => Some(new_raw),
+            }
         }
     }
 }
@@ -298,8 +421,9 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(f) = this.on_end.take() {
-                let metered = this.filter.take().map_or(Metered::Nothing, Filter::into_metered);
-                f(BodyEnd::ClientGone, *this.bytes, metered);
+                let (metered, notes) = this.filter.take().map_or((Metered::Nothing, Vec::new()), Filter::into_metered);
+                // Nobody is left to answer, so the commit signal is not awaited.
+                drop(f(BodyEnd::ClientGone, *this.bytes, metered, notes));
             }
         }
     }
@@ -335,8 +459,10 @@ fn end(
     bytes: u64,
 ) -> Option<crate::ledger::writer::Committed> {
     let f = on_end.take()?;
-    let metered = filter.take().map_or(Metered::Nothing, Filter::into_metered);
-    f(how, bytes, metered)
+    let (metered, notes) = filter
+        .take()
+        .map_or((Metered::Nothing, Vec::new()), Filter::into_metered);
+    f(how, bytes, metered, notes)
 }
 
 impl Body for UpstreamBody {

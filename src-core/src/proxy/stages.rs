@@ -17,6 +17,7 @@ use crate::ledger::{self, Tokens};
 use crate::limits::anomaly::Alert;
 use crate::limits::budget::Charge;
 use crate::limits::LimitError;
+use crate::protect::policy::Unparseable;
 use crate::providers::text::PromptFields;
 use crate::providers::{self, AuthStyle, ProviderKind};
 use bytes::Bytes;
@@ -53,6 +54,15 @@ pub struct RequestCtx {
     request_body: Bytes,
     /// Airlock added `stream_options.include_usage`, so the response must hide it again.
     hide_usage: bool,
+    /// The request body arrived compressed and was decoded for inspection.
+    decoded: bool,
+    /// The body was let through uninspected (`policy.unparseable = "passthrough"`).
+    uninspected: bool,
+    /// What inspection decided, as stored in the ledger.
+    findings: Vec<ledger::FindingRecord>,
+    findings_header: Option<String>,
+    verdict: Option<ledger::Verdict>,
+    conversation: Option<crate::protect::pseudonym::ConversationKey>,
 }
 
 impl RequestCtx {
@@ -76,6 +86,12 @@ impl RequestCtx {
             estimated: false,
             request_body: Bytes::new(),
             hide_usage: false,
+            decoded: false,
+            uninspected: false,
+            findings: Vec::new(),
+            findings_header: None,
+            verdict: None,
+            conversation: None,
         }
     }
 
@@ -86,7 +102,7 @@ impl RequestCtx {
         let verdict = match error {
             Some(e) if e.source() == super::ErrorSource::Client => ledger::Verdict::Blocked,
             Some(_) => ledger::Verdict::Failed,
-            None => ledger::Verdict::Allowed,
+            None => self.verdict.unwrap_or(ledger::Verdict::Allowed),
         };
         ledger::Record {
             id: self.id.clone(),
@@ -111,7 +127,7 @@ impl RequestCtx {
             upstream_ms,
             overhead_ms: (total_ms - upstream_ms.unwrap_or(0.0)).max(0.0),
             prompt: None,
-            findings: Vec::new(),
+            findings: self.findings.clone(),
         }
     }
 
@@ -211,6 +227,7 @@ async fn run(
     }
     let (parts, incoming) = req.into_parts();
     let body = admit(config, &provider, ctx, &parts.headers, incoming).await?;
+    let body = inspect_filter(state, rt, &provider, ctx, &parts.headers, body)?;
     if let Auth::Key(identity) = &auth {
         admit_limits(state, config, &provider, ctx, identity).await?;
     }
@@ -405,17 +422,21 @@ async fn admit(
     headers: &HeaderMap,
     incoming: Incoming,
 ) -> Result<Bytes, ProxyError> {
-    if let Some(enc) = headers.get(header::CONTENT_ENCODING) {
-        let enc = enc.to_str().unwrap_or("?").trim();
-        if !enc.eq_ignore_ascii_case("identity") {
-            return Err(ProxyError::UnsupportedEncoding(enc.to_owned()));
-        }
-    }
+    let encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .map(|e| e.to_str().unwrap_or("?").trim().to_owned())
+        .filter(|e| !e.eq_ignore_ascii_case("identity"));
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = body::read_limited(incoming, declared, config.max_body).await?;
+    let mut body = body::read_limited(incoming, declared, config.max_body).await?;
+    // A compressed body is decoded and inspected like any other: compression is never a way
+    // around inspection. An encoding Airlock cannot decode is refused.
+    if let Some(enc) = encoding {
+        body = body::decode_request(&enc, &body, config.max_body)?;
+        ctx.decoded = true;
+    }
 
     if provider.kind == ProviderKind::Gemini {
         ctx.model = providers::model_from_path(&ctx.endpoint).map(str::to_owned);
@@ -442,8 +463,19 @@ async fn admit(
             return Err(ProxyError::UnsupportedMediaType(shown));
         }
         if is_json {
-            let fields: JsonFields<'_> =
-                serde_json::from_slice(&body).map_err(|e| describe_json_error(&e))?;
+            let fields: JsonFields<'_> = match serde_json::from_slice(&body) {
+                Ok(f) => f,
+                Err(e) => {
+                    let account = ctx.identity.as_ref().map(|i| i.account.as_str());
+                    if config.policy.unparseable(&provider.name, account, None)
+                        == Unparseable::Passthrough
+                    {
+                        ctx.uninspected = true;
+                        return Ok(body);
+                    }
+                    return Err(describe_json_error(&e));
+                }
+            };
             if let Some(model) = fields.model.as_ref().and_then(serde_json::Value::as_str) {
                 ctx.model = Some(model.to_owned());
             }
@@ -703,7 +735,7 @@ async fn forward(
         uri = forward::with_query_key(uri, key)
             .map_err(|_| ProxyError::Internal("cannot put the key in the query string".into()))?;
     }
-    let headers = forward::upstream_headers(&parts.headers, provider, upstream_auth);
+    let mut headers = forward::upstream_headers(&parts.headers, provider, upstream_auth);
     ctx.request_body = body.clone();
     // OpenAI streams report usage only when asked; ask, and hide the answer from the client.
     let body = match (provider.kind, ctx.streamed) {
@@ -719,6 +751,9 @@ async fn forward(
         _ => body,
     };
     let mut up = Request::new(Full::new(body));
+    if ctx.decoded {
+        headers.remove(header::CONTENT_ENCODING);
+    }
     *up.method_mut() = parts.method.clone();
     *up.uri_mut() = uri;
     *up.headers_mut() = headers;
@@ -794,24 +829,42 @@ fn respond(
         .provider
         .as_ref()
         .map_or(ProviderKind::OpenAi, |p| p.kind);
+    let restore = restore_for(state, rt, &done);
     let filter = if !status.is_success() {
         body::Filter::Pass
     } else if is_sse {
         body::Filter::sse(
             crate::meter::StreamMeter::new(kind, done.model.as_deref().unwrap_or("")),
             done.hide_usage,
+            restore,
         )
     } else if is_json {
-        body::Filter::json()
+        body::Filter::json(restore)
     } else {
         body::Filter::Pass
     };
+    if let Some(h) = done
+        .findings_header
+        .as_deref()
+        .and_then(|h| HeaderValue::from_str(h).ok())
+    {
+        parts.headers.insert("x-airlock-findings", h);
+    }
     if filter.rewrites() {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    let on_end: body::OnEnd = Box::new(move |end, bytes, metered| {
+    let on_end: body::OnEnd = Box::new(move |end, bytes, metered, notes| {
         let mut done = done;
         meter_response(&st, &mut done, kind, end, metered);
+        for n in notes {
+            done.findings.push(ledger::FindingRecord {
+                rule: n.rule,
+                kind: n.kind.to_owned(),
+                location: "response".to_owned(),
+                action: n.action.to_owned(),
+                value_hash: String::new(),
+            });
+        }
         let mut r = done.record(status, None);
         r.body_end = Some(end.as_str().to_owned());
         r.response_bytes = bytes;
@@ -825,6 +878,115 @@ fn respond(
     });
     let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, filter, on_end);
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
+}
+
+// === inspect ===
+
+/// Runs the detection engine over the request: redacts, pseudonymizes or blocks per policy,
+/// scores prompt injection, and returns the body to send upstream.
+fn inspect_filter(
+    state: &State,
+    rt: &Runtime,
+    provider: &Provider,
+    ctx: &mut RequestCtx,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<Bytes, ProxyError> {
+    use crate::protect::policy::Action;
+    use crate::protect::request::Inspector;
+    if body.is_empty() || ctx.uninspected {
+        return Ok(body);
+    }
+    let config = &rt.config;
+    let account = ctx.identity.as_ref().map(|i| i.account.clone());
+    let project = ctx.identity.as_ref().and_then(|i| i.project_policy.clone());
+    let inspector = Inspector {
+        engine: &rt.engine,
+        policy: &config.policy,
+        vault: &state.vault,
+        provider: &provider.name,
+        account: account.as_deref(),
+        project: project.as_deref(),
+        hash_key: &state.hash_key,
+        now: std::time::Instant::now(),
+    };
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("json"));
+    let outcome = if is_json {
+        match inspector.inspect_json(&body) {
+            Ok(o) => o,
+            Err(e) => {
+                if config
+                    .policy
+                    .unparseable(&provider.name, account.as_deref(), project.as_deref())
+                    == Unparseable::Passthrough
+                {
+                    ctx.uninspected = true;
+                    return Ok(body);
+                }
+                return Err(ProxyError::Uninspectable(e.to_string()));
+            }
+        }
+    } else {
+        inspector.inspect_bytes(&body)
+    };
+    ctx.findings = outcome
+        .decisions
+        .iter()
+        .map(|d| ledger::FindingRecord {
+            rule: d.rule.clone(),
+            kind: d.kind.to_owned(),
+            location: d.location.clone(),
+            action: d.action.as_str().to_owned(),
+            value_hash: d.value_hash.clone(),
+        })
+        .collect();
+    ctx.findings_header = outcome.counts_header();
+    ctx.conversation = outcome.conversation.clone();
+    if let Some(b) = &outcome.blocked {
+        let what = match b.kind {
+            "secret" => "a secret",
+            "pii" => "personal data",
+            _ => "prompt injection",
+        };
+        return Err(ProxyError::Blocked {
+            what,
+            rule: b.rule.clone(),
+            location: b.location.clone(),
+        });
+    }
+    let acts = |a: Action| outcome.decisions.iter().any(|d| d.action == a);
+    ctx.verdict = if acts(Action::Redact) || acts(Action::Pseudonymize) {
+        Some(ledger::Verdict::Redacted)
+    } else if acts(Action::Warn) {
+        Some(ledger::Verdict::Warned)
+    } else {
+        None
+    };
+    Ok(outcome.body.map(Bytes::from).unwrap_or(body))
+}
+
+/// What the response needs: this conversation's pseudonyms back, and the output guard.
+fn restore_for(state: &State, rt: &Runtime, ctx: &RequestCtx) -> Option<body::Restore> {
+    use crate::protect::policy::{LinkAction, OutputAction};
+    let policy = &rt.config.policy;
+    let map = ctx
+        .conversation
+        .as_ref()
+        .and_then(|c| state.vault.mapping(c, std::time::Instant::now()));
+    let guard = (policy.output_secrets != OutputAction::Allow
+        || policy.exfil_links != LinkAction::Allow)
+        .then(|| crate::protect::restore::OutputGuard {
+            engine: rt.engine.clone(),
+            redact_secrets: policy.output_secrets == OutputAction::Redact,
+            neutralize_links: policy.exfil_links == LinkAction::Neutralize,
+            warn_only: policy.output_secrets != OutputAction::Redact
+                && policy.exfil_links != LinkAction::Neutralize,
+            link_allowlist: policy.link_allowlist.clone(),
+        });
+    (map.is_some() || guard.is_some()).then_some(body::Restore { map, guard })
 }
 
 // === meter ===

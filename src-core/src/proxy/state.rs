@@ -23,6 +23,16 @@ use tokio::time::Instant;
 pub struct Runtime {
     pub config: Arc<Config>,
     pub client: UpstreamClient,
+    /// The detection engine compiled from the built-in rules and the config's `[rules]`.
+    pub engine: Arc<crate::inspect::Engine>,
+}
+
+/// Compiles the detection engine for a config.
+pub fn build_engine(config: &Config) -> Result<crate::inspect::Engine, StateError> {
+    crate::inspect::EngineBuilder::new()
+        .overrides(config.rules.clone())
+        .build()
+        .map_err(|e| StateError::Rules(e.to_string()))
 }
 
 pub struct State {
@@ -47,6 +57,44 @@ pub struct State {
     /// The price table with the config's overrides applied; swapped on reload.
     pub prices: ArcSwap<PriceTable>,
     data_dir: std::path::PathBuf,
+    /// Pseudonym mappings, per key and conversation; memory only.
+    pub vault: crate::protect::pseudonym::Vault,
+    /// Key for the keyed hashes of found values in the ledger.
+    pub hash_key: [u8; 32],
+}
+
+/// The keyring entry holding the key for hashing found values.
+pub const HASH_KEY_ENTRY: &str = "__airlock_finding_key__";
+
+/// The finding-hash key from the keyring (created on first use), so hashes stay comparable
+/// across restarts; a random one for this run if the keyring cannot be reached.
+fn finding_hash_key(service: &str) -> [u8; 32] {
+    use rand::RngCore;
+    use secrecy::ExposeSecret;
+    let vault = Vault::new(service);
+    let from_keyring = match vault.get(HASH_KEY_ENTRY) {
+        Ok(k) => hex::decode(k.expose_secret()).ok(),
+        Err(VaultError::NotSet { .. }) => {
+            let mut k = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut k);
+            vault
+                .set(HASH_KEY_ENTRY, &hex::encode(k))
+                .ok()
+                .map(|()| k.to_vec())
+        }
+        Err(_) => None,
+    };
+    match from_keyring.and_then(|k| <[u8; 32]>::try_from(k).ok()) {
+        Some(k) => k,
+        None => {
+            tracing::warn!(
+                "finding hashes use a key for this run only (the keyring is not reachable)"
+            );
+            let mut k = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut k);
+            k
+        }
+    }
 }
 
 /// The price table Airlock uses: a file written by `airlock prices update` in the data dir if
@@ -86,6 +134,8 @@ impl State {
         let client = build_client(&config)?;
         let prices =
             load_prices(data_dir, &config).map_err(|e| StateError::Prices(e.to_string()))?;
+        let engine = Arc::new(build_engine(&config)?);
+        let hash_key = finding_hash_key(&config.keyring_service);
         let keys = KeySnapshot::build(store.live_with_hashes()?, store.generation()?);
         let secrets_generation = store.secrets_generation()?;
         let control_generation = store.control_generation()?;
@@ -96,6 +146,7 @@ impl State {
             runtime: ArcSwap::from_pointee(Runtime {
                 config: Arc::new(config),
                 client,
+                engine,
             }),
             keys: ArcSwap::from_pointee(keys),
             store: Arc::new(Mutex::new(store)),
@@ -119,6 +170,8 @@ impl State {
             anomaly: Detector::default(),
             prices: ArcSwap::from_pointee(prices),
             data_dir: data_dir.to_owned(),
+            vault: crate::protect::pseudonym::Vault::default(),
+            hash_key,
         }))
     }
 
@@ -215,7 +268,7 @@ impl State {
     }
 
     /// Applies a reloaded config to new requests. Settings that need a restart are reported.
-    pub fn apply_config(&self, config: Config) -> Result<(), ClientSetupError> {
+    pub fn apply_config(&self, config: Config) -> Result<(), StateError> {
         let old = self.runtime();
         if config.listen != old.config.listen || config.allow_remote != old.config.allow_remote {
             tracing::warn!(
@@ -233,9 +286,18 @@ impl State {
             Ok(t) => self.prices.store(Arc::new(t)),
             Err(e) => tracing::error!("price table not reloaded: {e}"),
         }
+        // Recompile the rules only when they changed.
+        let engine = if serde_json::to_string(&config.rules).ok()
+            == serde_json::to_string(&old.config.rules).ok()
+        {
+            old.engine.clone()
+        } else {
+            Arc::new(build_engine(&config)?)
+        };
         self.runtime.store(Arc::new(Runtime {
             config: Arc::new(config),
             client,
+            engine,
         }));
         Ok(())
     }
@@ -422,4 +484,6 @@ pub enum StateError {
     Poisoned,
     #[error("price table: {0}")]
     Prices(String),
+    #[error("detection rules: {0}")]
+    Rules(String),
 }

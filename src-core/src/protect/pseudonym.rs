@@ -3,7 +3,7 @@
 //! configurable idle time. It is never written anywhere.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
@@ -64,11 +64,9 @@ pub fn label(family: &str) -> String {
 
 impl Vault {
     pub fn conversation(&self, account: &str, opening_text: &str) -> ConversationKey {
-        let mut h = self.hasher.build_hasher();
-        opening_text.hash(&mut h);
         ConversationKey {
             account: account.to_owned(),
-            opening: h.finish(),
+            opening: self.hasher.hash_one(opening_text),
         }
     }
 
@@ -87,9 +85,7 @@ impl Vault {
         convs.retain(|_, c| c.last_used.is_none_or(|t| now.duration_since(t) < ttl));
         let conv = convs.entry(key.clone()).or_default();
         conv.last_used = Some(now);
-        let mut h = self.hasher.build_hasher();
-        value.hash(&mut h);
-        let value_hash = h.finish();
+        let value_hash = self.hasher.hash_one(value);
         if let Some(p) = conv.by_value.get(&value_hash) {
             return p.clone();
         }

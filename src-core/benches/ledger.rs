@@ -19,10 +19,20 @@ fn record(i: u64) -> Record {
         model: Some("gpt-4o-mini".into()),
         streamed: i % 2 == 0,
         status: 200,
-        verdict: if i % 10 == 0 { Verdict::Redacted } else { Verdict::Allowed },
+        verdict: if i % 10 == 0 {
+            Verdict::Redacted
+        } else {
+            Verdict::Allowed
+        },
         reason: None,
         error_source: None,
-        tokens: Tokens { input: 1000, output: 200, cached: 0, cache_write: 0, reasoning: 0 },
+        tokens: Tokens {
+            input: 1000,
+            output: 200,
+            cached: 0,
+            cache_write: 0,
+            reasoning: 0,
+        },
         cost_micros: Some(270),
         estimated: false,
         body_end: Some("complete".into()),
@@ -68,7 +78,14 @@ fn bench(c: &mut Criterion) {
         })
     });
     g.finish();
-    assert_eq!(writer.stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 0, "rows dropped");
+    assert_eq!(
+        writer
+            .stats
+            .dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "rows dropped"
+    );
 }
 
 criterion_group!(benches, bench);

@@ -56,7 +56,7 @@ impl Tokenizer {
         }
     }
 
-    /// Exact token count of `text` (for text up to [`MAX_TOKENIZE_BYTES`], scaled beyond).
+    /// Exact token count of `text` (for text up to `MAX_TOKENIZE_BYTES`, scaled beyond).
     pub fn count(self, text: &str) -> u64 {
         if text.is_empty() {
             return 0;

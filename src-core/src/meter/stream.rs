@@ -17,7 +17,7 @@ use crate::sse::SseEvent;
 /// Output text kept for estimating. Beyond it only the byte count grows and the estimate scales.
 const MAX_KEPT_TEXT: usize = 4 << 20;
 
-/// Accumulates usage and output text from one streamed response. See the [module docs](self).
+/// Accumulates usage and output text from one streamed response. See the module docs.
 #[derive(Debug)]
 pub struct StreamMeter {
     kind: ProviderKind,

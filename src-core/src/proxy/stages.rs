@@ -140,7 +140,7 @@ fn new_request_id() -> String {
     format!("req_{:016x}", rand::random::<u64>())
 }
 
-/// Serves one request. Never fails: errors become provider-format responses in [`fail`].
+/// Serves one request. Never fails: errors become provider-format responses in `fail`.
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
     let rt = state.runtime();
     let mut ctx = RequestCtx::new(req.method(), req.uri().path());

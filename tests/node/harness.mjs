@@ -272,3 +272,92 @@ export function costMicros(u, p) {
     + BigInt(u.cache_write_tokens) * (p.cacheWrite ?? p.input) + BigInt(u.output_tokens) * p.output;
   return Number((pico + 500000n) / 1000000n);
 }
+
+// --- fake secrets and personal data for the prompt-protection tests -------------------------
+// Generated at run time in the shapes Airlock's rules accept (GitHub CRC32 checksum, Luhn-valid
+// card, high-entropy AWS secret); nothing key-shaped is committed.
+
+const BASE62 = '0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz';
+const B64 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/';
+const B32 = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+const LOWER = 'abcdefghijklmnopqrstuvwxyz';
+const pick = (alphabet, n) => Array.from({ length: n }, () => alphabet[randomInt(alphabet.length)]).join('');
+
+function crc32(s) {
+  let crc = 0xffffffff;
+  for (const b of Buffer.from(s)) {
+    crc ^= b;
+    for (let i = 0; i < 8; i++) crc = crc & 1 ? (crc >>> 1) ^ 0xedb88320 : crc >>> 1;
+  }
+  return (crc ^ 0xffffffff) >>> 0;
+}
+
+function entropy(s) {
+  const counts = {};
+  for (const c of s) counts[c] = (counts[c] ?? 0) + 1;
+  return -Object.values(counts).reduce((a, c) => a + (c / s.length) * Math.log2(c / s.length), 0);
+}
+
+export const fakeAwsAccessKeyId = () => `AKIA${pick(B32, 16)}`;
+export function fakeAwsSecretAccessKey() {
+  for (;;) {
+    const s = pick(B64, 40);
+    if (entropy(s) > 4.5) return s;
+  }
+}
+export function fakeGithubPat() {
+  const body = pick(BASE62, 30);
+  let n = crc32(body);
+  let sum = '';
+  for (let i = 0; i < 6; i++) {
+    sum = BASE62[n % 62] + sum;
+    n = Math.floor(n / 62);
+  }
+  return `ghp_${body}${sum}`;
+}
+export const fakeEmail = () => `${pick(LOWER, 6)}.${pick(LOWER, 8)}@gmail.com`;
+export function fakeCard() {
+  const d = [4, ...Array.from({ length: 14 }, () => randomInt(10))];
+  let total = 0;
+  [...d].reverse().forEach((x, i) => {
+    const y = i % 2 === 0 ? x * 2 : x;
+    total += y > 9 ? y - 9 : y;
+  });
+  d.push((10 - (total % 10)) % 10);
+  return d.join('');
+}
+
+/** One prompt's worth of values, as in the Rust suite's `support::fakes::Sensitive`. */
+export class Sensitive {
+  constructor() {
+    this.awsId = fakeAwsAccessKeyId();
+    this.awsSecret = fakeAwsSecretAccessKey();
+    this.github = fakeGithubPat();
+    this.email = fakeEmail();
+    this.card = fakeCard();
+  }
+  static fill(awsId, awsSecret, github, email, card) {
+    return `deploy with aws_access_key_id = ${awsId} and aws_secret_access_key = ${awsSecret} ` +
+      `then GITHUB_TOKEN=${github} ; mail the receipt to ${email} and charge card ${card} today`;
+  }
+  prompt() {
+    return Sensitive.fill(this.awsId, this.awsSecret, this.github, this.email, this.card);
+  }
+  static REDACTED = ['[REDACTED:aws-access-key-id]', '[REDACTED:aws-secret-access-key]', '[REDACTED:github-pat]'];
+  upstreamPrompt() {
+    return Sensitive.fill(...Sensitive.REDACTED, '<EMAIL_1>', '<CARD_1>');
+  }
+  restoredPrompt() {
+    return Sensitive.fill(...Sensitive.REDACTED, this.email, this.card);
+  }
+  secrets() {
+    return [this.awsId, this.awsSecret, this.github];
+  }
+  all() {
+    return [...this.secrets(), this.email, this.card];
+  }
+  assertUpstreamProtected(assert, body) {
+    for (const v of this.all()) assert.ok(!body.includes(v), `upstream received a raw value: ${body}`);
+    assert.ok(body.includes(this.upstreamPrompt()), `upstream body: ${body}`);
+  }
+}

@@ -357,3 +357,105 @@ def cost_micros(u: dict, p: dict) -> int:
         + u["output_tokens"] * p["output"]
     )
     return (pico + 500_000) // 1_000_000
+
+
+# --- fake secrets and personal data for the prompt-protection tests --------------------------
+# Generated at run time in the shapes Airlock's rules accept (GitHub CRC32 checksum, Luhn-valid
+# card, high-entropy AWS secret); nothing key-shaped is committed.
+
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_B64 = string.ascii_uppercase + string.ascii_lowercase + string.digits + "+/"
+_B32 = string.ascii_uppercase + "234567"
+
+
+def fake_aws_access_key_id() -> str:
+    return "AKIA" + _rand(16, _B32)
+
+
+def fake_aws_secret_access_key() -> str:
+    import math
+    from collections import Counter
+
+    while True:
+        s = _rand(40, _B64)
+        ent = -sum(c / 40 * math.log2(c / 40) for c in Counter(s).values())
+        if ent > 4.5:
+            return s
+
+
+def fake_github_pat() -> str:
+    import zlib
+
+    body = _rand(30, _BASE62)
+    n = zlib.crc32(body.encode())
+    digits = ""
+    for _ in range(6):
+        digits = _BASE62[n % 62] + digits
+        n //= 62
+    return f"ghp_{body}{digits}"
+
+
+def fake_email() -> str:
+    return f"{_rand(6, string.ascii_lowercase)}.{_rand(8, string.ascii_lowercase)}@gmail.com"
+
+
+def fake_card() -> str:
+    d = [4] + [secrets.randbelow(10) for _ in range(14)]
+    total = 0
+    for i, x in enumerate(reversed(d)):
+        y = x * 2 if i % 2 == 0 else x
+        total += y - 9 if y > 9 else y
+    d.append((10 - total % 10) % 10)
+    return "".join(map(str, d))
+
+
+def fake_rsa_private_key() -> tuple[str, str]:
+    """A PEM RSA private key block with a random body, and its first body line."""
+    lines = [_rand(64, _B64) for _ in range(6)] + [_rand(20, _B64) + "=="]
+    label = " ".join(["RSA", "PRIVATE", "KEY"])
+    return f"-----BEGIN {label}-----\n" + "\n".join(lines) + f"\n-----END {label}-----", lines[0]
+
+
+class Sensitive:
+    """One prompt's worth of values, and the prompt as the upstream and the client must see it
+    (the same template as the Rust suite's `support::fakes::Sensitive`)."""
+
+    def __init__(self) -> None:
+        self.aws_id = fake_aws_access_key_id()
+        self.aws_secret = fake_aws_secret_access_key()
+        self.github = fake_github_pat()
+        self.email = fake_email()
+        self.card = fake_card()
+
+    @staticmethod
+    def _fill(aws_id, aws_secret, github, email, card) -> str:
+        return (
+            f"deploy with aws_access_key_id = {aws_id} and aws_secret_access_key = {aws_secret} "
+            f"then GITHUB_TOKEN={github} ; mail the receipt to {email} and charge card {card} today"
+        )
+
+    def prompt(self) -> str:
+        return self._fill(self.aws_id, self.aws_secret, self.github, self.email, self.card)
+
+    _REDACTED = (
+        "[REDACTED:aws-access-key-id]",
+        "[REDACTED:aws-secret-access-key]",
+        "[REDACTED:github-pat]",
+    )
+
+    def upstream_prompt(self) -> str:
+        return self._fill(*self._REDACTED, "<EMAIL_1>", "<CARD_1>")
+
+    def restored_prompt(self) -> str:
+        return self._fill(*self._REDACTED, self.email, self.card)
+
+    def secrets(self) -> list[str]:
+        return [self.aws_id, self.aws_secret, self.github]
+
+    def all(self) -> list[str]:
+        return [*self.secrets(), self.email, self.card]
+
+    def assert_upstream_protected(self, body: str) -> None:
+        for v in self.all():
+            assert v not in body, f"upstream received a raw value: {body}"
+        assert self.upstream_prompt() in body, f"upstream body: {body}"

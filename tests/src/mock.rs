@@ -77,6 +77,22 @@ impl Call<'_> {
     pub fn chunk_words(&self) -> usize {
         self.scenario.chunk_words.unwrap_or(DEFAULT_CHUNK_WORDS)
     }
+
+    /// The streamed text deltas of `answer`: `chunk_chars` pieces if set, else word groups.
+    pub fn text_deltas(&self, answer: &str) -> Vec<String> {
+        match self.scenario.chunk_chars {
+            Some(n) => text::chunk_chars(answer, n),
+            None => text::deltas(answer, self.chunk_words()),
+        }
+    }
+
+    /// The streamed deltas of tool-call arguments: `chunk_chars` pieces if set, else 4 pieces.
+    pub fn arg_deltas(&self, args: &str) -> Vec<String> {
+        match self.scenario.chunk_chars {
+            Some(n) => text::chunk_chars(args, n),
+            None => text::split_chars(args, 4),
+        }
+    }
 }
 
 /// A provider handler's answer, before delays and pacing are applied.

@@ -107,12 +107,12 @@ pub fn messages(call: &Call) -> Reply {
     ));
     events.push(event("ping", &json!({"type": "ping"})));
     let deltas: Vec<Value> = if call.scenario.tool_call {
-        text::split_chars(&output_text, 4)
+        call.arg_deltas(&output_text)
             .into_iter()
             .map(|p| json!({"type": "input_json_delta", "partial_json": p}))
             .collect()
     } else {
-        text::deltas(&output_text, call.chunk_words())
+        call.text_deltas(&output_text)
             .into_iter()
             .map(|p| json!({"type": "text_delta", "text": p}))
             .collect()

@@ -85,7 +85,7 @@ pub fn generate(call: &Call, stream: bool) -> Reply {
     } else {
         let answer = text::answer(&user_text);
         let parts = if stream {
-            text::deltas(&answer, call.chunk_words())
+            call.text_deltas(&answer)
                 .into_iter()
                 .map(|d| json!([{ "text": d }]))
                 .collect()

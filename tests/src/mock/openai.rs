@@ -132,7 +132,7 @@ pub fn chat_completions(call: &Call) -> Reply {
             "tool_calls": [{"index": 0, "id": call_id, "type": "function",
                             "function": {"name": name, "arguments": ""}}]
         })];
-        for piece in text::split_chars(&args, 4) {
+        for piece in call.arg_deltas(&args) {
             deltas.push(json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}));
         }
         return chat_stream(call, &id, &model, deltas, "tool_calls", usage);
@@ -158,7 +158,7 @@ pub fn chat_completions(call: &Call) -> Reply {
         );
     }
     let mut deltas = vec![json!({"role": "assistant", "content": "", "refusal": null})];
-    for piece in text::deltas(&answer, call.chunk_words()) {
+    for piece in call.text_deltas(&answer) {
         deltas.push(json!({"content": piece}));
     }
     chat_stream(call, &id, &model, deltas, "stop", usage)
@@ -299,7 +299,7 @@ pub fn responses(call: &Call) -> Reply {
             "response.output_item.added",
             json!({"output_index": 0, "item": added}),
         );
-        for piece in text::split_chars(&output_text, 4) {
+        for piece in call.arg_deltas(&output_text) {
             push(
                 "response.function_call_arguments.delta",
                 json!({"item_id": item_id, "output_index": 0, "delta": piece}),
@@ -322,7 +322,7 @@ pub fn responses(call: &Call) -> Reply {
             "response.content_part.added",
             json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "part": part_empty}),
         );
-        for piece in text::deltas(&output_text, call.chunk_words()) {
+        for piece in call.text_deltas(&output_text) {
             push(
                 "response.output_text.delta",
                 json!({"item_id": msg_id, "output_index": 0, "content_index": 0, "delta": piece, "logprobs": []}),

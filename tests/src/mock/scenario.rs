@@ -22,6 +22,9 @@ pub struct Scenario {
     pub tool_call: bool,
     /// `chunk_words=N`: words per streamed text delta (default 2).
     pub chunk_words: Option<usize>,
+    /// `chunk_chars=N`: cut streamed text and tool-call argument deltas every N chars instead,
+    /// mid-word, so a test can make any token straddle two events.
+    pub chunk_chars: Option<usize>,
     /// `cached=N`: input tokens reported as read from the prompt cache.
     pub cached: u64,
     /// `cache_write=N`: input tokens reported as written to the prompt cache (Anthropic).
@@ -62,6 +65,7 @@ impl Scenario {
                 "stall_after" => s.stall_after = Some(num(value)? as usize),
                 "reset_after" => s.reset_after = Some(num(value)? as usize),
                 "chunk_words" => s.chunk_words = Some(num(value)?.max(1) as usize),
+                "chunk_chars" => s.chunk_chars = Some(num(value)?.max(1) as usize),
                 "cached" => s.cached = num(value)?,
                 "cache_write" => s.cache_write = num(value)?,
                 "reasoning" => s.reasoning = num(value)?,
@@ -92,6 +96,10 @@ mod tests {
         assert_eq!(s.gap, Some(Duration::from_millis(5)));
         assert!(s.tool_call);
         assert_eq!(s.stall_after, Some(2));
+        assert_eq!(
+            Scenario::parse("chunk_chars=3").expect("valid").chunk_chars,
+            Some(3)
+        );
         assert_eq!(s.error_status(), Some(429));
         assert_eq!(Scenario::parse("").expect("empty"), Scenario::default());
     }

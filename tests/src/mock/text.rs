@@ -45,6 +45,15 @@ pub fn split_chars(s: &str, parts: usize) -> Vec<String> {
     chars.chunks(size).map(|c| c.iter().collect()).collect()
 }
 
+/// Cut a string every `n` chars (the last piece may be shorter).
+pub fn chunk_chars(s: &str, n: usize) -> Vec<String> {
+    let chars: Vec<char> = s.chars().collect();
+    if chars.is_empty() {
+        return vec![String::new()];
+    }
+    chars.chunks(n.max(1)).map(|c| c.iter().collect()).collect()
+}
+
 pub fn input_tokens(user_text: &str) -> u64 {
     PROMPT_OVERHEAD_TOKENS + (user_text.len() as u64).div_ceil(4)
 }
@@ -176,6 +185,15 @@ mod tests {
         assert_eq!(last_user_text(Some(&gemini)), "hi");
         let tool_result = json!([{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "42"}]}]);
         assert_eq!(last_user_text(Some(&tool_result)), "42");
+    }
+
+    #[test]
+    fn chunk_chars_cuts_mid_word() {
+        assert_eq!(
+            chunk_chars("echo: <EMAIL_1>", 4),
+            ["echo", ": <E", "MAIL", "_1>"]
+        );
+        assert_eq!(chunk_chars("", 3), [""]);
     }
 
     #[test]

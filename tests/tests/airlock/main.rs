@@ -12,6 +12,7 @@ mod ledger;
 mod lifecycle;
 mod limits;
 mod metering;
+mod protect;
 mod security;
 mod streaming;
 

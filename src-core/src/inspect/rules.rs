@@ -197,6 +197,9 @@ pub struct CompiledRule {
     pub digits: Option<u8>,
     pub precheck: Option<Precheck>,
     pub regex: regex::bytes::Regex,
+    /// Every match starts with one of the keywords: a hit needs only an anchored search at the
+    /// hit (no window), which stops after a few bytes when the text does not continue as a key.
+    pub anchored: Option<regex_automata::meta::Regex>,
     pub secret_group: Option<usize>,
     pub validator: Option<Validator>,
     pub entropy: Option<f32>,
@@ -216,6 +219,70 @@ pub struct CompiledRule {
 const ASSIGN: &str = r#"[\w.\-(]{0,40}?["']?\s*(?:=>|:=|=|:)\s*["'`]?"#;
 /// End of a token value whose last char may be `-` (where `\b` would fail).
 const END: &str = r"(?:[^A-Za-z0-9_\-]|$)";
+
+/// Whether every match of `pattern` begins with one of `keywords` (ASCII case-insensitive):
+/// the pattern opens (after `\b` and a `secret` group) with a literal or an alternation of
+/// literals, each starting with a keyword. Conservative: anything else is `false`.
+pub fn starts_with_keyword(pattern: &str, keywords: &[String]) -> bool {
+    let mut p = pattern;
+    loop {
+        if let Some(r) = p.strip_prefix("\\b") {
+            p = r;
+        } else if let Some(r) = p.strip_prefix("(?P<secret>") {
+            p = r;
+        } else {
+            break;
+        }
+    }
+    let starts = |lit: &str| {
+        let lit = lit.to_ascii_lowercase();
+        !lit.is_empty()
+            && keywords
+                .iter()
+                .any(|k| lit.starts_with(&k.to_ascii_lowercase()))
+    };
+    for open in ["(?i:", "(?:"] {
+        if let Some(r) = p.strip_prefix(open) {
+            let Some(close) = r.find(')') else {
+                return false;
+            };
+            let inner = &r[..close];
+            if inner.contains(['(', '[']) {
+                return false;
+            }
+            return inner
+                .split('|')
+                .all(|alt| literal_prefix(alt).is_some_and(|l| starts(&l)));
+        }
+    }
+    literal_prefix(p).is_some_and(|l| starts(&l))
+}
+
+/// The literal text a regex fragment starts with (escapes undone), up to its first operator.
+fn literal_prefix(p: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = p.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.peek() {
+                Some(&n) if !n.is_ascii_alphanumeric() => {
+                    out.push(n);
+                    chars.next();
+                }
+                _ => break,
+            },
+            '[' | '(' | ')' | '|' | '*' | '+' | '?' | '{' | '}' | '^' | '$' | '.' => {
+                // A quantifier applies to the last char, which then is not certain.
+                if matches!(c, '*' | '?' | '{') {
+                    out.pop();
+                }
+                break;
+            }
+            c => out.push(c),
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
 
 fn expand_macros(regex: &str) -> String {
     regex.replace("{{assign}}", ASSIGN).replace("{{end}}", END)
@@ -261,6 +328,27 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
     let pattern = expand_macros(&spec.regex);
     let regex = compile_regex(&spec.id, &pattern)?;
     let secret_group = regex.capture_names().position(|n| n == Some("secret"));
+    let anchored = if spec.digits.is_none() && starts_with_keyword(&pattern, &spec.keywords) {
+        let re = regex_automata::meta::Regex::builder()
+            .syntax(
+                regex_automata::util::syntax::Config::new()
+                    .unicode(false)
+                    .utf8(false),
+            )
+            .configure(
+                regex_automata::meta::Regex::config()
+                    .nfa_size_limit(Some(4 << 20))
+                    .utf8_empty(false),
+            )
+            .build(&pattern)
+            .map_err(|e| InspectError::Regex {
+                rule: spec.id.clone(),
+                message: e.to_string(),
+            })?;
+        Some(re)
+    } else {
+        None
+    };
     let validator = match &spec.validator {
         Some(name) => Some(
             Validator::parse(name).ok_or_else(|| bad(&format!("unknown validator `{name}`")))?,
@@ -294,6 +382,7 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         digits: spec.digits,
         precheck: spec.precheck,
         regex,
+        anchored,
         secret_group,
         validator,
         entropy: spec.entropy,

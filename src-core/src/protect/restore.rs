@@ -30,13 +30,66 @@ pub struct OutputNote {
 /// host (the zero-click exfiltration trick), before pseudonyms are restored.
 pub struct OutputGuard {
     pub engine: Arc<Engine>,
+    /// Lowercased keywords of the secret rules: a streamed token that could still become a
+    /// secret is held until it is whole.
+    pub secret_keywords: Arc<Vec<String>>,
     pub redact_secrets: bool,
     pub neutralize_links: bool,
     pub warn_only: bool,
     pub link_allowlist: Vec<String>,
 }
 
+/// The lowercased keywords of every secret rule, for [`OutputGuard::secret_keywords`].
+pub fn secret_keywords(engine: &Engine) -> Vec<String> {
+    let mut k: Vec<String> = engine
+        .rules()
+        .iter()
+        .filter(|r| r.kind == Kind::Secret)
+        .flat_map(|r| r.keywords.iter().map(|k| k.to_ascii_lowercase()))
+        .filter(|k| k.len() >= 3)
+        .collect();
+    k.sort();
+    k.dedup();
+    k
+}
+
+/// A token longer than this is not held (a secret is shorter; prose must keep moving).
+const MAX_TOKEN_HOLD: usize = 512;
+/// An unfinished PEM block is held at most this long.
+const MAX_PEM_HOLD: usize = 16 * 1024;
+
 impl OutputGuard {
+    /// Where the part of streamed `text` that could still grow into a secret begins: an open
+    /// PEM block, or a trailing token that holds a secret rule's keyword or is the start of one.
+    pub fn partial_secret_start(&self, text: &str) -> Option<usize> {
+        if !self.redact_secrets {
+            return None;
+        }
+        if let Some(b) = text.rfind("-----BEGIN") {
+            if !text[b..].contains("-----END") && text.len() - b <= MAX_PEM_HOLD {
+                return Some(b);
+            }
+        }
+        let start = text
+            .rfind(|c: char| {
+                c.is_whitespace()
+                    || matches!(c, '"' | '\'' | '`' | '(' | ')' | '<' | '>' | ',' | ';')
+            })
+            .map_or(0, |i| {
+                i + text[i..].chars().next().map_or(1, char::len_utf8)
+            });
+        let token = &text[start..];
+        if token.is_empty() || token.len() > MAX_TOKEN_HOLD {
+            return None;
+        }
+        let lower = token.to_ascii_lowercase();
+        let risky = self
+            .secret_keywords
+            .iter()
+            .any(|k| lower.contains(k.as_str()) || k.starts_with(lower.as_str()));
+        risky.then_some(start)
+    }
+
     /// Returns the text to send if anything changed, and notes what was found.
     pub fn check(&self, text: &str, notes: &mut Vec<OutputNote>) -> Option<String> {
         let mut edits: Vec<(std::ops::Range<usize>, String)> = Vec::new();
@@ -347,8 +400,13 @@ impl StreamRestorer {
                     cut = cut.min(p);
                 }
             }
-            if self.guard.as_ref().is_some_and(|g| g.neutralize_links) {
-                if let Some(p) = partial_link_start(&combined) {
+            if let Some(g) = &self.guard {
+                if g.neutralize_links {
+                    if let Some(p) = partial_link_start(&combined) {
+                        cut = cut.min(p);
+                    }
+                }
+                if let Some(p) = g.partial_secret_start(&combined) {
                     cut = cut.min(p);
                 }
             }

@@ -980,6 +980,7 @@ fn restore_for(state: &State, rt: &Runtime, ctx: &RequestCtx) -> Option<body::Re
         || policy.exfil_links != LinkAction::Allow)
         .then(|| crate::protect::restore::OutputGuard {
             engine: rt.engine.clone(),
+            secret_keywords: rt.secret_keywords.clone(),
             redact_secrets: policy.output_secrets == OutputAction::Redact,
             neutralize_links: policy.exfil_links == LinkAction::Neutralize,
             warn_only: policy.output_secrets != OutputAction::Redact

@@ -25,6 +25,8 @@ pub struct Runtime {
     pub client: UpstreamClient,
     /// The detection engine compiled from the built-in rules and the config's `[rules]`.
     pub engine: Arc<crate::inspect::Engine>,
+    /// The engine's secret keywords, for holding streamed tokens that could become secrets.
+    pub secret_keywords: Arc<Vec<String>>,
 }
 
 /// Compiles the detection engine for a config.
@@ -146,6 +148,7 @@ impl State {
             runtime: ArcSwap::from_pointee(Runtime {
                 config: Arc::new(config),
                 client,
+                secret_keywords: Arc::new(crate::protect::restore::secret_keywords(&engine)),
                 engine,
             }),
             keys: ArcSwap::from_pointee(keys),
@@ -294,10 +297,12 @@ impl State {
         } else {
             Arc::new(build_engine(&config)?)
         };
+        let secret_keywords = Arc::new(crate::protect::restore::secret_keywords(&engine));
         self.runtime.store(Arc::new(Runtime {
             config: Arc::new(config),
             client,
             engine,
+            secret_keywords,
         }));
         Ok(())
     }

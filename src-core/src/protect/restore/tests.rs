@@ -173,8 +173,10 @@ fn whole_json_responses_are_restored_in_place() {
 }
 
 fn guard() -> OutputGuard {
+    let engine = Arc::new(Engine::new().expect("engine"));
     OutputGuard {
-        engine: Arc::new(Engine::new().expect("engine")),
+        secret_keywords: Arc::new(secret_keywords(&engine)),
+        engine,
         redact_secrets: true,
         neutralize_links: true,
         warn_only: false,
@@ -201,6 +203,55 @@ fn output_guard_redacts_secrets_and_neutralizes_exfil_links() {
         "a link without data is kept: {out}"
     );
     assert_eq!(notes.iter().filter(|n| n.kind == "exfil").count(), 1);
+}
+
+/// Regression: a secret cut across stream events reached the client, each piece checked alone.
+#[test]
+fn output_secret_split_across_stream_events_is_redacted() {
+    let key = format!("{}{}", "AKIA", "Q3ZLWB4T7HXVN2PR");
+    let text = format!("token {key} end. Ask me anything.");
+    for step in [1, 2, 3, 5, 7] {
+        let mut r = StreamRestorer::new(None, Some(guard()));
+        let mut seen = String::new();
+        let chars: Vec<char> = text.chars().collect();
+        for piece in chars.chunks(step) {
+            let piece: String = piece.iter().collect();
+            let (raw, data) = openai_event(&piece);
+            let out = r.on_event(&raw, None, &data, true).unwrap_or(raw);
+            for ev in crate::sse::split_all(&out).0 {
+                let v: Value = serde_json::from_str(&ev.data).expect("json");
+                seen.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+            }
+        }
+        for ev in crate::sse::split_all(&r.finish()).0 {
+            let v: Value = serde_json::from_str(&ev.data).expect("json");
+            seen.push_str(v["choices"][0]["delta"]["content"].as_str().unwrap_or(""));
+        }
+        assert_eq!(
+            seen, "token [REDACTED:aws-access-key-id] end. Ask me anything.",
+            "step {step}"
+        );
+    }
+}
+
+#[test]
+fn ordinary_words_are_not_held_by_the_secret_guard() {
+    let g = guard();
+    for text in ["hello there", "the answer is 42", "we use it", "done."] {
+        assert_eq!(g.partial_secret_start(text), None, "{text}");
+    }
+    assert!(g.partial_secret_start("key: AKIA").is_some());
+    assert!(
+        g.partial_secret_start("use gh").is_some(),
+        "a keyword's start is held"
+    );
+    assert!(
+        g.partial_secret_start("we use an API").is_some(),
+        "it may become api_key=…"
+    );
+    assert!(g
+        .partial_secret_start("-----BEGIN RSA PRIVATE KEY-----\nMIIE")
+        .is_some());
 }
 
 #[test]

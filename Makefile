@@ -33,6 +33,8 @@ lint: setup
 
 test: lint
 	$(CARGO) build --workspace
+	@echo "== the repository must pass its own scanner"
+	$(TARGET_DIR)/debug/airlock scan .
 	scripts/with-keyring.sh scripts/test-all.sh
 
 # Single suites, for iterating (after one `make test` or `make setup build`).

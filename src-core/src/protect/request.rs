@@ -201,10 +201,29 @@ impl Inspector<'_> {
         Ok(out)
     }
 
-    /// Inspects a body that is not JSON (multipart uploads): findings cannot be rewritten in
-    /// place, so any finding whose action is not `warn`/`allow` blocks the request.
-    pub fn inspect_bytes(&self, body: &[u8]) -> Outcome {
+    /// Inspects a body that is not JSON. Multipart uploads are read part by part: text, JSON
+    /// and JSONL parts (batch files, prompts) are scanned, binary media (audio, images) is not.
+    /// Findings cannot be rewritten in place here, so any finding whose action is stricter than
+    /// `warn` blocks the request.
+    pub fn inspect_other(&self, content_type: &str, body: &[u8]) -> Outcome {
         let mut out = Outcome::default();
+        let ct = content_type.to_ascii_lowercase();
+        if ct.starts_with("multipart/") {
+            match multipart_boundary(content_type) {
+                Some(boundary) => {
+                    for (name, offset, part) in multipart_text_parts(body, &boundary) {
+                        self.scan_region(part, offset, &format!("part {name:?}"), &mut out);
+                    }
+                }
+                None => self.scan_region(body, 0, "body", &mut out),
+            }
+        } else if !is_binary_media(&ct) {
+            self.scan_region(body, 0, "body", &mut out);
+        }
+        out
+    }
+
+    fn scan_region(&self, body: &[u8], offset: usize, what: &str, out: &mut Outcome) {
         self.engine.scan_bytes(body, |f| {
             let kind = f.kind.as_str();
             let action = self.action(kind, f.family, f.rule_id);
@@ -217,7 +236,11 @@ impl Inspector<'_> {
                 rule: f.rule_id.to_owned(),
                 kind: if kind == "secret" { "secret" } else { "pii" },
                 family: f.family.to_owned(),
-                location: format!("body[{}..{}]", f.span.start, f.span.end),
+                location: format!(
+                    "{what} bytes {}..{}",
+                    f.span.start + offset,
+                    f.span.end + offset
+                ),
                 action: if action > Action::Warn {
                     Action::Block
                 } else {
@@ -232,8 +255,80 @@ impl Inspector<'_> {
             out.decisions.push(d);
             true
         });
-        out
     }
+}
+
+/// Media types that hold no text to inspect.
+fn is_binary_media(ct: &str) -> bool {
+    [
+        "audio/",
+        "image/",
+        "video/",
+        "application/pdf",
+        "application/zip",
+        "font/",
+    ]
+    .iter()
+    .any(|p| ct.starts_with(p))
+}
+
+fn multipart_boundary(content_type: &str) -> Option<String> {
+    content_type.split(';').find_map(|p| {
+        let (k, v) = p.trim().split_once('=')?;
+        k.eq_ignore_ascii_case("boundary")
+            .then(|| v.trim_matches('"').to_owned())
+    })
+}
+
+/// The parts of a multipart body worth scanning as text: (name, byte offset, bytes).
+fn multipart_text_parts<'b>(body: &'b [u8], boundary: &str) -> Vec<(String, usize, &'b [u8])> {
+    let delim = format!("--{boundary}");
+    let d = delim.as_bytes();
+    let mut starts = Vec::new();
+    let mut i = 0;
+    while let Some(pos) = memchr::memmem::find(&body[i..], d) {
+        starts.push(i + pos);
+        i += pos + d.len();
+    }
+    let mut out = Vec::new();
+    for w in starts.windows(2) {
+        let part = &body[w[0] + d.len()..w[1]];
+        let Some(hdr_end) = memchr::memmem::find(part, b"\r\n\r\n") else {
+            continue;
+        };
+        let headers = String::from_utf8_lossy(&part[..hdr_end]).to_ascii_lowercase();
+        let content = &part[hdr_end + 4..];
+        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
+        let header = |name: &str| {
+            headers.lines().find_map(|l| {
+                l.trim()
+                    .strip_prefix(name)
+                    .map(|v| v.trim_start_matches(':').trim().to_owned())
+            })
+        };
+        let ct = header("content-type").unwrap_or_default();
+        let disposition = header("content-disposition").unwrap_or_default();
+        let field = |key: &str| {
+            disposition.split(';').find_map(|p| {
+                p.trim()
+                    .strip_prefix(key)
+                    .map(|v| v.trim_matches('"').to_owned())
+            })
+        };
+        let name = field("name=").unwrap_or_default();
+        let filename = field("filename=").unwrap_or_default();
+        let text_file = [
+            ".jsonl", ".json", ".txt", ".md", ".csv", ".tsv", ".yaml", ".yml", ".xml", ".html",
+        ]
+        .iter()
+        .any(|e| filename.ends_with(e));
+        let texty = ct.is_empty() || ct.starts_with("text/") || ct.contains("json") || text_file;
+        if texty && !is_binary_media(&ct) {
+            let offset = w[0] + d.len() + hdr_end + 4;
+            out.push((name, offset, content));
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -315,6 +410,36 @@ mod tests {
         let b = out.blocked.expect("blocked");
         assert_eq!(b.location, "messages[1].content[0].text");
         assert!(out.body.is_none());
+    }
+
+    #[test]
+    fn multipart_uploads_scan_text_parts_and_skip_media() {
+        let key = format!("{}{}", "AKIA", "Q3ZLWB4T7HXVN2PR");
+        let mut body = Vec::new();
+        body.extend_from_slice(
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n",
+        );
+        body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"audio.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n");
+        body.extend_from_slice(format!("ID3 {key} 4111111111111111").as_bytes());
+        body.extend_from_slice(b"\r\n--XyZ--\r\n");
+        let policy = Policy::default();
+        let vault = Vault::default();
+        let i = inspector(&policy, &vault);
+        let media = i.inspect_other("multipart/form-data; boundary=XyZ", &body);
+        assert!(
+            media.decisions.is_empty(),
+            "audio is not scanned: {:?}",
+            media.decisions
+        );
+        let jsonl = String::from_utf8(body)
+            .expect("utf8")
+            .replace("audio.mp3", "batch.jsonl")
+            .replace("audio/mpeg", "application/octet-stream");
+        let text = i.inspect_other("multipart/form-data; boundary=XyZ", jsonl.as_bytes());
+        let b = text.blocked.expect("a secret in a batch file blocks");
+        assert_eq!(b.rule, "aws-access-key-id");
+        assert!(b.location.starts_with("part \"file\""), "{}", b.location);
+        assert!(i.inspect_other("image/png", b"AKIA").decisions.is_empty());
     }
 
     #[test]

@@ -930,7 +930,11 @@ fn inspect_filter(
             }
         }
     } else {
-        inspector.inspect_bytes(&body)
+        let ct = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        inspector.inspect_other(ct, &body)
     };
     ctx.findings = outcome
         .decisions

@@ -11,7 +11,8 @@ OHA=$(command -v oha || echo "${CARGO_HOME:-$HOME/.cargo}/bin/oha")
 
 cargo build --release -q -p airlock -p airlock-e2e
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/release"
-AIRLOCK="$TARGET/airlock"
+# AIRLOCK_BENCH_BIN measures another build (e.g. an older commit) under the same load.
+AIRLOCK="${AIRLOCK_BENCH_BIN:-$TARGET/airlock}"
 MOCK="$TARGET/mock-upstream"
 
 WORK=$(mktemp -d)

@@ -48,6 +48,14 @@ impl LedgerWriter {
         retention: Option<Duration>,
     ) -> Result<(LedgerWriter, JoinHandle<()>), db::DbError> {
         let conn = db::open(data_dir)?;
+        // Checkpoints copy the WAL into the database file and fsync it. Done by the writer they
+        // would stall the commits responses wait for, so a separate connection does them.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(|error| db::DbError::Open {
+                path: data_dir.join(db::DB_FILE),
+                error,
+            })?;
+        spawn_checkpointer(data_dir)?;
         let (tx, rx) = sync_channel(CHANNEL_CAPACITY);
         let stats = Arc::new(WriterStats::default());
         let st = stats.clone();
@@ -105,6 +113,25 @@ impl LedgerWriter {
         }
         rx.recv_timeout(timeout).is_ok()
     }
+}
+
+/// Every second, a passive checkpoint from its own connection: it never blocks the writer, and
+/// keeps the WAL from growing. It stops when the process does.
+fn spawn_checkpointer(data_dir: &Path) -> Result<(), db::DbError> {
+    let conn = db::open(data_dir)?;
+    std::thread::Builder::new()
+        .name("airlock-checkpoint".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::debug!("ledger checkpoint: {e}");
+            }
+        })
+        .map_err(|e| db::DbError::Dir {
+            path: data_dir.to_owned(),
+            error: e,
+        })?;
+    Ok(())
 }
 
 fn run(

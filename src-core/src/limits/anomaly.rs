@@ -3,7 +3,7 @@
 //! high rate (extraction-like traffic). Alerts carry counts, never prompt text.
 
 use crate::config::Anomaly;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -34,6 +34,10 @@ struct KeyState {
     buckets: VecDeque<(u64, u32, u64)>,
     /// (when, exact hash, shape hash) of recent prompts.
     prompts: VecDeque<(Instant, u64, u64)>,
+    /// How often each exact prompt is in `prompts`, and each shape's distinct prompts with
+    /// their counts: kept in step with the queue so each request costs O(1).
+    exact_counts: HashMap<u64, u32>,
+    shape_variants: HashMap<u64, HashMap<u64, u32>>,
     last_alert: HashMap<AnomalyKind, Instant>,
 }
 
@@ -61,6 +65,8 @@ impl Detector {
             created: now,
             buckets: VecDeque::new(),
             prompts: VecDeque::new(),
+            exact_counts: HashMap::new(),
+            shape_variants: HashMap::new(),
             last_alert: HashMap::new(),
         });
         let mut alerts = Vec::new();
@@ -90,10 +96,18 @@ impl Detector {
                 .is_some_and(|(t, _, _)| now.duration_since(*t) > cfg.window)
                 || st.prompts.len() >= MAX_PROMPTS
             {
-                st.prompts.pop_front();
+                if let Some((_, h, s)) = st.prompts.pop_front() {
+                    st.forget(h, s);
+                }
             }
             st.prompts.push_back((now, exact, shape));
-            let repeats = st.prompts.iter().filter(|(_, h, _)| *h == exact).count() as u32;
+            *st.exact_counts.entry(exact).or_default() += 1;
+            *st.shape_variants
+                .entry(shape)
+                .or_default()
+                .entry(exact)
+                .or_default() += 1;
+            let repeats = st.exact_counts.get(&exact).copied().unwrap_or(0);
             if repeats >= cfg.repeat_threshold {
                 st.alert(
                     &mut alerts,
@@ -109,13 +123,7 @@ impl Detector {
                     },
                 );
             }
-            let variants: HashSet<u64> = st
-                .prompts
-                .iter()
-                .filter(|(_, _, s)| *s == shape)
-                .map(|(_, h, _)| *h)
-                .collect();
-            let variants = variants.len() as u32;
+            let variants = st.shape_variants.get(&shape).map_or(0, |v| v.len()) as u32;
             if variants >= cfg.variation_threshold {
                 st.alert(&mut alerts, cfg, now, account, AnomalyKind::ExtractionLike, || {
                     format!("{variants} systematic variations of one prompt in {:?} (extraction-like)", cfg.window)
@@ -166,6 +174,27 @@ impl Detector {
 }
 
 impl KeyState {
+    /// Takes one prompt that left the window out of the counts.
+    fn forget(&mut self, exact: u64, shape: u64) {
+        if let Some(n) = self.exact_counts.get_mut(&exact) {
+            *n -= 1;
+            if *n == 0 {
+                self.exact_counts.remove(&exact);
+            }
+        }
+        if let Some(v) = self.shape_variants.get_mut(&shape) {
+            if let Some(n) = v.get_mut(&exact) {
+                *n -= 1;
+                if *n == 0 {
+                    v.remove(&exact);
+                }
+            }
+            if v.is_empty() {
+                self.shape_variants.remove(&shape);
+            }
+        }
+    }
+
     fn bump(&mut self, now: Instant, reqs: u32, tokens: u64, keep: Duration) {
         let sec = now.duration_since(self.created).as_secs();
         match self.buckets.back_mut() {

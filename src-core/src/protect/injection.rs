@@ -52,6 +52,67 @@ const HIJACK: &[&str] = &[
     r"<\|im_start\|>\s*system|\[/?INST\]|<<SYS>>|</?system>",
 ];
 
+/// Words at least one phrase of every pattern contains: text without any of them cannot match,
+/// so the (much slower) phrase regexes run only on text that might.
+const TRIGGERS: &[&str] = &[
+    "ignor",
+    "disregard",
+    "forget",
+    "override",
+    "instruction",
+    "do not follow",
+    "reveal",
+    "system prompt",
+    "system message",
+    "initial prompt",
+    "developer message",
+    "what is your",
+    "what are your",
+    "what was your",
+    "muestra",
+    "revela",
+    "zeige",
+    "verrate",
+    "montre",
+    "révèle",
+    "affiche",
+    "you are now",
+    "you are no longer",
+    "act as",
+    "behave as",
+    "respond as",
+    "mode",
+    "system",
+    "assistant",
+    "<|im_start|>",
+    "[inst]",
+    "[/inst]",
+    "<<sys>>",
+    "vergiss",
+    "instrucciones",
+    "indicaciones",
+    "istruzioni",
+    "instruções",
+    "忽略",
+    "无视",
+    "無視",
+    "指示",
+    "命令",
+    "むし",
+    "rules:",
+];
+
+static TRIGGER_AC: LazyLock<Option<aho_corasick::AhoCorasick>> = LazyLock::new(|| {
+    aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(TRIGGERS)
+        .ok()
+});
+
+fn may_match(text: &str) -> bool {
+    TRIGGER_AC.as_ref().is_none_or(|ac| ac.is_match(text))
+}
+
 static SETS: LazyLock<[(&'static str, f32, RegexSet); 3]> = LazyLock::new(|| {
     let set = |p: &[&str]| RegexSet::new(p).unwrap_or_else(|_| RegexSet::empty());
     [
@@ -72,6 +133,9 @@ fn role_weight(role: Role) -> f32 {
 }
 
 fn phrases(text: &str, location: &str, w: f32, out: &mut Vec<Reason>) {
+    if !may_match(text) {
+        return;
+    }
     for (signal, base, set) in SETS.iter() {
         if set.is_match(text) {
             out.push(Reason {
@@ -93,45 +157,48 @@ pub fn assess<'a>(texts: impl IntoIterator<Item = (&'a str, Role, String)>) -> R
         }
         phrases(text, &location, w, &mut reasons);
 
-        // Unicode tag characters (U+E0000–U+E007F) spell invisible ASCII: "ASCII smuggling".
-        let smuggled: String = text
-            .chars()
-            .filter_map(|c| {
-                let cp = c as u32;
-                (0xE0000..=0xE007F)
-                    .contains(&cp)
-                    .then(|| char::from_u32(cp - 0xE0000).unwrap_or(' '))
-            })
-            .collect();
-        if !smuggled.is_empty() {
-            reasons.push(Reason {
-                signal: "unicode_tag_smuggling",
-                location: location.clone(),
-                weight: 1.2 * w,
-            });
-            phrases(
-                &smuggled,
-                &format!("{location} (hidden tag text)"),
-                w,
-                &mut reasons,
-            );
-        }
-        if text
-            .chars()
-            .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
-        {
-            reasons.push(Reason {
-                signal: "bidi_control",
-                location: location.clone(),
-                weight: 0.6 * w,
-            });
-        }
-        if has_zero_width_run(text) {
-            reasons.push(Reason {
-                signal: "zero_width_run",
-                location: location.clone(),
-                weight: 0.5 * w,
-            });
+        // Invisible characters are all outside ASCII: plain ASCII text skips these passes.
+        if !text.is_ascii() {
+            // Unicode tag characters (U+E0000–U+E007F) spell invisible ASCII: "ASCII smuggling".
+            let smuggled: String = text
+                .chars()
+                .filter_map(|c| {
+                    let cp = c as u32;
+                    (0xE0000..=0xE007F)
+                        .contains(&cp)
+                        .then(|| char::from_u32(cp - 0xE0000).unwrap_or(' '))
+                })
+                .collect();
+            if !smuggled.is_empty() {
+                reasons.push(Reason {
+                    signal: "unicode_tag_smuggling",
+                    location: location.clone(),
+                    weight: 1.2 * w,
+                });
+                phrases(
+                    &smuggled,
+                    &format!("{location} (hidden tag text)"),
+                    w,
+                    &mut reasons,
+                );
+            }
+            if text
+                .chars()
+                .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+            {
+                reasons.push(Reason {
+                    signal: "bidi_control",
+                    location: location.clone(),
+                    weight: 0.6 * w,
+                });
+            }
+            if has_zero_width_run(text) {
+                reasons.push(Reason {
+                    signal: "zero_width_run",
+                    location: location.clone(),
+                    weight: 0.5 * w,
+                });
+            }
         }
         for decoded in base64_texts(text) {
             let before = reasons.len();
@@ -170,15 +237,43 @@ fn has_zero_width_run(text: &str) -> bool {
     false
 }
 
-/// Long base64 tokens that decode to mostly printable text.
+/// Bytes that can be part of a base64 (standard or URL-safe) token.
+static B64: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || c == b'+'
+            || c == b'/'
+            || c == b'='
+            || c == b'-'
+            || c == b'_';
+        b += 1;
+    }
+    t
+};
+
+/// Long base64 tokens that decode to mostly printable text. One byte pass finds runs of 40+
+/// base64 characters; only those are decoded.
 fn base64_texts(text: &str) -> Vec<String> {
+    let is_b64 = |b: u8| B64[b as usize];
+    let bytes = text.as_bytes();
     let mut out = Vec::new();
-    for token in text
-        .split(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=' | '-' | '_')))
-    {
-        if token.len() < 40 {
+    let mut i = 0;
+    while i < bytes.len() {
+        if !is_b64(bytes[i]) {
+            i += 1;
             continue;
         }
+        let start = i;
+        while i < bytes.len() && is_b64(bytes[i]) {
+            i += 1;
+        }
+        if i - start < 40 {
+            continue;
+        }
+        let token = &text[start..i];
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(token)
             .or_else(|_| {

@@ -2,7 +2,7 @@
 //! clean prose, source code, and text dense with findings.
 //!
 //! `cargo bench -p airlock --bench engine`. With `AIRLOCK_BENCH_DUMP=dir` the inputs are also
-//! written to `dir` so other scanners can be timed on the same bytes (BENCHMARKS-engine.md).
+//! written to `dir` so other scanners can be timed on the same bytes (BENCHMARKS.md).
 
 #[path = "../../tests/corpus/corpus.rs"]
 #[allow(dead_code)]

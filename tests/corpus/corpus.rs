@@ -4,7 +4,7 @@
 //! Everything is generated from a fixed seed at test time (values come from the engine's
 //! test generator, with valid checksums), so the repository holds no credential. Used by
 //! `src-core/tests/scan_corpus.rs` (recall/precision gate) and, with `AIRLOCK_CORPUS_DIR` set,
-//! to write the files used for the benchmarks in BENCHMARKS-engine.md.
+//! to write the files used for the benchmarks in BENCHMARKS.md.
 
 use airlock::inspect::testgen::Gen;
 

@@ -181,10 +181,10 @@ pub fn run(ctx: &Ctx, config: &Config, file: &Path) -> anyhow::Result<()> {
                 out.push_str(&render(a.export, &a.name, url));
                 out.push('\n');
                 if a.value.as_str() != url {
+                    // The old value is not printed: a gateway URL can carry credentials.
                     changes.push(format!(
-                        "{}: set to {url} (was {})",
-                        a.name,
-                        a.value.as_str()
+                        "{}: set to {url} (replaced the previous value)",
+                        a.name
                     ));
                 }
                 base_url_done.insert(

@@ -145,54 +145,81 @@ impl Budget {
     }
 }
 
-/// Limits for one key (from `[limits]` defaults and `[limits.keys.NAME]`).
+/// Model name globs, compiled once when the config loads.
+#[derive(Debug, Clone)]
+pub struct ModelGlobs {
+    patterns: Vec<String>,
+    set: globset::GlobSet,
+}
+
+impl PartialEq for ModelGlobs {
+    fn eq(&self, other: &Self) -> bool {
+        self.patterns == other.patterns
+    }
+}
+
+impl Default for ModelGlobs {
+    fn default() -> Self {
+        ModelGlobs {
+            patterns: Vec::new(),
+            set: globset::GlobSet::empty(),
+        }
+    }
+}
+
+impl ModelGlobs {
+    pub fn new(patterns: &[String]) -> Result<ModelGlobs, String> {
+        let mut b = globset::GlobSetBuilder::new();
+        for p in patterns {
+            b.add(globset::Glob::new(p).map_err(|e| format!("{p:?}: {e}"))?);
+        }
+        let set = b.build().map_err(|e| e.to_string())?;
+        Ok(ModelGlobs {
+            patterns: patterns.to_vec(),
+            set,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.patterns.is_empty()
+    }
+
+    pub fn matches(&self, model: &str) -> bool {
+        self.set.is_match(model)
+    }
+
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+}
+
+/// The effective limits for one key: `[limits.keys.NAME]` over the `[limits]` defaults, merged
+/// when the config loads.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct KeyLimits {
     pub budget: Budget,
     pub rpm: Option<u32>,
     pub tpm: Option<u64>,
     pub max_tokens: Option<u64>,
-    pub models_allow: Vec<String>,
-    pub models_deny: Vec<String>,
+    pub models_allow: ModelGlobs,
+    pub models_deny: ModelGlobs,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Limits {
     pub global: Budget,
     pub providers: BTreeMap<String, Budget>,
-    /// Applies to every key, under any per-key settings.
+    /// Every key without its own `[limits.keys.NAME]`.
     pub default_key: KeyLimits,
+    /// Keys with their own settings, already merged over the defaults.
     pub keys: BTreeMap<String, KeyLimits>,
     pub soft_alert: f64,
 }
 
 impl Limits {
-    /// The effective limits of `account`: its own settings over the defaults.
-    pub fn for_key(&self, account: &str) -> KeyLimits {
-        let d = &self.default_key;
-        match self.keys.get(account) {
-            None => d.clone(),
-            Some(k) => KeyLimits {
-                budget: Budget {
-                    daily_micros: k.budget.daily_micros.or(d.budget.daily_micros),
-                    monthly_micros: k.budget.monthly_micros.or(d.budget.monthly_micros),
-                },
-                rpm: k.rpm.or(d.rpm),
-                tpm: k.tpm.or(d.tpm),
-                max_tokens: k.max_tokens.or(d.max_tokens),
-                models_allow: if k.models_allow.is_empty() {
-                    d.models_allow.clone()
-                } else {
-                    k.models_allow.clone()
-                },
-                models_deny: d
-                    .models_deny
-                    .iter()
-                    .chain(&k.models_deny)
-                    .cloned()
-                    .collect(),
-            },
-        }
+    /// The effective limits of `account`.
+    pub fn for_key(&self, account: &str) -> &KeyLimits {
+        self.keys.get(account).unwrap_or(&self.default_key)
     }
 }
 
@@ -385,18 +412,18 @@ impl ConfigFile {
             })
         };
         let l = &self.limits;
+        // A key's own setting wins over the `[limits]` default for it.
         let key_limits = |field: &str, k: &file::KeyLimitsFile| -> Result<KeyLimits, ConfigError> {
-            for g in k.models_allow.iter().chain(&k.models_deny) {
-                globset::Glob::new(g)
-                    .map_err(|e| invalid(&format!("{field}.models"), format!("{g:?}: {e}")))?;
-            }
+            let globs = |name: &str, patterns: &[String]| {
+                ModelGlobs::new(patterns).map_err(|m| invalid(&format!("{field}.{name}"), m))
+            };
             Ok(KeyLimits {
                 budget: budget(field, k.daily_usd, k.monthly_usd)?,
-                rpm: k.rpm.filter(|v| *v > 0),
-                tpm: k.tpm.filter(|v| *v > 0),
-                max_tokens: k.max_tokens,
-                models_allow: k.models_allow.clone(),
-                models_deny: k.models_deny.clone(),
+                rpm: k.rpm.filter(|v| *v > 0).or(l.rpm.filter(|v| *v > 0)),
+                tpm: k.tpm.filter(|v| *v > 0).or(l.tpm.filter(|v| *v > 0)),
+                max_tokens: k.max_tokens.or(l.max_tokens),
+                models_allow: globs("models_allow", &k.models_allow)?,
+                models_deny: globs("models_deny", &k.models_deny)?,
             })
         };
         let soft_alert = l.soft_alert.unwrap_or(0.8);
@@ -418,15 +445,7 @@ impl ConfigFile {
                     ))
                 })
                 .collect::<Result<_, ConfigError>>()?,
-            default_key: key_limits(
-                "limits",
-                &file::KeyLimitsFile {
-                    rpm: l.rpm,
-                    tpm: l.tpm,
-                    max_tokens: l.max_tokens,
-                    ..Default::default()
-                },
-            )?,
+            default_key: key_limits("limits", &file::KeyLimitsFile::default())?,
             keys: l
                 .keys
                 .iter()

@@ -260,8 +260,8 @@ async fn limits(state: &Arc<State>, config: &Config) -> Response<ProxyBody> {
             "tpm": kl.tpm,
             "tokens_last_minute": state.rates.tokens_last_minute(&k.name, instant),
             "max_tokens": kl.max_tokens,
-            "models_allow": kl.models_allow,
-            "models_deny": kl.models_deny,
+            "models_allow": kl.models_allow.patterns(),
+            "models_deny": kl.models_deny.patterns(),
         }));
     }
     json(

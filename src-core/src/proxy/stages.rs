@@ -581,13 +581,8 @@ async fn admit_limits(
     let account = identity.account.as_str();
     let limits = config.limits.for_key(account);
     if let Some(model) = &ctx.model {
-        let listed = |globs: &[String]| {
-            globs
-                .iter()
-                .any(|g| globset::Glob::new(g).is_ok_and(|g| g.compile_matcher().is_match(model)))
-        };
-        if listed(&limits.models_deny)
-            || (!limits.models_allow.is_empty() && !listed(&limits.models_allow))
+        if limits.models_deny.matches(model)
+            || (!limits.models_allow.is_empty() && !limits.models_allow.matches(model))
         {
             return Err(LimitError::ModelDenied {
                 key: account.to_owned(),

@@ -183,6 +183,21 @@ impl Policy {
         })
     }
 
+    /// The configured layers that apply, most precedent first: key, provider, global.
+    fn layers<'a>(
+        &'a self,
+        provider: &str,
+        account: Option<&str>,
+    ) -> impl Iterator<Item = &'a LayerFile> {
+        [
+            account.and_then(|a| self.keys.get(a)),
+            self.providers.get(provider),
+            Some(&self.global),
+        ]
+        .into_iter()
+        .flatten()
+    }
+
     /// The action for a finding: the most precedent layer with a setting wins (key over provider
     /// over global over the defaults), then a project layer may only make it stricter.
     pub fn action(
@@ -192,14 +207,8 @@ impl Policy {
         account: Option<&str>,
         project: Option<&LayerFile>,
     ) -> Action {
-        let layers = [
-            account.and_then(|a| self.keys.get(a)),
-            self.providers.get(provider),
-            Some(&self.global),
-        ];
-        let base = layers
-            .into_iter()
-            .flatten()
+        let base = self
+            .layers(provider, account)
             .find_map(|l| l.setting(s))
             .unwrap_or_else(|| default_action(s));
         match project.and_then(|p| p.setting(s)) {
@@ -214,14 +223,8 @@ impl Policy {
         account: Option<&str>,
         project: Option<&LayerFile>,
     ) -> Unparseable {
-        let layers = [
-            account.and_then(|a| self.keys.get(a)),
-            self.providers.get(provider),
-            Some(&self.global),
-        ];
-        let base = layers
-            .into_iter()
-            .flatten()
+        let base = self
+            .layers(provider, account)
             .find_map(|l| l.unparseable)
             .unwrap_or_default();
         // A project can only tighten: block wins.

@@ -64,18 +64,20 @@ start_mock() {
   MOCK_PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/mock.out" | head -1)
 }
 
-# start_airlock UPSTREAM_URL [extra TOML]: sets $AL_PORT, $KEY, $AIRLOCK_PID.
+# start_airlock UPSTREAM_URL [extra TOML]: sets $AL_PORT, $KEY, $AIRLOCK_PID. Set AL_NAME to run
+# more than one instance (each gets its own data dir and config).
 start_airlock() {
-  export AIRLOCK_DATA_DIR="$WORK/data" AIRLOCK_CONFIG="$WORK/airlock.toml" AIRLOCK_LOG=warn
+  local name=${AL_NAME:-data}
+  export AIRLOCK_DATA_DIR="$WORK/$name" AIRLOCK_CONFIG="$WORK/$name.toml" AIRLOCK_LOG=warn
   printf 'listen = "127.0.0.1:0"\nkeyring_service = "airlock-bench-%s"\n%s\n[providers.openai]\nupstream = "%s"\n' \
     "$$" "${2:-}" "$1" > "$AIRLOCK_CONFIG"
   echo "sk-bench-not-a-real-key-000000000000" | "$AIRLOCK" keys set openai >/dev/null
   KEY=$("$AIRLOCK" keys issue "bench-$RANDOM" 2>/dev/null)
-  "$AIRLOCK" serve > "$WORK/serve.out" 2> "$WORK/serve.err" &
+  "$AIRLOCK" serve > "$WORK/$name.out" 2> "$WORK/$name.err" &
   AIRLOCK_PID=$!
   PIDS+=("$AIRLOCK_PID")
-  for _ in $(seq 50); do grep -q "listening on" "$WORK/serve.out" 2>/dev/null && break; sleep 0.1; done
-  AL_PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/serve.out" | head -1)
+  for _ in $(seq 50); do grep -q "listening on" "$WORK/$name.out" 2>/dev/null && break; sleep 0.1; done
+  AL_PORT=$(sed -n 's/.*listening on http:\/\/127.0.0.1:\([0-9]*\).*/\1/p' "$WORK/$name.out" | head -1)
 }
 
 # run NAME URL BODYFILE oha-args...: writes $WORK/NAME.json

@@ -239,6 +239,8 @@ pub struct Anomaly {
 pub struct LedgerSettings {
     /// How long request rows are kept; `None` keeps them forever.
     pub retention: Option<Duration>,
+    /// `false` writes no rows at all (spend still counts in memory for budgets while running).
+    pub enabled: bool,
 }
 
 /// USD in config (a float, for people) to integer micro-dollars (for arithmetic).
@@ -480,6 +482,7 @@ impl ConfigFile {
                 Some(s) => Some(parse_duration(s).map_err(|m| invalid("ledger.retention", m))?),
                 None => Some(Duration::from_secs(180 * 86_400)),
             },
+            enabled: self.ledger.enabled.unwrap_or(true),
         };
 
         Ok(Config {

@@ -9,6 +9,7 @@
 
 pub mod db;
 pub mod query;
+pub mod spool;
 pub mod writer;
 
 pub use db::{open, DbError, DB_FILE};
@@ -48,7 +49,7 @@ impl Verdict {
 /// Token counts by class, as the provider bills them: `input` is the whole prompt, with
 /// `cached` (cache reads) and `cache_write` as parts of it; `output` is the whole output, with
 /// `reasoning` as part of it.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Tokens {
     pub input: u64,
     pub output: u64,
@@ -58,7 +59,7 @@ pub struct Tokens {
 }
 
 /// One decision of the inspection stage, as stored: never the value, only a keyed hash of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FindingRecord {
     pub rule: String,
     pub kind: String,
@@ -67,8 +68,8 @@ pub struct FindingRecord {
     pub value_hash: String,
 }
 
-/// One request, as the ledger stores it.
-#[derive(Debug, Clone, Serialize)]
+/// One request, as the ledger stores it (and as the spool holds it until then).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Record {
     pub id: String,
     /// Unix milliseconds when the request arrived.

@@ -118,4 +118,7 @@ pub struct AnomalyFile {
 pub struct LedgerFile {
     /// How long request rows are kept (default 180d).
     pub retention: Option<String>,
+    /// Record requests at all (default true). Off, nothing is written: no history, no spend
+    /// across restarts. For measuring Airlock's own cost and for throwaway setups.
+    pub enabled: Option<bool>,
 }

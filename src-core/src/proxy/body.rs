@@ -111,9 +111,9 @@ pub enum Metered {
 
 /// Called once when the body ends, however it ends, with the bytes passed through, what was
 /// metered and what the output guard found.
-/// It may return a signal that the request's ledger row is committed; a complete response
-/// holds its last bytes until then (at most [`COMMIT_WAIT`]), so a client never sees a request
-/// finish whose record a crash could still lose.
+/// The request's ledger row is durable when it returns (spooled), or it returns a signal that
+/// the row is committed: a complete response then holds its last bytes until the signal (at most
+/// [`COMMIT_WAIT`]), so a client never sees a request finish whose record a crash could lose.
 pub type OnEnd = Box<
     dyn FnOnce(BodyEnd, u64, Metered, Vec<OutputNote>) -> Option<crate::ledger::writer::Committed>
         + Send,

@@ -17,7 +17,7 @@ pub fn finish(
     r: Record,
     message: Option<String>,
     key_budget: Option<i64>,
-) -> crate::ledger::writer::Committed {
+) -> Option<crate::ledger::writer::Committed> {
     state
         .metrics
         .in_flight
@@ -109,7 +109,7 @@ pub fn finish(
         },
     };
     state.publish(event);
-    state.ledger.record_acked(r)
+    state.ledger.record(r)
 }
 
 /// One line per request: method, endpoint, status, reason. Never a key, query string or body.

@@ -77,8 +77,13 @@ pub async fn serve(
     let local = listener.local_addr()?;
     let store = KeyStore::open(&opts.data_dir)?;
     let grace = config.timeouts.shutdown_grace;
-    let (ledger, ledger_thread) =
-        crate::ledger::LedgerWriter::spawn(&opts.data_dir, config.ledger.retention)?;
+    let (ledger, ledger_thread) = if config.ledger.enabled {
+        let (w, t) = crate::ledger::LedgerWriter::spawn(&opts.data_dir, config.ledger.retention)?;
+        (w, Some(t))
+    } else {
+        tracing::warn!("the ledger is off ([ledger] enabled = false): no request is recorded");
+        (crate::ledger::LedgerWriter::disabled(), None)
+    };
     let state = State::new(config, store, local, ledger, &opts.data_dir)?;
     // Create the admin token now, so `airlock admin-token` and the UI agree from the start.
     if let Err(e) = state.admin_token().await {

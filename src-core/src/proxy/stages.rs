@@ -163,10 +163,11 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
         Err(err) => {
             // Like a complete response, a refusal is answered once its record is safe.
             let (resp, committed) = fail(&state, &rt.config, &ctx, err);
-            if tokio::time::timeout(body::COMMIT_WAIT, committed)
-                .await
-                .is_err()
-            {
+            let waited = match committed {
+                Some(c) => tokio::time::timeout(body::COMMIT_WAIT, c).await.is_ok(),
+                None => true,
+            };
+            if !waited {
                 tracing::warn!(
                     "ledger row not committed within {:?}; answering anyway",
                     body::COMMIT_WAIT
@@ -869,7 +870,7 @@ fn respond(
             r.error_source = Some("upstream".into());
         }
         let budget = done.key_budget();
-        Some(record::finish(&st, &config, r, None, budget))
+        record::finish(&st, &config, r, None, budget)
     });
     let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, filter, on_end);
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
@@ -1050,7 +1051,10 @@ fn fail(
     config: &Config,
     ctx: &RequestCtx,
     err: ProxyError,
-) -> (Response<ProxyBody>, crate::ledger::writer::Committed) {
+) -> (
+    Response<ProxyBody>,
+    Option<crate::ledger::writer::Committed>,
+) {
     let status = err.status();
     let kind = ctx.provider.as_ref().map(|p| p.kind);
     let mut resp = json_response(status, err.body(kind));

@@ -1,0 +1,450 @@
+//! The spool: an append-only file that request rows are written to before a response finishes,
+//! so the ledger writer can commit them to SQLite in batches, later, off the request path.
+//!
+//! Appending is one `write(2)` of a whole entry to a file opened `O_APPEND`: the bytes are in the
+//! kernel's page cache when the call returns, so a `kill -9` of Airlock cannot lose them, and no
+//! lock, channel hand-off or SQLite commit sits between a response and its client. (A power cut
+//! can lose the last rows, as it can lose SQLite's last WAL frames with `synchronous = NORMAL`.)
+//!
+//! Layout: a 16-byte header (`ALSPOOL1`, then a little-endian u64 generation), then entries of
+//! `[u32 payload length][u32 CRC-32 of the payload][payload]`. The writer reads from the offset it
+//! last committed up to the first entry that is incomplete (still being written, or torn by a
+//! crash), commits those rows together with the new offset in one SQLite transaction, and empties
+//! the file (next generation) once everything in it is committed. So a row is committed exactly
+//! once however the process dies; replaying after a crash is the same code path as normal work.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
+
+pub const SPOOL_FILE: &str = "ledger.spool";
+const MAGIC: &[u8; 8] = b"ALSPOOL1";
+pub const HEADER_LEN: u64 = 16;
+const ENTRY_HEAD: usize = 8;
+/// Larger rows (a stored prompt, say) take the channel instead and their response waits for the
+/// commit: one write of this size still costs a response nothing measurable.
+pub const MAX_ENTRY: usize = 256 * 1024;
+/// The file is emptied once everything in it is committed and it is at least this long.
+const ROTATE_AT: u64 = 1 << 20;
+
+/// Where the writer is in the spool: the file generation and the offset up to which every entry
+/// is committed. Stored in SQLite in the same transaction as the rows it covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub generation: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug)]
+pub struct Spool {
+    path: PathBuf,
+    /// Appends take the read side (they may run at once: `O_APPEND` places each write whole at
+    /// the end); emptying the file takes the write side, so no append straddles it.
+    file: RwLock<File>,
+    /// Set by the writer before it sleeps without a timeout; the next append wakes it.
+    parked: AtomicBool,
+    /// Set when an append failed: from then on rows take the channel (see [`Spool::usable`]).
+    broken: AtomicBool,
+}
+
+impl Spool {
+    /// Opens (or creates) the spool in `dir` and tells where to start reading, given the cursor
+    /// last committed to SQLite (`None` on a database that never had one).
+    pub fn open(dir: &Path, committed: Option<Cursor>) -> io::Result<(Spool, Cursor)> {
+        let path = dir.join(SPOOL_FILE);
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(&path)?;
+        let mut head = [0u8; HEADER_LEN as usize];
+        let len = file.metadata()?.len();
+        let found = if len >= HEADER_LEN {
+            file.read_exact_at(&mut head, 0)?;
+            (&head[..8] == MAGIC)
+                .then(|| u64::from_le_bytes(head[8..16].try_into().unwrap_or_default()))
+        } else {
+            None
+        };
+        let stored = committed.unwrap_or(Cursor {
+            generation: 0,
+            offset: HEADER_LEN,
+        });
+        let start = match found {
+            // The generation the database knows: resume where it stopped.
+            Some(g) if g == stored.generation => Cursor {
+                generation: g,
+                offset: stored.offset.max(HEADER_LEN),
+            },
+            // Any other generation holds nothing the database has: everything is replayed
+            // (inserts are idempotent, so even an unexpected file costs only time).
+            Some(g) => Cursor {
+                generation: g,
+                offset: HEADER_LEN,
+            },
+            // Missing, empty or foreign: start a fresh generation.
+            None => {
+                let g = stored.generation + 1;
+                file.set_len(0)?;
+                (&file).write_all(&header(g))?;
+                Cursor {
+                    generation: g,
+                    offset: HEADER_LEN,
+                }
+            }
+        };
+        let spool = Spool {
+            path,
+            file: RwLock::new(file),
+            parked: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
+        };
+        Ok((spool, start))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// False once an append has failed; the row then takes the channel.
+    pub fn usable(&self) -> bool {
+        !self.broken.load(Ordering::Relaxed)
+    }
+
+    /// Appends one entry with a single write. Returns whether the writer was parked and must be
+    /// woken.
+    pub fn append(&self, payload: &[u8]) -> io::Result<bool> {
+        let mut entry = Vec::with_capacity(ENTRY_HEAD + payload.len());
+        entry.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        entry.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        entry.extend_from_slice(payload);
+        let file = self.file.read().unwrap_or_else(|p| p.into_inner());
+        // One write: a short write would leave a torn entry that later entries sit behind.
+        match (&*file).write(&entry) {
+            Ok(n) if n == entry.len() => {}
+            Ok(n) => {
+                self.broken.store(true, Ordering::Relaxed);
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    format!("short write to the spool ({n} of {} bytes)", entry.len()),
+                ));
+            }
+            Err(e) => {
+                self.broken.store(true, Ordering::Relaxed);
+                return Err(e);
+            }
+        }
+        drop(file);
+        Ok(self.parked.load(Ordering::SeqCst) && self.parked.swap(false, Ordering::SeqCst))
+    }
+
+    /// Reads everything from `offset` to the end of the file into `buf` (cleared first).
+    pub fn read_from(&self, offset: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.clear();
+        let file = self.file.read().unwrap_or_else(|p| p.into_inner());
+        let len = file.metadata()?.len();
+        if len <= offset {
+            return Ok(());
+        }
+        buf.resize((len - offset) as usize, 0);
+        let mut got = 0;
+        while got < buf.len() {
+            match file.read_at(&mut buf[got..], offset + got as u64) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        buf.truncate(got);
+        Ok(())
+    }
+
+    /// The writer is about to sleep until woken.
+    pub fn park(&self) {
+        self.parked.store(true, Ordering::SeqCst);
+    }
+
+    pub fn unpark(&self) {
+        self.parked.store(false, Ordering::SeqCst);
+    }
+
+    /// Starts the next generation once the file has grown past a threshold (or at once with
+    /// `force`, or after a failed append): the entries not yet committed (`committed` onwards)
+    /// are copied into a new file, which is renamed over the old one, so at every instant one
+    /// complete spool holds them, whatever kills the process. Bytes that never formed a whole
+    /// entry are dropped. Appends wait for the swap (a few syscalls, once per megabyte).
+    /// Returns the new cursor when it started a new generation.
+    pub fn rotate(&self, committed: Cursor, force: bool) -> io::Result<Option<Cursor>> {
+        let force = force || !self.usable();
+        if committed.offset < ROTATE_AT && !force {
+            return Ok(None);
+        }
+        let mut file = self.file.write().unwrap_or_else(|p| p.into_inner());
+        let len = file.metadata()?.len();
+        if len == HEADER_LEN && committed.offset == HEADER_LEN {
+            return Ok(None); // nothing to start over from
+        }
+        let mut tail = vec![0u8; len.saturating_sub(committed.offset) as usize];
+        file.read_exact_at(&mut tail, committed.offset)?;
+        let whole = entries(&tail).last().map_or(0, |(_, end)| end);
+        if whole < tail.len() {
+            tracing::warn!(
+                bytes = tail.len() - whole,
+                "ledger spool: dropping bytes that never formed a whole entry"
+            );
+        }
+        let next = Cursor {
+            generation: committed.generation + 1,
+            offset: HEADER_LEN,
+        };
+        let tmp = self.path.with_extension("spool.next");
+        let mut fresh = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        let mut bytes = Vec::with_capacity(HEADER_LEN as usize + whole);
+        bytes.extend_from_slice(&header(next.generation));
+        bytes.extend_from_slice(&tail[..whole]);
+        fresh.write_all(&bytes)?;
+        drop(fresh);
+        std::fs::rename(&tmp, &self.path)?;
+        *file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .open(&self.path)?;
+        self.broken.store(false, Ordering::Relaxed);
+        Ok(Some(next))
+    }
+}
+
+fn header(generation: u64) -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..].copy_from_slice(&generation.to_le_bytes());
+    h
+}
+
+/// The complete entries at the start of `buf`, each with the offset just past it (relative to
+/// `buf`). Stops at the first entry that is incomplete or fails its checksum.
+pub fn entries(buf: &[u8]) -> impl Iterator<Item = (&[u8], usize)> {
+    let mut at = 0usize;
+    std::iter::from_fn(move || {
+        let rest = buf.get(at..)?;
+        let head = rest.get(..ENTRY_HEAD)?;
+        let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+        let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
+        let payload = rest.get(ENTRY_HEAD..ENTRY_HEAD.checked_add(len)?)?;
+        if len > MAX_ENTRY || crc32fast::hash(payload) != crc {
+            return None;
+        }
+        at += ENTRY_HEAD + len;
+        Some((payload, at))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spool(dir: &Path, committed: Option<Cursor>) -> (Spool, Cursor) {
+        Spool::open(dir, committed).expect("open spool")
+    }
+
+    fn read_all(s: &Spool, from: u64) -> Vec<Vec<u8>> {
+        let mut buf = Vec::new();
+        s.read_from(from, &mut buf).expect("read");
+        entries(&buf).map(|(p, _)| p.to_vec()).collect()
+    }
+
+    #[test]
+    fn appended_entries_read_back_in_order_from_a_fresh_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(dir.path(), None);
+        assert_eq!(
+            start,
+            Cursor {
+                generation: 1,
+                offset: HEADER_LEN
+            }
+        );
+        for i in 0..100u32 {
+            s.append(format!("row {i}").as_bytes()).expect("append");
+        }
+        let rows = read_all(&s, start.offset);
+        assert_eq!(rows.len(), 100);
+        assert_eq!(rows[0], b"row 0");
+        assert_eq!(rows[99], b"row 99");
+    }
+
+    #[test]
+    fn reopening_resumes_at_the_committed_offset_of_the_same_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(dir.path(), None);
+        s.append(b"first").expect("append");
+        let mut buf = Vec::new();
+        s.read_from(start.offset, &mut buf).expect("read");
+        let (_, end) = entries(&buf).next().expect("one entry");
+        s.append(b"second").expect("append");
+        drop(s);
+        let committed = Cursor {
+            generation: start.generation,
+            offset: start.offset + end as u64,
+        };
+        let (s, resume) = spool(dir.path(), Some(committed));
+        assert_eq!(resume, committed);
+        assert_eq!(read_all(&s, resume.offset), vec![b"second".to_vec()]);
+    }
+
+    #[test]
+    fn a_newer_generation_than_the_database_knows_is_replayed_whole() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(
+            dir.path(),
+            Some(Cursor {
+                generation: 4,
+                offset: 999,
+            }),
+        );
+        assert_eq!(
+            start.generation, 5,
+            "a fresh file starts after the stored generation"
+        );
+        s.append(b"a").expect("append");
+        drop(s);
+        // The database still says generation 4 (the crash came before the next commit).
+        let (s, resume) = spool(
+            dir.path(),
+            Some(Cursor {
+                generation: 4,
+                offset: 999,
+            }),
+        );
+        assert_eq!(
+            resume,
+            Cursor {
+                generation: 5,
+                offset: HEADER_LEN
+            }
+        );
+        assert_eq!(read_all(&s, resume.offset), vec![b"a".to_vec()]);
+    }
+
+    #[test]
+    fn a_torn_or_corrupt_tail_is_not_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(dir.path(), None);
+        s.append(b"whole").expect("append");
+        drop(s);
+        let path = dir.path().join(SPOOL_FILE);
+        let mut f = OpenOptions::new().append(true).open(&path).expect("open");
+        // A header promising 100 bytes, then only 3: a write cut short by a crash.
+        f.write_all(&100u32.to_le_bytes()).expect("w");
+        f.write_all(&0u32.to_le_bytes()).expect("w");
+        f.write_all(b"abc").expect("w");
+        drop(f);
+        let (s, _) = spool(dir.path(), None);
+        assert_eq!(read_all(&s, start.offset), vec![b"whole".to_vec()]);
+        // A complete entry whose checksum is wrong stops the read too.
+        let mut bad = Vec::new();
+        bad.extend_from_slice(&3u32.to_le_bytes());
+        bad.extend_from_slice(&1u32.to_le_bytes());
+        bad.extend_from_slice(b"xyz");
+        assert_eq!(entries(&bad).count(), 0);
+    }
+
+    #[test]
+    fn rotation_carries_uncommitted_entries_into_the_next_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(dir.path(), None);
+        let big = vec![b'x'; 64 * 1024];
+        for _ in 0..20 {
+            s.append(&big).expect("append");
+        }
+        let mut buf = Vec::new();
+        s.read_from(start.offset, &mut buf).expect("read");
+        let end = entries(&buf).last().expect("entries").1 as u64 + start.offset;
+        // Below the threshold nothing happens.
+        let small = Cursor {
+            generation: start.generation,
+            offset: HEADER_LEN + 8,
+        };
+        assert_eq!(s.rotate(small, false).expect("rotate"), None);
+        // Appended after the writer's read, so not committed yet: it must survive the rotation.
+        s.append(b"late").expect("append");
+        let c = Cursor {
+            generation: start.generation,
+            offset: end,
+        };
+        let next = s.rotate(c, false).expect("rotate").expect("rotated");
+        assert_eq!(
+            next,
+            Cursor {
+                generation: start.generation + 1,
+                offset: HEADER_LEN
+            }
+        );
+        assert_eq!(read_all(&s, next.offset), vec![b"late".to_vec()]);
+        let len = std::fs::metadata(s.path()).expect("meta").len();
+        assert_eq!(
+            len,
+            HEADER_LEN + 8 + 4,
+            "only the header and the uncommitted entry"
+        );
+        // Appends go to the new file; a reopen (a restart) finds both, in the new generation.
+        s.append(b"new").expect("append");
+        drop(s);
+        let (s, resume) = spool(dir.path(), Some(c));
+        assert_eq!(
+            resume, next,
+            "the database's generation is older: replay the whole file"
+        );
+        assert_eq!(
+            read_all(&s, resume.offset),
+            vec![b"late".to_vec(), b"new".to_vec()]
+        );
+    }
+
+    #[test]
+    fn concurrent_appends_never_interleave() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(dir.path(), None);
+        let s = std::sync::Arc::new(s);
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..500u32 {
+                        let payload = vec![t; 100 + (i as usize % 300)];
+                        s.append(&payload).expect("append");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("join");
+        }
+        let rows = read_all(&s, start.offset);
+        assert_eq!(rows.len(), 2000);
+        assert!(rows.iter().all(|r| r.iter().all(|&b| b == r[0])));
+    }
+
+    #[test]
+    fn a_parked_writer_is_woken_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, _) = spool(dir.path(), None);
+        assert!(!s.append(b"a").expect("append"), "not parked: no wake");
+        s.park();
+        assert!(
+            s.append(b"b").expect("append"),
+            "parked: the append wakes it"
+        );
+        assert!(!s.append(b"c").expect("append"), "woken already");
+    }
+}

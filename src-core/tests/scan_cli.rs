@@ -247,6 +247,32 @@ fn sarif_has_the_2_1_0_shape() {
 }
 
 #[test]
+fn sarif_uri_of_a_path_with_spaces_and_non_ascii_is_percent_encoded() {
+    let d = tmp();
+    let mut g = Gen::new(6);
+    write(
+        d.path(),
+        "team notes/naïve #1.txt",
+        &format!("token {}\n", g.github("ghp_")),
+    );
+    let r = run(d.path(), &["scan", ".", "--format", "sarif"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let doc: serde_json::Value =
+        serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("{e}: {}", r.stdout));
+    let loc = &doc["runs"][0]["results"][0]["locations"][0]["physicalLocation"];
+    assert_eq!(
+        loc["artifactLocation"]["uri"],
+        "team%20notes/na%C3%AFve%20%231.txt"
+    );
+    let text = run(d.path(), &["scan", "."]);
+    assert!(
+        text.stdout.starts_with("team notes/naïve #1.txt:1:7:"),
+        "text output keeps the plain path: {}",
+        text.stdout
+    );
+}
+
+#[test]
 fn missing_path_is_an_error() {
     let d = tmp();
     let r = run(d.path(), &["scan", "does-not-exist"]);

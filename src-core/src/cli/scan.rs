@@ -771,7 +771,7 @@ fn sarif(hits: &[Hit]) -> serde_json::Value {
                 "message": {"text": format!("{} ({}, {}) found: {}", h.rule, h.kind.as_str(), h.family, h.preview)},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": h.path, "uriBaseId": "%SRCROOT%"},
+                        "artifactLocation": {"uri": sarif_uri(&h.path), "uriBaseId": "%SRCROOT%"},
                         "region": {
                             "startLine": h.line,
                             "startColumn": h.col,
@@ -795,6 +795,25 @@ fn sarif(hits: &[Hit]) -> serde_json::Value {
             "results": results
         }]
     })
+}
+
+/// `path` as a SARIF `artifactLocation.uri`, which must be a URI reference (RFC 3986): every
+/// byte outside the unreserved and sub-delimiter characters is percent-encoded, so spaces and
+/// non-ASCII names validate, `%` `?` `#` do not start an escape, query or fragment, and `:` does
+/// not turn a first segment like `c:` into a scheme.
+fn sarif_uri(path: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut uri = String::with_capacity(path.len());
+    for &b in path.as_bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/!$&'()*+,;=@".contains(&b) {
+            uri.push(char::from(b));
+        } else {
+            uri.push('%');
+            uri.push(char::from(HEX[usize::from(b >> 4)]));
+            uri.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+    }
+    uri
 }
 
 // === Watch mode ===
@@ -912,6 +931,18 @@ mod tests {
         assert_eq!(c.at(buf, 6), (2, 3)); // after "cé" (é is 2 bytes)
         assert_eq!(c.at(buf, 9), (3, 1));
         assert_eq!(c.at(buf, 1), (1, 2), "going back works too");
+    }
+
+    #[test]
+    fn sarif_uri_percent_encodes_what_a_uri_path_cannot_hold() {
+        assert_eq!(sarif_uri("src/main.rs"), "src/main.rs");
+        assert_eq!(sarif_uri("-"), "-");
+        assert_eq!(
+            sarif_uri("docs/team notes/naïve #1 [draft].md"),
+            "docs/team%20notes/na%C3%AFve%20%231%20%5Bdraft%5D.md"
+        );
+        assert_eq!(sarif_uri("100%?.txt"), "100%25%3F.txt");
+        assert_eq!(sarif_uri("c:x/a+b(1).env"), "c%3Ax/a+b(1).env");
     }
 
     #[test]

@@ -77,6 +77,31 @@ fn bench(c: &mut Criterion) {
             start.elapsed()
         })
     });
+    // What a request pays: encoding its row and appending it to the spool (the commit happens
+    // later, on the writer thread).
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(50);
+    g.measurement_time(Duration::from_secs(5));
+    g.bench_function("record_on_request_path", |b| {
+        b.iter_custom(|iters| {
+            let mut spent = Duration::ZERO;
+            let mut left = iters;
+            while left > 0 {
+                let n = left.min(10_000);
+                let rows: Vec<Record> = (next..next + n).map(record).collect();
+                next += n;
+                let start = Instant::now();
+                for r in rows {
+                    assert!(writer.record(r).is_none(), "row took the slow path");
+                }
+                spent += start.elapsed();
+                // The writer catches up outside the timed part.
+                assert!(writer.flush(Duration::from_secs(60)), "ledger flush");
+                left -= n;
+            }
+            spent
+        })
+    });
     g.finish();
     assert_eq!(
         writer

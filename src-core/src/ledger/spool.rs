@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::RwLock;
 
 pub const SPOOL_FILE: &str = "ledger.spool";
@@ -27,8 +27,11 @@ const ENTRY_HEAD: usize = 8;
 /// Larger rows (a stored prompt, say) take the channel instead and their response waits for the
 /// commit: one write of this size still costs a response nothing measurable.
 pub const MAX_ENTRY: usize = 256 * 1024;
-/// The file is emptied once everything in it is committed and it is at least this long.
+/// A new generation starts once the file is at least this long.
 const ROTATE_AT: u64 = 1 << 20;
+/// If the writer falls this far behind (a stuck disk, a starved thread), rows take the channel
+/// and their responses wait for the commit again: back-pressure instead of an endless file.
+const MAX_PENDING: u64 = 64 << 20;
 
 /// Where the writer is in the spool: the file generation and the offset up to which every entry
 /// is committed. Stored in SQLite in the same transaction as the rows it covers.
@@ -48,6 +51,11 @@ pub struct Spool {
     parked: AtomicBool,
     /// Set when an append failed: from then on rows take the channel (see [`Spool::usable`]).
     broken: AtomicBool,
+    /// Bytes appended and bytes the writer has consumed, since start: their difference is how
+    /// far behind the writer is.
+    appended: AtomicU64,
+    consumed: AtomicU64,
+    max_pending: u64,
 }
 
 impl Spool {
@@ -102,6 +110,9 @@ impl Spool {
             file: RwLock::new(file),
             parked: AtomicBool::new(false),
             broken: AtomicBool::new(false),
+            appended: AtomicU64::new(0),
+            consumed: AtomicU64::new(0),
+            max_pending: MAX_PENDING,
         };
         Ok((spool, start))
     }
@@ -110,9 +121,28 @@ impl Spool {
         &self.path
     }
 
-    /// False once an append has failed; the row then takes the channel.
+    /// False once an append has failed, or while the writer is far behind; the row then takes
+    /// the channel.
     pub fn usable(&self) -> bool {
-        !self.broken.load(Ordering::Relaxed)
+        !self.broken.load(Ordering::Relaxed) && self.pending() < self.max_pending
+    }
+
+    /// Bytes appended that the writer has not consumed yet.
+    pub fn pending(&self) -> u64 {
+        self.appended
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.consumed.load(Ordering::Relaxed))
+    }
+
+    /// Forgets what was replayed at start (it was never counted as appended).
+    pub fn reset_backlog(&self) {
+        self.consumed
+            .store(self.appended.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// The writer has committed (or dropped) `bytes` more of the spool.
+    pub fn consumed(&self, bytes: u64) {
+        self.consumed.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Appends one entry with a single write. Returns whether the writer was parked and must be
@@ -125,7 +155,9 @@ impl Spool {
         let file = self.file.read().unwrap_or_else(|p| p.into_inner());
         // One write: a short write would leave a torn entry that later entries sit behind.
         match (&*file).write(&entry) {
-            Ok(n) if n == entry.len() => {}
+            Ok(n) if n == entry.len() => {
+                self.appended.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Ok(n) => {
                 self.broken.store(true, Ordering::Relaxed);
                 return Err(io::Error::new(
@@ -180,7 +212,7 @@ impl Spool {
     /// entry are dropped. Appends wait for the swap (a few syscalls, once per megabyte).
     /// Returns the new cursor when it started a new generation.
     pub fn rotate(&self, committed: Cursor, force: bool) -> io::Result<Option<Cursor>> {
-        let force = force || !self.usable();
+        let force = force || self.broken.load(Ordering::Relaxed);
         if committed.offset < ROTATE_AT && !force {
             return Ok(None);
         }
@@ -193,6 +225,7 @@ impl Spool {
         file.read_exact_at(&mut tail, committed.offset)?;
         let whole = entries(&tail).last().map_or(0, |(_, end)| end);
         if whole < tail.len() {
+            self.consumed((tail.len() - whole) as u64);
             tracing::warn!(
                 bytes = tail.len() - whole,
                 "ledger spool: dropping bytes that never formed a whole entry"
@@ -433,6 +466,25 @@ mod tests {
         let rows = read_all(&s, start.offset);
         assert_eq!(rows.len(), 2000);
         assert!(rows.iter().all(|r| r.iter().all(|&b| b == r[0])));
+    }
+
+    #[test]
+    fn a_writer_far_behind_makes_the_spool_refuse_rows_until_it_catches_up() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut s, _) = spool(dir.path(), None);
+        s.max_pending = 1000;
+        for _ in 0..9 {
+            s.append(&[b'r'; 100]).expect("append");
+        }
+        assert!(s.usable(), "{} bytes pending", s.pending());
+        s.append(&[b'r'; 100]).expect("append");
+        assert!(
+            !s.usable(),
+            "{} bytes pending: rows must take the slow path",
+            s.pending()
+        );
+        s.consumed(500);
+        assert!(s.usable());
     }
 
     #[test]

@@ -267,6 +267,7 @@ impl Writer {
             Ok(None) => {}
             Err(e) => tracing::error!("ledger spool: cannot start a new generation: {e}"),
         }
+        self.spool.reset_backlog();
         Ok(total)
     }
 
@@ -312,6 +313,7 @@ impl Writer {
         };
         let n = write_batch(&mut self.conn, rows, msgs, cursor, flushes, acks)?;
         self.cursor = cursor;
+        self.spool.consumed(end as u64);
         self.stats.written.fetch_add(n, Ordering::Relaxed);
         self.stats.dropped.fetch_add(bad, Ordering::Relaxed);
         Ok(Batch {

@@ -849,7 +849,10 @@ fn respond(
     if filter.rewrites() {
         parts.headers.remove(header::CONTENT_LENGTH);
     }
-    let on_end: body::OnEnd = Box::new(move |end, bytes, metered, notes| {
+    let finish = move |end: body::BodyEnd,
+                       bytes: u64,
+                       metered: body::Metered,
+                       notes: Vec<crate::protect::restore::OutputNote>| {
         let mut done = done;
         meter_response(&st, &mut done, kind, end, metered);
         for n in notes {
@@ -871,6 +874,19 @@ fn respond(
         }
         let budget = done.key_budget();
         record::finish(&st, &config, r, None, budget)
+    };
+    let on_end: body::OnEnd = Box::new(move |end, bytes, metered, notes| {
+        // A stream cut short is counted with a tokenizer (its first use loads tables for a
+        // tenth of a second): never on a worker thread other requests are waiting for. Nobody
+        // waits on this row: the client is gone or already has its error.
+        let cut = end != body::BodyEnd::Complete && matches!(metered, body::Metered::Stream(_));
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) if cut => {
+                rt.spawn_blocking(move || finish(end, bytes, metered, notes));
+                None
+            }
+            _ => finish(end, bytes, metered, notes),
+        }
     });
     let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, filter, on_end);
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))

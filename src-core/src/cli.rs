@@ -75,6 +75,9 @@ pub enum Command {
     Prices(prices::PricesCommand),
     /// Scan files, directories, stdin (`-`) or the staged diff for secrets and PII.
     Scan(scan::ScanArgs),
+    /// Internal: the token counter `serve` starts to estimate cut streams.
+    #[command(name = "__count-tokens", hide = true)]
+    CountTokens,
 }
 
 pub fn main() -> ExitCode {
@@ -104,6 +107,10 @@ pub fn main() -> ExitCode {
         Command::Resume => live::set_paused(&ctx, false),
         Command::AdminToken => live::admin_token(&ctx),
         Command::Prices(cmd) => prices::run(&ctx, cmd),
+        Command::CountTokens => {
+            crate::meter::counter::serve_counts(std::io::stdin().lock(), std::io::stdout().lock())
+                .map_err(anyhow::Error::from)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -31,6 +31,7 @@
 //! assert_eq!(cost(&usage, price).to_string(), "$0.000240");
 //! ```
 
+pub mod counter;
 mod estimate;
 mod extract;
 mod price;

@@ -25,6 +25,12 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> anyhow::Result<()> {
     config.allow_remote |= args.allow_remote;
     let config_path = path.filter(|p| explicit || p.exists());
     let data_dir = ctx.data_dir()?;
+    // Estimates of cut streams count tokens in a short-lived child, keeping ~45 MB of tokenizer
+    // tables out of this long-running process.
+    match std::env::current_exe() {
+        Ok(exe) => crate::meter::counter::use_helper_process(exe),
+        Err(e) => tracing::warn!("token counts stay in this process: {e}"),
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("airlock")

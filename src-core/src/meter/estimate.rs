@@ -56,20 +56,30 @@ impl Tokenizer {
         }
     }
 
-    /// Exact token count of `text` (for text up to `MAX_TOKENIZE_BYTES`, scaled beyond).
+    /// Exact token count of `text` (for text up to `MAX_TOKENIZE_BYTES`, scaled beyond), in
+    /// the helper process when the server set one up (see [`super::counter`]).
     pub fn count(self, text: &str) -> u64 {
         if text.is_empty() {
             return 0;
         }
         if text.len() <= MAX_TOKENIZE_BYTES {
-            return self.bpe().encode_ordinary(text).len() as u64;
+            return self.encoded_len(text);
         }
         let mut cut = MAX_TOKENIZE_BYTES;
         while !text.is_char_boundary(cut) {
             cut -= 1;
         }
-        let head = self.bpe().encode_ordinary(&text[..cut]).len() as u64;
+        let head = self.encoded_len(&text[..cut]);
         mul_div_ceil(head, text.len() as u64, cut as u64)
+    }
+
+    fn encoded_len(self, text: &str) -> u64 {
+        super::counter::count_in_helper(self, text).unwrap_or_else(|| self.count_here(text))
+    }
+
+    /// The count in this process (loads the tables on first use).
+    pub(super) fn count_here(self, text: &str) -> u64 {
+        self.bpe().encode_ordinary(text).len() as u64
     }
 }
 

@@ -465,4 +465,34 @@ async fn cut_streams_are_recorded_as_estimated_with_how_they_ended() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    // The estimates were counted in the short-lived helper, not in the server (whose memory
+    // would keep the tokenizer tables for good).
+    let server = env.airlock.pid().expect("server pid");
+    let helpers = children_running(server, "__count-tokens");
+    assert_eq!(helpers, 1, "one token-counter child of the server");
+    let log = env.airlock.stderr_tail();
+    assert!(
+        !log.contains("counting tokens in the server process"),
+        "fell back to counting in the server: {log}"
+    );
+}
+
+/// How many live children of `parent` have `arg` on their command line (from `/proc`).
+fn children_running(parent: u32, arg: &str) -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter(|e| {
+            let path = e.path();
+            let stat = std::fs::read_to_string(path.join("stat")).unwrap_or_default();
+            // Fields after the parenthesised name: state, then the parent's pid.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            let cmdline = std::fs::read(path.join("cmdline")).unwrap_or_default();
+            ppid == Some(parent) && cmdline.split(|b| *b == 0).any(|a| a == arg.as_bytes())
+        })
+        .count()
 }

@@ -44,6 +44,36 @@ impl Drop for Helper {
     }
 }
 
+/// Work that needs token counts, run off the request path.
+pub type Job = Box<dyn FnOnce() + Send>;
+
+static QUEUE: OnceLock<Option<std::sync::mpsc::SyncSender<Job>>> = OnceLock::new();
+
+/// Runs `job` on the one estimator thread (started on first use), in order. Gives the job back
+/// when the queue is full or the thread cannot start, so the caller can run it itself.
+pub fn in_background(job: Job) -> Result<(), Job> {
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(4096);
+        std::thread::Builder::new()
+            .name("airlock-estimate".into())
+            .spawn(move || {
+                for job in rx {
+                    job();
+                }
+            })
+            .map_err(|e| tracing::warn!("no estimator thread: {e}"))
+            .ok()
+            .map(|_| tx)
+    });
+    match queue {
+        Some(tx) => tx.try_send(job).map_err(|e| match e {
+            std::sync::mpsc::TrySendError::Full(j)
+            | std::sync::mpsc::TrySendError::Disconnected(j) => j,
+        }),
+        None => Err(job),
+    }
+}
+
 /// Counts in a child process running `exe __count-tokens` from now on (called by `serve`).
 pub fn use_helper_process(exe: PathBuf) {
     let _ = EXE.set(exe);

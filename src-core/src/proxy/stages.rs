@@ -880,13 +880,17 @@ fn respond(
         // tenth of a second): never on a worker thread other requests are waiting for. Nobody
         // waits on this row: the client is gone or already has its error.
         let cut = end != body::BodyEnd::Complete && matches!(metered, body::Metered::Stream(_));
-        match tokio::runtime::Handle::try_current() {
-            Ok(rt) if cut => {
-                rt.spawn_blocking(move || finish(end, bytes, metered, notes));
-                None
+        if cut {
+            let job: crate::meter::counter::Job = Box::new(move || {
+                finish(end, bytes, metered, notes);
+            });
+            // A full queue (thousands cut at once): count here rather than drop the row.
+            if let Err(job) = crate::meter::counter::in_background(job) {
+                job();
             }
-            _ => finish(end, bytes, metered, notes),
+            return None;
         }
+        finish(end, bytes, metered, notes)
     });
     let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, filter, on_end);
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))

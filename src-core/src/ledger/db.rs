@@ -120,6 +120,7 @@ pub fn open(dir: &Path) -> Result<Connection, DbError> {
     })?;
     restrict_permissions(dir);
     let path = dir.join(DB_FILE);
+    create_private(&path);
     let open_err = |error| DbError::Open {
         path: path.clone(),
         error,
@@ -172,6 +173,28 @@ fn restrict_permissions(dir: &Path) {
     }
 }
 
+/// Creates the database file readable by its owner only, before SQLite does (its `-wal` and
+/// `-shm` files then get the same mode).
+#[cfg(unix)]
+fn create_private(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let created = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path);
+    match created {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot pre-create the database file")
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn create_private(_path: &Path) {}
+
 #[cfg(not(unix))]
 fn restrict_permissions(_dir: &Path) {}
 
@@ -206,6 +229,17 @@ mod tests {
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .expect("mode");
         assert_eq!(mode, "wal");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            for f in [DB_FILE.to_owned(), format!("{DB_FILE}-wal")] {
+                let m = std::fs::metadata(dir.path().join(&f))
+                    .expect("file")
+                    .permissions()
+                    .mode();
+                assert_eq!(m & 0o777, 0o600, "{f} is readable by others");
+            }
+        }
         bump(&conn, "keys_generation").expect("bump");
         drop(conn);
         let conn = open(dir.path()).expect("reopen");

@@ -330,14 +330,15 @@ struct Batch {
     more: bool,
 }
 
-/// Lowers the calling thread to background priority (`SCHED_BATCH`, nice 19): the ledger's work
-/// can always wait a moment, a request never should, and on a busy laptop both share the cores.
+/// Lowers the calling thread to background priority (`SCHED_IDLE`): it runs when a core
+/// has nothing better to do. The ledger's work can always wait a moment (the spool holds the
+/// rows), a request never should, and on a busy laptop both share the cores.
 fn background_priority(what: &str) {
     use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
     if let Err(e) = thread_priority::set_thread_priority_and_policy(
         thread_priority::thread_native_id(),
         ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
     ) {
         tracing::debug!("cannot lower the {what} thread's priority: {e:?}");
     }
@@ -754,15 +755,15 @@ mod tests {
 mod priority_tests {
     use super::*;
 
-    /// The nice value of this process's thread named `name` (field 19 of `/proc/.../stat`).
-    fn nice_of(name: &str) -> Option<i64> {
+    /// Field `n` (1-based, as in proc(5)) of the stat line of this process's thread `name`.
+    fn stat_field(name: &str, n: usize) -> Option<i64> {
         for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
             let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
             if comm.trim() == name {
                 let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
-                // Fields after the parenthesised name: state is field 3, nice is field 19.
+                // Fields after the parenthesised name start at field 3 (state).
                 let rest = stat.rsplit_once(')')?.1;
-                return rest.split_whitespace().nth(16)?.parse().ok();
+                return rest.split_whitespace().nth(n - 3)?.parse().ok();
             }
         }
         None
@@ -773,7 +774,12 @@ mod priority_tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let (w, _t) = LedgerWriter::spawn(dir.path(), None).expect("spawn");
         assert!(w.flush(Duration::from_secs(10)), "writer running");
-        // Thread names are cut to 15 bytes by the kernel.
-        assert_eq!(nice_of("airlock-ledger"), Some(19));
+        // Thread names are cut to 15 bytes by the kernel. Field 41 is the scheduling policy
+        // (SCHED_IDLE is 5; under it the nice value plays no part).
+        assert_eq!(
+            stat_field("airlock-ledger", 41),
+            Some(5),
+            "scheduling policy"
+        );
     }
 }

@@ -330,15 +330,19 @@ struct Batch {
     more: bool,
 }
 
-/// Lowers the calling thread to background priority (`SCHED_IDLE`): it runs when a core
-/// has nothing better to do. The ledger's work can always wait a moment (the spool holds the
-/// rows), a request never should, and on a busy laptop both share the cores.
+/// Lowers the calling thread to background priority (`SCHED_BATCH`, nice 19): the ledger's work
+/// can always wait a moment (the spool holds the rows), a request never should, and on a busy
+/// laptop both share the cores. Not `SCHED_IDLE`: a starved writer would hold SQLite's write
+/// lock for seconds inside a transaction and make `airlock keys …` fail with "database is
+/// locked" (seen in the tests); nice 19 still gets a share, so a transaction ends in
+/// milliseconds even on a loaded machine. (An unprivileged thread cannot raise its priority
+/// again just for the transaction.)
 fn background_priority(what: &str) {
     use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
     if let Err(e) = thread_priority::set_thread_priority_and_policy(
         thread_priority::thread_native_id(),
         ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle),
+        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
     ) {
         tracing::debug!("cannot lower the {what} thread's priority: {e:?}");
     }
@@ -775,11 +779,12 @@ mod priority_tests {
         let (w, _t) = LedgerWriter::spawn(dir.path(), None).expect("spawn");
         assert!(w.flush(Duration::from_secs(10)), "writer running");
         // Thread names are cut to 15 bytes by the kernel. Field 41 is the scheduling policy
-        // (SCHED_IDLE is 5; under it the nice value plays no part).
+        // (SCHED_BATCH is 3), field 19 the nice value.
         assert_eq!(
             stat_field("airlock-ledger", 41),
-            Some(5),
+            Some(3),
             "scheduling policy"
         );
+        assert_eq!(stat_field("airlock-ledger", 19), Some(19), "nice");
     }
 }

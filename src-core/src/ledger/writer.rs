@@ -759,18 +759,23 @@ mod tests {
 mod priority_tests {
     use super::*;
 
-    /// Field `n` (1-based, as in proc(5)) of the stat line of this process's thread `name`.
-    fn stat_field(name: &str, n: usize) -> Option<i64> {
-        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim() == name {
-                let stat = std::fs::read_to_string(task.path().join("stat")).ok()?;
+    /// Fields `n` (1-based, as in proc(5)) of the stat lines of this process's threads `name`.
+    fn stat_fields(name: &str, n: &[usize]) -> Vec<Vec<i64>> {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return Vec::new();
+        };
+        tasks
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
+            })
+            .filter_map(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
                 // Fields after the parenthesised name start at field 3 (state).
-                let rest = stat.rsplit_once(')')?.1;
-                return rest.split_whitespace().nth(n - 3)?.parse().ok();
-            }
-        }
-        None
+                let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+                n.iter().map(|&i| rest.get(i - 3)?.parse().ok()).collect()
+            })
+            .collect()
     }
 
     #[test]
@@ -779,12 +784,17 @@ mod priority_tests {
         let (w, _t) = LedgerWriter::spawn(dir.path(), None).expect("spawn");
         assert!(w.flush(Duration::from_secs(10)), "writer running");
         // Thread names are cut to 15 bytes by the kernel. Field 41 is the scheduling policy
-        // (SCHED_BATCH is 3), field 19 the nice value.
-        assert_eq!(
-            stat_field("airlock-ledger", 41),
-            Some(3),
-            "scheduling policy"
-        );
-        assert_eq!(stat_field("airlock-ledger", 19), Some(19), "nice");
+        // (SCHED_BATCH is 3), field 19 the nice value. Other tests' writers may be starting at
+        // this moment, so allow them a moment to lower themselves too.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let seen = stat_fields("airlock-ledger", &[41, 19]);
+            assert!(!seen.is_empty(), "no writer thread found");
+            if seen.iter().all(|f| f == &[3, 19]) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "policy and nice: {seen:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }

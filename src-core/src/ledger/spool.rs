@@ -27,8 +27,13 @@ const ENTRY_HEAD: usize = 8;
 /// Larger rows (a stored prompt, say) take the channel instead and their response waits for the
 /// commit: one write of this size still costs a response nothing measurable.
 pub const MAX_ENTRY: usize = 256 * 1024;
-/// A new generation starts once the file is at least this long.
+/// A new generation starts once the file is at least this long, and at most this much not yet
+/// committed is carried over (more waits for the writer to catch up, so appends never wait for a
+/// long copy).
 const ROTATE_AT: u64 = 1 << 20;
+const MAX_CARRY: u64 = 256 << 10;
+/// The most the writer reads from the spool at once.
+const MAX_READ: u64 = 8 << 20;
 /// If the writer falls this far behind (a stuck disk, a starved thread), rows take the channel
 /// and their responses wait for the commit again: back-pressure instead of an endless file.
 const MAX_PENDING: u64 = 64 << 20;
@@ -84,10 +89,20 @@ impl Spool {
         });
         let start = match found {
             // The generation the database knows: resume where it stopped.
-            Some(g) if g == stored.generation => Cursor {
+            Some(g) if g == stored.generation && len >= stored.offset => Cursor {
                 generation: g,
                 offset: stored.offset.max(HEADER_LEN),
             },
+            // Shorter than what the database committed (the file lost its end, e.g. in a power
+            // cut): everything in it is committed, so start the next generation.
+            Some(g) if g == stored.generation => {
+                file.set_len(0)?;
+                (&file).write_all(&header(g + 1))?;
+                Cursor {
+                    generation: g + 1,
+                    offset: HEADER_LEN,
+                }
+            }
             // Any other generation holds nothing the database has: everything is replayed
             // (inserts are idempotent, so even an unexpected file costs only time).
             Some(g) => Cursor {
@@ -175,6 +190,7 @@ impl Spool {
     }
 
     /// Reads everything from `offset` to the end of the file into `buf` (cleared first).
+    /// At most [`MAX_READ`] bytes: a long backlog is read in steps.
     pub fn read_from(&self, offset: u64, buf: &mut Vec<u8>) -> io::Result<()> {
         buf.clear();
         let file = self.file.read().unwrap_or_else(|p| p.into_inner());
@@ -182,7 +198,7 @@ impl Spool {
         if len <= offset {
             return Ok(());
         }
-        buf.resize((len - offset) as usize, 0);
+        buf.resize((len - offset).min(MAX_READ) as usize, 0);
         let mut got = 0;
         while got < buf.len() {
             match file.read_at(&mut buf[got..], offset + got as u64) {
@@ -220,6 +236,9 @@ impl Spool {
         let len = file.metadata()?.len();
         if len == HEADER_LEN && committed.offset == HEADER_LEN {
             return Ok(None); // nothing to start over from
+        }
+        if len.saturating_sub(committed.offset) > MAX_CARRY && !force {
+            return Ok(None); // the writer is behind: rotate once it has caught up
         }
         let mut tail = vec![0u8; len.saturating_sub(committed.offset) as usize];
         file.read_exact_at(&mut tail, committed.offset)?;
@@ -367,6 +386,51 @@ mod tests {
             }
         );
         assert_eq!(read_all(&s, resume.offset), vec![b"a".to_vec()]);
+    }
+
+    #[test]
+    fn a_file_shorter_than_the_committed_offset_starts_a_new_generation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(dir.path(), None);
+        s.append(b"committed").expect("append");
+        drop(s);
+        // The database committed further than the file now reaches.
+        let stored = Cursor {
+            generation: start.generation,
+            offset: 10_000,
+        };
+        let (s, resume) = spool(dir.path(), Some(stored));
+        assert_eq!(
+            resume,
+            Cursor {
+                generation: start.generation + 1,
+                offset: HEADER_LEN
+            }
+        );
+        s.append(b"new").expect("append");
+        assert_eq!(
+            read_all(&s, resume.offset),
+            vec![b"new".to_vec()],
+            "new rows are read"
+        );
+    }
+
+    #[test]
+    fn a_long_uncommitted_tail_is_not_copied_while_appends_wait() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(dir.path(), None);
+        let big = vec![b'x'; 64 * 1024];
+        for _ in 0..40 {
+            s.append(&big).expect("append");
+        }
+        // Committed past the threshold, but over MAX_CARRY still waiting: no rotation yet.
+        let c = Cursor {
+            generation: start.generation,
+            offset: HEADER_LEN + 20 * (8 + 64 * 1024),
+        };
+        assert!(c.offset >= ROTATE_AT);
+        assert_eq!(s.rotate(c, false).expect("rotate"), None);
+        assert_eq!(read_all(&s, c.offset).len(), 20);
     }
 
     #[test]

@@ -110,7 +110,11 @@ impl KeyStore {
             globset::Glob::new(m)
                 .map_err(|e| StoreError::Invalid(format!("model pattern {m:?}: {e}")))?;
         }
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: take the write lock up front. A deferred transaction that reads and
+        // then writes fails at once (no busy wait) if the ledger committed in between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let parent_id: Option<i64> = match &req.parent {
             Some(parent) => Some(
                 tx.query_row(
@@ -167,7 +171,11 @@ impl KeyStore {
 
     /// Revokes a live key and every child key made from it. Returns how many were revoked.
     pub fn revoke(&mut self, name: &str) -> Result<usize, StoreError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: take the write lock up front. A deferred transaction that reads and
+        // then writes fails at once (no busy wait) if the ledger committed in between.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
         let id: i64 = tx
             .query_row(
@@ -339,6 +347,46 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let s = KeyStore::open(dir.path()).expect("open");
         (dir, s)
+    }
+
+    #[test]
+    fn issuing_and_revoking_keys_while_the_ledger_commits_never_fails_busy() {
+        let (dir, mut s) = store();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (path, stop) = (dir.path().to_owned(), stop.clone());
+            std::thread::spawn(move || {
+                let conn = db::open(&path).expect("open");
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    conn.execute(
+                        "INSERT INTO events (ts, kind, account, detail) VALUES (?1, 'test', NULL, '{}')",
+                        [i as i64],
+                    )
+                    .expect("ledger-like write");
+                    i += 1;
+                }
+            })
+        };
+        // A parent key makes `issue` read (the parent) before it writes.
+        s.issue(&IssueRequest {
+            name: "parent".into(),
+            ..Default::default()
+        })
+        .expect("issue parent");
+        for i in 0..100 {
+            let name = format!("child-{i}");
+            s.issue(&IssueRequest {
+                name: name.clone(),
+                parent: Some("parent".into()),
+                ..Default::default()
+            })
+            .unwrap_or_else(|e| panic!("issue {name}: {e}"));
+            s.revoke(&name)
+                .unwrap_or_else(|e| panic!("revoke {name}: {e}"));
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        writer.join().expect("writer");
     }
 
     #[test]

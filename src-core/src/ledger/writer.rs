@@ -447,7 +447,7 @@ fn write_batch(
     flushes: &mut Vec<SyncSender<()>>,
     acks: &mut Vec<tokio::sync::oneshot::Sender<()>>,
 ) -> rusqlite::Result<u64> {
-    let tx = conn.transaction()?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut n = 0;
     {
         let mut req = tx.prepare_cached(

@@ -6,9 +6,11 @@ use super::normalize::{self, Normalized};
 use super::rules::{self, CompiledRule, Kind, Precheck, RuleOverrides};
 use super::validate::{self, Validator};
 use super::InspectError;
-use aho_corasick::{AhoCorasick, AhoCorasickKind, MatchKind};
+use prefilter::{Hit, Keywords};
 use std::borrow::Cow;
 use std::ops::Range;
+
+mod prefilter;
 
 /// How a value was hidden when it was found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -158,7 +160,7 @@ struct Pattern {
 #[derive(Debug)]
 pub struct Engine {
     rules: Vec<CompiledRule>,
-    ac: AhoCorasick,
+    keywords: Keywords,
     patterns: Vec<Pattern>,
     /// Digit-triggered rules, ascending by minimum digit count.
     digit_rules: Vec<(u8, u32)>,
@@ -199,52 +201,11 @@ impl Engine {
         min_confidence: f32,
         global_allow: Vec<regex::bytes::Regex>,
     ) -> Result<Self, InspectError> {
-        let mut words: Vec<String> = Vec::new();
-        let mut patterns: Vec<Pattern> = Vec::new();
-        let mut index = std::collections::HashMap::<String, usize>::new();
-        let mut slot = |w: String, words: &mut Vec<String>, patterns: &mut Vec<Pattern>| -> usize {
-            let key = w.to_ascii_lowercase();
-            *index.entry(key.clone()).or_insert_with(|| {
-                words.push(key);
-                patterns.push(Pattern::default());
-                patterns.len() - 1
-            })
-        };
-        for (ri, r) in rules.iter().enumerate() {
-            for k in &r.keywords {
-                let p = slot(k.clone(), &mut words, &mut patterns);
-                if !patterns[p].rules.contains(&(ri as u32)) {
-                    patterns[p].rules.push(ri as u32);
-                }
-            }
-        }
-        // Encoded forms of the secret keywords, so an encoded secret is found by the same single
-        // pass. Only keywords of 4+ bytes: shorter ones would make too many noisy variants.
-        let secret_keywords: Vec<String> = rules
-            .iter()
-            .filter(|r| r.kind == Kind::Secret)
-            .flat_map(|r| r.keywords.iter().cloned())
-            .filter(|k| k.len() >= 4)
-            .collect();
-        for k in secret_keywords {
-            for (v, skip) in normalize::b64_variants(k.as_bytes()) {
-                let p = slot(v, &mut words, &mut patterns);
-                patterns[p].b64_skip = Some(skip as u8);
-            }
-            for v in normalize::pct_variants(k.as_bytes()) {
-                let p = slot(v, &mut words, &mut patterns);
-                patterns[p].pct = true;
-            }
-        }
-        let ac = AhoCorasick::builder()
-            .ascii_case_insensitive(true)
-            .match_kind(MatchKind::Standard)
-            .kind(Some(AhoCorasickKind::DFA))
-            .build(&words)
-            .map_err(|e| InspectError::Rule {
-                rule: "keywords".into(),
-                message: e.to_string(),
-            })?;
+        let (words, patterns) = keyword_patterns(&rules);
+        let keywords = Keywords::new(&words).map_err(|e| InspectError::Rule {
+            rule: "keywords".into(),
+            message: e.to_string(),
+        })?;
         let mut digit_rules: Vec<(u8, u32)> = rules
             .iter()
             .enumerate()
@@ -269,7 +230,7 @@ impl Engine {
         });
         Ok(Self {
             rules,
-            ac,
+            keywords,
             patterns,
             digit_rules,
             digit_set,
@@ -403,24 +364,25 @@ impl Engine {
         let bytes = text.as_bytes();
         let mut pending: Vec<Option<(usize, usize)>> = Vec::new();
         let mut decoded_until = 0usize;
-        for m in self.ac.find_overlapping_iter(bytes) {
-            let p = &self.patterns[m.pattern().as_usize()];
+        let mut hits: Vec<Hit> = Vec::new();
+        self.keywords.find(bytes, &mut hits);
+        for m in &hits {
+            let p = &self.patterns[m.pattern as usize];
             for &ri in &p.rules {
                 let rule = &self.rules[ri as usize];
                 match &rule.anchored {
-                    Some(re) => self.run_anchored(text, ri, re, m.start(), out),
+                    Some(re) => self.run_anchored(text, ri, re, m.start, out),
                     None => {
-                        let w = (m.start().saturating_sub(rule.before), m.end() + rule.after);
+                        let w = (m.start.saturating_sub(rule.before), m.end + rule.after);
                         self.push_window(text, ri, w, &mut pending, out);
                     }
                 }
             }
-            if decode && m.start() >= decoded_until {
+            if decode && m.start >= decoded_until {
                 if let Some(skip) = p.b64_skip {
-                    decoded_until =
-                        self.decode_b64_at(text, m.start(), m.end(), skip as usize, out);
+                    decoded_until = self.decode_b64_at(text, m.start, m.end, skip as usize, out);
                 } else if p.pct {
-                    decoded_until = self.decode_pct_at(text, m.start(), m.end(), out);
+                    decoded_until = self.decode_pct_at(text, m.start, m.end, out);
                 }
             }
         }
@@ -706,6 +668,49 @@ impl Engine {
             }
         }
     }
+}
+
+/// The keyword automaton's patterns (lowercase, deduplicated) and what each stands for: every
+/// rule keyword, plus base64 and percent-encoded forms of the secret keywords, so an encoded
+/// secret is found by the same pass. Only keywords of 4+ bytes get encoded forms: shorter ones
+/// would make too many noisy variants.
+fn keyword_patterns(rules: &[CompiledRule]) -> (Vec<String>, Vec<Pattern>) {
+    let mut words: Vec<String> = Vec::new();
+    let mut patterns: Vec<Pattern> = Vec::new();
+    let mut index = std::collections::HashMap::<String, usize>::new();
+    let mut slot = |w: String, words: &mut Vec<String>, patterns: &mut Vec<Pattern>| -> usize {
+        let key = w.to_ascii_lowercase();
+        *index.entry(key.clone()).or_insert_with(|| {
+            words.push(key);
+            patterns.push(Pattern::default());
+            patterns.len() - 1
+        })
+    };
+    for (ri, r) in rules.iter().enumerate() {
+        for k in &r.keywords {
+            let p = slot(k.clone(), &mut words, &mut patterns);
+            if !patterns[p].rules.contains(&(ri as u32)) {
+                patterns[p].rules.push(ri as u32);
+            }
+        }
+    }
+    let secret_keywords: Vec<String> = rules
+        .iter()
+        .filter(|r| r.kind == Kind::Secret)
+        .flat_map(|r| r.keywords.iter().cloned())
+        .filter(|k| k.len() >= 4)
+        .collect();
+    for k in secret_keywords {
+        for (v, skip) in normalize::b64_variants(k.as_bytes()) {
+            let p = slot(v, &mut words, &mut patterns);
+            patterns[p].b64_skip = Some(skip as u8);
+        }
+        for v in normalize::pct_variants(k.as_bytes()) {
+            let p = slot(v, &mut words, &mut patterns);
+            patterns[p].pct = true;
+        }
+    }
+    (words, patterns)
 }
 
 /// Whether any of `words` occurs in `hay` (lowercased) starting a word; with `whole`, also

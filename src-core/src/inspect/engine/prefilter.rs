@@ -1,0 +1,489 @@
+//! Keyword hits without running the big automaton over every byte.
+//!
+//! The automaton holds every keyword plus the base64 and percent-encoded forms of the secret
+//! keywords, about 1,500 patterns. Its transition table does not fit in L1, and an unanchored
+//! overlapping search (which has no prefilter) costs a few ns per byte, while most text holds
+//! no pattern at all. So a table of hashed four-byte windows, small enough for L1, marks where a
+//! pattern may start, and the automaton runs anchored at those offsets only.
+//!
+//! Windows are read at even offsets only. A pattern starting at an even offset fills the window
+//! there with its bytes `0..4`; one starting at an odd offset fills the next window with its
+//! bytes `1..5`. Shorter patterns are entered with every byte that can complete their window.
+//! Patterns of one or two bytes (`@`, `0x`) are found by `memchr` on one of their bytes.
+//! Bytes are folded with `| 0x20`, which maps ASCII letters of either case together, so the
+//! table answers for the case-insensitive automaton; other bytes may collide, which only costs
+//! a wasted anchored search.
+
+use aho_corasick::automaton::{Automaton, OverlappingState};
+use aho_corasick::dfa::DFA;
+use aho_corasick::{Anchored, Input, MatchKind, StartKind};
+
+/// Window bit tables: 2^20 bits = 128 KiB each. Text touches few of their lines (its windows
+/// repeat), and fewer false hits save more than the misses cost.
+const TABLE_BITS: u32 = 20;
+const TABLE_WORDS: usize = 1 << (TABLE_BITS - 6);
+const FOLD4: u32 = 0x2020_2020;
+const FOLD8: u64 = 0x2020_2020_2020_2020;
+
+/// One keyword hit: `start..end` in the text and the automaton's pattern index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Hit {
+    pub start: usize,
+    pub end: usize,
+    pub pattern: u32,
+}
+
+/// A pattern of one or two bytes, found by searching for one of its bytes.
+#[derive(Debug)]
+struct Short {
+    /// The pattern, lowercase.
+    bytes: Vec<u8>,
+    /// Which of its bytes is searched for.
+    at: usize,
+    pattern: u32,
+}
+
+/// What a marked window asks for: a pattern may start at `window + offset` (-1, 0 or 1) if
+/// the eight folded bytes there, under `mask`, equal `prefix` (the pattern's first up to eight
+/// bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Check {
+    offset: i8,
+    prefix: u64,
+    mask: u64,
+}
+
+/// The keyword automaton and the window tables in front of it.
+#[derive(Debug)]
+pub(super) struct Keywords {
+    /// Built for unanchored and anchored searches.
+    dfa: DFA,
+    /// One bit per hash of a folded four-byte window that a pattern can fill; read for every
+    /// window, so it is small.
+    first: Box<[u64; TABLE_WORDS]>,
+    /// The same windows under another hash; read only where `first` says yes.
+    second: Box<[u64; TABLE_WORDS]>,
+    /// The exact windows behind the bits and the checks each one calls for.
+    exact: Windows,
+    checks: Vec<Check>,
+    short: Vec<Short>,
+    /// The bytes `memchr` looks for (both cases of a letter), in groups of up to three.
+    short_bytes: Vec<Vec<u8>>,
+}
+
+/// An open-addressing map from a folded window to its run of checks. A folded window never
+/// is 0 (every byte has bit 5 set), so 0 marks a free slot.
+#[derive(Debug)]
+struct Windows {
+    keys: Box<[u32]>,
+    /// `start..end` in `checks`.
+    runs: Box<[(u32, u32)]>,
+}
+
+impl Windows {
+    /// The slot holding `key`, or the free slot where it would go.
+    #[inline]
+    fn slot(&self, key: u32) -> usize {
+        let mask = self.keys.len() - 1;
+        let mut i = (key.wrapping_mul(0x85EB_CA6B) >> 7) as usize & mask;
+        while self.keys[i] != 0 && self.keys[i] != key {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+}
+
+#[inline(always)]
+fn bucket(window: u32) -> usize {
+    (window.wrapping_mul(0x9E37_79B1) >> (32 - TABLE_BITS)) as usize
+}
+
+#[inline(always)]
+fn bucket2(window: u32) -> usize {
+    (window.wrapping_mul(0xC2B2_AE35) >> (32 - TABLE_BITS)) as usize
+}
+
+#[inline(always)]
+fn test(table: &[u64; TABLE_WORDS], b: usize) -> u64 {
+    (table[(b >> 6) & (TABLE_WORDS - 1)] >> (b & 63)) & 1
+}
+
+fn zeroed() -> Box<[u64; TABLE_WORDS]> {
+    match vec![0u64; TABLE_WORDS].into_boxed_slice().try_into() {
+        Ok(t) => t,
+        Err(_) => unreachable!("the vector has TABLE_WORDS words"),
+    }
+}
+
+fn set(table: &mut [u64; TABLE_WORDS], b: usize) {
+    table[(b >> 6) & (TABLE_WORDS - 1)] |= 1 << (b & 63);
+}
+
+fn window(bytes: [u8; 4]) -> u32 {
+    u32::from_le_bytes(bytes.map(|b| b | 0x20))
+}
+
+/// Rough cost of searching for `b`: how common a byte like it is in text.
+fn byte_cost(b: u8) -> usize {
+    if b.is_ascii_lowercase() || b.is_ascii_digit() || b == b' ' {
+        3
+    } else if b.is_ascii_uppercase() {
+        2
+    } else {
+        1
+    }
+}
+
+/// `b` and its other ASCII case, if any.
+fn cases(b: u8) -> Vec<u8> {
+    let (l, u) = (b.to_ascii_lowercase(), b.to_ascii_uppercase());
+    if l == u {
+        vec![b]
+    } else {
+        vec![l, u]
+    }
+}
+
+// === impl Keywords ===
+
+impl Keywords {
+    /// `words` are the patterns (matched ASCII case-insensitively); a hit's pattern index is
+    /// its position in `words`.
+    pub fn new(words: &[String]) -> Result<Self, aho_corasick::BuildError> {
+        let dfa = DFA::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .start_kind(StartKind::Both)
+            .build(words)?;
+        let mut by_window: std::collections::HashMap<u32, Vec<Check>> = Default::default();
+        let mut short = Vec::new();
+        let mut wanted: Vec<u8> = Vec::new();
+        for (pi, w) in words.iter().enumerate() {
+            let p = w.as_bytes();
+            let head = &p[..p.len().min(8)];
+            let mut prefix = [0u8; 8];
+            let mut mask = [0u8; 8];
+            for (k, &b) in head.iter().enumerate() {
+                prefix[k] = b | 0x20;
+                mask[k] = 0xFF;
+            }
+            let (prefix, mask) = (u64::from_le_bytes(prefix), u64::from_le_bytes(mask));
+            let mut add = |w: [u8; 4], offset: i8| {
+                let c = Check {
+                    offset,
+                    prefix,
+                    mask,
+                };
+                let list = by_window.entry(window(w)).or_default();
+                if !list.contains(&c) {
+                    list.push(c);
+                }
+            };
+            match p.len() {
+                0 => {}
+                1 | 2 => {
+                    let at = (0..p.len())
+                        .min_by_key(|&k| cases(p[k]).iter().map(|&b| byte_cost(b)).sum::<usize>())
+                        .unwrap_or(0);
+                    for b in cases(p[at]) {
+                        if !wanted.contains(&b) {
+                            wanted.push(b);
+                        }
+                    }
+                    short.push(Short {
+                        bytes: p.to_ascii_lowercase(),
+                        at,
+                        pattern: pi as u32,
+                    });
+                }
+                3 => {
+                    for x in 0..=255u8 {
+                        add([p[0], p[1], p[2], x], 0);
+                        add([x, p[0], p[1], p[2]], 1);
+                    }
+                }
+                4 => {
+                    add([p[0], p[1], p[2], p[3]], 0);
+                    for x in 0..=255u8 {
+                        add([p[1], p[2], p[3], x], -1);
+                    }
+                }
+                _ => {
+                    add([p[0], p[1], p[2], p[3]], 0);
+                    add([p[1], p[2], p[3], p[4]], -1);
+                }
+            }
+        }
+        let mut first = zeroed();
+        let mut second = zeroed();
+        let size = (by_window.len() * 2).next_power_of_two().max(16);
+        let mut exact = Windows {
+            keys: vec![0; size].into_boxed_slice(),
+            runs: vec![(0, 0); size].into_boxed_slice(),
+        };
+        let mut checks = Vec::new();
+        let mut windows: Vec<_> = by_window.into_iter().collect();
+        windows.sort_unstable_by_key(|(w, _)| *w);
+        for (w, list) in windows {
+            set(&mut first, bucket(w));
+            set(&mut second, bucket2(w));
+            let slot = exact.slot(w);
+            exact.keys[slot] = w;
+            exact.runs[slot] = (checks.len() as u32, (checks.len() + list.len()) as u32);
+            checks.extend(list);
+        }
+        let short_bytes = wanted.chunks(3).map(<[u8]>::to_vec).collect();
+        Ok(Self {
+            dfa,
+            first,
+            second,
+            exact,
+            checks,
+            short,
+            short_bytes,
+        })
+    }
+
+    /// Every pattern occurrence in `hay`, overlapping ones included, in the order an
+    /// unanchored overlapping search reports them: by end, then longest first.
+    pub fn find(&self, hay: &[u8], out: &mut Vec<Hit>) {
+        out.clear();
+        let n = hay.len();
+        let first = &*self.first;
+        let hit = |w: u32| test(first, bucket(w | FOLD4));
+        let mut i = 0;
+        // Four windows (i, i+2, i+4, i+6) per step, one branch for all of them.
+        while i + 12 <= n {
+            let lo = load8(hay, i) | FOLD8;
+            let hi = load8(hay, i + 4) | FOLD8;
+            let any =
+                hit(lo as u32) | hit((lo >> 16) as u32) | hit(hi as u32) | hit((hi >> 16) as u32);
+            if any != 0 {
+                for j in [i, i + 2, i + 4, i + 6] {
+                    if hit(load4(hay, j)) != 0 {
+                        self.candidate(hay, j, out);
+                    }
+                }
+            }
+            i += 8;
+        }
+        while i + 4 <= n {
+            if hit(load4(hay, i)) != 0 {
+                self.candidate(hay, i, out);
+            }
+            i += 2;
+        }
+        // Offsets from here on are in no window: try each.
+        let tail = if i == 0 { 0 } else { i - 1 };
+        for p in tail..n {
+            self.anchored(hay, p, out);
+        }
+        for needles in &self.short_bytes {
+            let mut at = |pos: usize| {
+                for s in &self.short {
+                    if hay[pos].to_ascii_lowercase() != s.bytes[s.at] {
+                        continue;
+                    }
+                    let Some(start) = pos.checked_sub(s.at) else {
+                        continue;
+                    };
+                    let end = start + s.bytes.len();
+                    if end <= n && hay[start..end].eq_ignore_ascii_case(&s.bytes) {
+                        out.push(Hit {
+                            start,
+                            end,
+                            pattern: s.pattern,
+                        });
+                    }
+                }
+            };
+            match needles[..] {
+                [a] => memchr::memchr_iter(a, hay).for_each(&mut at),
+                [a, b] => memchr::memchr2_iter(a, b, hay).for_each(&mut at),
+                [a, b, c] => memchr::memchr3_iter(a, b, c, hay).for_each(&mut at),
+                _ => {}
+            }
+        }
+        out.sort_unstable_by_key(|h| (h.end, h.start));
+        out.dedup();
+    }
+
+    /// The window at even offset `i` passed the first table: confirm it and try the offsets
+    /// whose prefix matches.
+    #[cold]
+    #[inline(never)]
+    fn candidate(&self, hay: &[u8], i: usize, out: &mut Vec<Hit>) {
+        let w = load4(hay, i) | FOLD4;
+        if test(&self.second, bucket2(w)) == 0 {
+            return;
+        }
+        let slot = self.exact.slot(w);
+        if self.exact.keys[slot] != w {
+            return;
+        }
+        let (start, end) = self.exact.runs[slot];
+        let mut tried = 0u8;
+        for c in &self.checks[start as usize..end as usize] {
+            let Some(at) = i.checked_add_signed(c.offset as isize) else {
+                continue;
+            };
+            let bit = 1 << (c.offset + 1);
+            if tried & bit != 0 {
+                continue;
+            }
+            let mut head = [0u8; 8];
+            let have = hay.len().saturating_sub(at).min(8);
+            head[..have].copy_from_slice(&hay[at..at + have]);
+            if (u64::from_le_bytes(head) | FOLD8) & c.mask == c.prefix {
+                tried |= bit;
+                self.anchored(hay, at, out);
+            }
+        }
+    }
+
+    /// Every pattern that starts exactly at `at`.
+    fn anchored(&self, hay: &[u8], at: usize, out: &mut Vec<Hit>) {
+        let input = Input::new(hay).range(at..).anchored(Anchored::Yes);
+        let mut state = OverlappingState::start();
+        // Cannot fail: the automaton was built for anchored searches too.
+        while self.dfa.try_find_overlapping(&input, &mut state).is_ok() {
+            let Some(m) = state.get_match() else {
+                break;
+            };
+            out.push(Hit {
+                start: m.start(),
+                end: m.end(),
+                pattern: m.pattern().as_u32(),
+            });
+        }
+    }
+
+    /// The plain unanchored overlapping search, for tests to compare against.
+    #[cfg(test)]
+    pub fn find_slow(&self, hay: &[u8]) -> Vec<Hit> {
+        let input = Input::new(hay);
+        let mut state = OverlappingState::start();
+        let mut out = Vec::new();
+        while self.dfa.try_find_overlapping(&input, &mut state).is_ok() {
+            let Some(m) = state.get_match() else {
+                break;
+            };
+            out.push(Hit {
+                start: m.start(),
+                end: m.end(),
+                pattern: m.pattern().as_u32(),
+            });
+        }
+        out
+    }
+}
+
+#[inline(always)]
+fn load8(hay: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(&hay[i..i + 8]);
+    u64::from_le_bytes(w)
+}
+
+#[inline(always)]
+fn load4(hay: &[u8], i: usize) -> u32 {
+    let mut w = [0u8; 4];
+    w.copy_from_slice(&hay[i..i + 4]);
+    u32::from_le_bytes(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    fn words() -> &'static Vec<String> {
+        static W: OnceLock<Vec<String>> = OnceLock::new();
+        W.get_or_init(|| {
+            let specs = match crate::inspect::rules::embedded_rules() {
+                Ok(s) => s,
+                Err(e) => panic!("{e}"),
+            };
+            let rules = specs
+                .into_iter()
+                .map(crate::inspect::rules::compile)
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap_or_else(|e| panic!("{e}"));
+            super::super::keyword_patterns(&rules).0
+        })
+    }
+
+    fn keywords() -> &'static Keywords {
+        static K: OnceLock<Keywords> = OnceLock::new();
+        K.get_or_init(|| Keywords::new(words()).unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn same_as_plain_search(hay: &[u8]) -> Result<(), TestCaseError> {
+        let mut fast = Vec::new();
+        keywords().find(hay, &mut fast);
+        let slow = keywords().find_slow(hay);
+        prop_assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(hay));
+        Ok(())
+    }
+
+    #[test]
+    fn every_pattern_is_found_at_every_offset_and_case() {
+        let k = keywords();
+        for (pi, w) in words().iter().enumerate() {
+            for pad in 0..6 {
+                for upper in [false, true] {
+                    let body = if upper {
+                        w.to_ascii_uppercase()
+                    } else {
+                        w.clone()
+                    };
+                    let hay = format!("{}{body}{}", "~".repeat(pad), "#".repeat(pad % 3));
+                    let mut got = Vec::new();
+                    k.find(hay.as_bytes(), &mut got);
+                    assert!(
+                        got.iter().any(|h| h.pattern == pi as u32 && h.start == pad),
+                        "{w:?} at {pad}"
+                    );
+                    assert_eq!(got, k.find_slow(hay.as_bytes()), "{hay:?}");
+                }
+            }
+        }
+    }
+
+    fn soup() -> impl Strategy<Value = Vec<u8>> {
+        let word = (0..words().len(), any::<u64>()).prop_map(|(i, flips)| {
+            words()[i]
+                .bytes()
+                .enumerate()
+                .map(|(j, b)| {
+                    if flips >> (j % 64) & 1 == 1 {
+                        b.to_ascii_uppercase()
+                    } else {
+                        b
+                    }
+                })
+                .collect::<Vec<u8>>()
+        });
+        let part = prop_oneof![
+            3 => word,
+            2 => "[a-z0-9 _.:/@~=%+-]{0,12}".prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 0..6),
+        ];
+        proptest::collection::vec(part, 0..30).prop_map(|v| v.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn prefilter_never_misses_a_keyword(hay in soup()) {
+            same_as_plain_search(&hay)?;
+        }
+
+        #[test]
+        fn prefilter_matches_on_arbitrary_bytes(hay in proptest::collection::vec(any::<u8>(), 0..64)) {
+            same_as_plain_search(&hay)?;
+        }
+    }
+}

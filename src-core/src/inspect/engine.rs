@@ -391,20 +391,20 @@ impl Engine {
             let mut candidates: Vec<usize> = Vec::new();
             digit_clusters(bytes, |start, end, digits| {
                 candidates.clear();
+                let ws = start.saturating_sub(self.digit_margin.0);
+                let we = (end + self.digit_margin.1).min(bytes.len());
                 for (i, &(min, ri)) in self.digit_rules.iter().enumerate() {
                     if digits < min as usize {
                         break;
                     }
                     match self.rules[ri as usize].precheck {
-                        Some(pc) if !precheck(pc, bytes, start, end) => {}
+                        Some(pc) if !precheck(pc, bytes, start, end, ws..we) => {}
                         _ => candidates.push(i),
                     }
                 }
                 if candidates.is_empty() {
                     return;
                 }
-                let ws = start.saturating_sub(self.digit_margin.0);
-                let we = (end + self.digit_margin.1).min(bytes.len());
                 let set = self.digit_set.matches_at(&bytes[..we], ws);
                 if !set.matched_any() {
                     return;
@@ -796,8 +796,21 @@ pub(crate) fn digit_clusters(bytes: &[u8], mut f: impl FnMut(usize, usize, usize
     }
 }
 
-fn precheck(pc: Precheck, bytes: &[u8], start: usize, end: usize) -> bool {
+/// Whether a digit rule can match around the cluster `start..end`; `set` is the window the
+/// digit `RegexSet` searches, so a test on it is exact for the set's answer.
+fn precheck(pc: Precheck, bytes: &[u8], start: usize, end: usize, set: Range<usize>) -> bool {
     match pc {
+        Precheck::UpperAround => {
+            start > 0
+                && bytes[start - 1].is_ascii_uppercase()
+                && bytes.get(end).is_some_and(u8::is_ascii_uppercase)
+        }
+        Precheck::Dotted => {
+            let w = &bytes[set];
+            memchr::memchr_iter(b'.', w).any(|i| {
+                i > 0 && w[i - 1].is_ascii_digit() && w.get(i + 1).is_some_and(u8::is_ascii_digit)
+            })
+        }
         Precheck::LetterAfter => {
             let mut j = end;
             if bytes.get(j) == Some(&b' ') || bytes.get(j) == Some(&b'-') {
@@ -842,6 +855,61 @@ mod tests {
         let text = b"call 415-555 2671 now, or 12 at 8.8.8.8"; // airlock:allow
         digit_clusters(text, |s, e, d| got.push((s, e, d)));
         assert_eq!(got, vec![(5, 17, 10), (26, 28, 2), (32, 39, 4)]);
+    }
+
+    fn engine() -> &'static Engine {
+        static E: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
+        E.get_or_init(|| Engine::new().unwrap_or_else(|e| panic!("{e}")))
+    }
+
+    fn rule<'e>(e: &'e Engine, id: &str) -> (u32, &'e CompiledRule) {
+        match e.rules.iter().enumerate().find(|(_, r)| &*r.id == id) {
+            Some((i, r)) => (i as u32, r),
+            None => panic!("no rule {id}"),
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+        /// The dotted precheck only skips clusters where the digit set cannot match ipv4.
+        #[test]
+        fn dotted_precheck_never_hides_a_set_match(s in "[0-9. a-z:/-]{0,80}") {
+            let e = engine();
+            let (ri, r) = rule(e, "ipv4-public");
+            proptest::prop_assert_eq!(r.precheck, Some(Precheck::Dotted));
+            let Some(i) = e.digit_rules.iter().position(|&(_, x)| x == ri) else {
+                panic!("ipv4 is a digit rule");
+            };
+            let bytes = s.as_bytes();
+            let mut bad = None;
+            digit_clusters(bytes, |start, end, _| {
+                let ws = start.saturating_sub(e.digit_margin.0);
+                let we = (end + e.digit_margin.1).min(bytes.len());
+                let set = e.digit_set.matches_at(&bytes[..we], ws);
+                if set.matched(i) && !precheck(Precheck::Dotted, bytes, start, end, ws..we) {
+                    bad = Some(start);
+                }
+            });
+            proptest::prop_assert_eq!(bad, None);
+        }
+
+        /// Every PAN the regex finds sits in a digit cluster with an uppercase letter each side.
+        #[test]
+        fn pan_matches_pass_their_precheck(s in "[A-Z]{0,8}[0-9]{0,6}[A-Z ]{0,3}[a-zA-Z0-9 .-]{0,12}") {
+            let e = engine();
+            let (_, r) = rule(e, "in-pan");
+            let bytes = s.as_bytes();
+            let mut clusters = Vec::new();
+            digit_clusters(bytes, |start, end, _| clusters.push((start, end)));
+            for m in r.regex.find_iter(bytes) {
+                let inside = clusters.iter().find(|&&(cs, ce)| cs < m.end() && m.start() < ce);
+                let ok = inside.is_some_and(|&(cs, ce)| {
+                    precheck(Precheck::UpperAround, bytes, cs, ce, 0..bytes.len())
+                });
+                proptest::prop_assert!(ok, "{s:?}");
+            }
+        }
     }
 
     #[test]

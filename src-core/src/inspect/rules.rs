@@ -44,6 +44,11 @@ pub enum Precheck {
     Ipv6,
     /// The cluster starts a long alphanumeric token with `1` or `3`: Base58 addresses.
     Base58,
+    /// An uppercase ASCII letter right before and right after the cluster: Indian PANs.
+    UpperAround,
+    /// A digit, `.` and a digit in a row near the cluster (within the widest digit-rule window,
+    /// where the rule's regex would be tried): dotted quads.
+    Dotted,
 }
 
 /// One rule as written in a rule file (`[[rule]]`) or in user config.

@@ -587,8 +587,8 @@ impl Engine {
         if !rule.context.is_empty() || !rule.negative_context.is_empty() {
             let cs = vs.saturating_sub(96);
             let ce = (ve + 48).min(bytes.len());
-            let around: Vec<u8> = bytes[cs..ce].iter().map(u8::to_ascii_lowercase).collect();
-            if context_hit(&around, &rule.context, false) {
+            let around = &bytes[cs..ce];
+            if context_hit(around, &rule.context, false) {
                 conf += 0.35;
             }
             // Negative words count only on the match's own line and as whole words, so
@@ -713,19 +713,25 @@ fn keyword_patterns(rules: &[CompiledRule]) -> (Vec<String>, Vec<Pattern>) {
     (words, patterns)
 }
 
-/// Whether any of `words` occurs in `hay` (lowercased) starting a word; with `whole`, also
-/// ending one. `call` is not in `locally`; `tel` is in `telefon` unless `whole`.
+/// Whether any of `words` (lowercase) occurs in `hay`, ASCII case-insensitively, starting a
+/// word; with `whole`, also ending one. `call` is not in `locally`; `tel` is in `telefon`
+/// unless `whole`.
 fn context_hit(hay: &[u8], words: &[Vec<u8>], whole: bool) -> bool {
     let alnum = |b: Option<&u8>| b.is_some_and(u8::is_ascii_alphanumeric);
     words.iter().filter(|w| !w.is_empty()).any(|w| {
-        // Haystacks are ~150 bytes: a plain scan beats building a searcher per call.
-        (0..hay.len().saturating_sub(w.len() - 1))
-            .filter(|&i| hay[i..].starts_with(w))
-            .any(|i| {
-                let left = !alnum(w.first()) || i == 0 || !alnum(hay.get(i - 1));
-                let right = !whole || !alnum(w.last()) || !alnum(hay.get(i + w.len()));
-                left && right
-            })
+        let at = |i: usize| {
+            hay.get(i..i + w.len())
+                .is_some_and(|h| h.eq_ignore_ascii_case(w))
+                && (!alnum(w.first()) || i == 0 || !alnum(hay.get(i - 1)))
+                && (!whole || !alnum(w.last()) || !alnum(hay.get(i + w.len())))
+        };
+        // Haystacks are ~150 bytes: memchr on the first byte, then compare in place.
+        let (lo, up) = (w[0], w[0].to_ascii_uppercase());
+        if lo == up {
+            memchr::memchr_iter(lo, hay).any(at)
+        } else {
+            memchr::memchr2_iter(lo, up, hay).any(at)
+        }
     })
 }
 
@@ -910,6 +916,17 @@ mod tests {
                 proptest::prop_assert!(ok, "{s:?}");
             }
         }
+    }
+
+    #[test]
+    fn context_words_match_any_case_at_word_starts() {
+        let words = [b"call".to_vec(), b"tel".to_vec()];
+        assert!(context_hit(b"please CALL me", &words, false));
+        assert!(context_hit(b"Telefon: ", &words, false));
+        assert!(!context_hit(b"Telefon: ", &words, true));
+        assert!(!context_hit(b"locally", &words, false));
+        assert!(context_hit(b"tel", &words, true));
+        assert!(!context_hit(b"te", &words, false));
     }
 
     #[test]

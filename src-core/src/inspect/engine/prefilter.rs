@@ -255,6 +255,11 @@ impl Keywords {
         digit_blocks.resize(n / 512 + 1, 0);
         let first = &*self.first;
         let hit = |w: u32| test(first, bucket(w | FOLD4));
+        // The word holding a window's bit, shifted so the bit is bit 0.
+        let word = |w: u32| {
+            let b = bucket(w);
+            first[(b >> 6) & (TABLE_WORDS - 1)] >> (b & 63)
+        };
         let mut i = 0;
         // Four windows (i, i+2, i+4, i+6) per step, one branch for all of them.
         while i + 12 <= n {
@@ -263,9 +268,11 @@ impl Keywords {
             digit_blocks[block] |= u64::from(super::word_has_digit(raw)) << bit;
             let lo = raw | FOLD8;
             let hi = load8(hay, i + 4) | FOLD8;
-            let any =
-                hit(lo as u32) | hit((lo >> 16) as u32) | hit(hi as u32) | hit((hi >> 16) as u32);
-            if any != 0 {
+            let any = word(lo as u32)
+                | word((lo >> 16) as u32)
+                | word(hi as u32)
+                | word((hi >> 16) as u32);
+            if any & 1 != 0 {
                 for j in [i, i + 2, i + 4, i + 6] {
                     if hit(load4(hay, j)) != 0 {
                         self.candidate(hay, j, out);

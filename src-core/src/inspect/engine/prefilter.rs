@@ -475,6 +475,43 @@ mod tests {
         }
     }
 
+    /// User rules can bring any keywords: many short ones (more than one memchr group),
+    /// non-ASCII ones, and ones that are prefixes of each other.
+    fn odd_words() -> &'static Vec<String> {
+        static W: OnceLock<Vec<String>> = OnceLock::new();
+        W.get_or_init(|| {
+            [
+                "@", "q~", "0x", "zz", "%", "é", "k", "ab", "abc", "abcd", "abcde", "bcd", "ключ",
+            ]
+            .iter()
+            .map(|w| w.to_string())
+            .collect()
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn prefilter_handles_any_keyword_set(
+            parts in proptest::collection::vec(
+                prop_oneof![
+                    (0..13usize).prop_map(|i| odd_words()[i].to_ascii_uppercase().into_bytes()),
+                    (0..13usize).prop_map(|i| odd_words()[i].clone().into_bytes()),
+                    "[a-eA-E0-9 @~%xqzk]{0,6}".prop_map(String::into_bytes),
+                ],
+                0..40,
+            )
+        ) {
+            static K: OnceLock<Keywords> = OnceLock::new();
+            let k = K.get_or_init(|| Keywords::new(odd_words()).unwrap_or_else(|e| panic!("{e}")));
+            let hay = parts.concat();
+            let mut fast = Vec::new();
+            k.find(&hay, &mut fast, &mut Vec::new());
+            prop_assert_eq!(fast, k.find_slow(&hay));
+        }
+    }
+
     fn soup() -> impl Strategy<Value = Vec<u8>> {
         let word = (0..words().len(), any::<u64>()).prop_map(|(i, flips)| {
             words()[i]

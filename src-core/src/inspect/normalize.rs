@@ -51,20 +51,32 @@ impl Normalized {
     pub fn new(original: &str) -> Self {
         let mut text = String::with_capacity(original.len());
         let mut map = Vec::with_capacity(original.len() + 1);
-        for (off, c) in original.char_indices() {
-            if c.is_ascii() {
-                text.push(c);
-                map.push(off as u32);
+        let bytes = original.as_bytes();
+        let mut off = 0;
+        while off < original.len() {
+            // ASCII stays as it is: copy the whole run, each byte mapping to itself.
+            let run = bytes[off..]
+                .iter()
+                .position(|b| !b.is_ascii())
+                .unwrap_or(bytes.len() - off);
+            if run > 0 {
+                text.push_str(&original[off..off + run]);
+                map.extend(off as u32..(off + run) as u32);
+                off += run;
                 continue;
             }
-            if is_invisible(c) {
-                continue;
+            let Some(c) = original[off..].chars().next() else {
+                break;
+            };
+            let width = c.len_utf8();
+            if !is_invisible(c) {
+                let before = text.len();
+                // Per-char NFKC: folds fullwidth, mathematical and other compatibility letters.
+                // Composition across chars does not matter for the ASCII formats we look for.
+                text.extend(std::iter::once(c).nfkc().filter(|&n| !is_invisible(n)));
+                map.extend(std::iter::repeat_n(off as u32, text.len() - before));
             }
-            let before = text.len();
-            // Per-char NFKC: folds fullwidth, mathematical and other compatibility letters.
-            // Composition across chars does not matter for the ASCII formats we look for.
-            text.extend(std::iter::once(c).nfkc().filter(|&n| !is_invisible(n)));
-            map.extend(std::iter::repeat_n(off as u32, text.len() - before));
+            off += width;
         }
         map.push(original.len() as u32);
         Self { text, map }
@@ -235,6 +247,25 @@ mod tests {
         let start = n.text.find("ghp_").unwrap_or(0);
         let (s, e) = n.original_span(original, start, n.text.len());
         assert_eq!(&original[s..e], "gh\u{200B}p_abc");
+    }
+
+    #[test]
+    fn ascii_runs_map_byte_for_byte() {
+        let original = "ab\u{200B}cd ｓｋ－x é’ end\u{FEFF}";
+        let n = Normalized::new(original);
+        let mut text = String::new();
+        let mut map = Vec::new();
+        for (off, c) in original.char_indices() {
+            if is_invisible(c) {
+                continue;
+            }
+            let before = text.len();
+            text.extend(std::iter::once(c).nfkc().filter(|&n| !is_invisible(n)));
+            map.extend(std::iter::repeat_n(off as u32, text.len() - before));
+        }
+        map.push(original.len() as u32);
+        assert_eq!(n.text, text);
+        assert_eq!(n.map, map);
     }
 
     #[test]

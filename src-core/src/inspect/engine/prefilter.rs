@@ -15,8 +15,8 @@
 //! a wasted anchored search.
 
 use aho_corasick::automaton::{Automaton, OverlappingState};
-use aho_corasick::dfa::DFA;
-use aho_corasick::{Anchored, Input, MatchKind, StartKind};
+use aho_corasick::nfa::contiguous::NFA;
+use aho_corasick::{Anchored, Input, MatchKind};
 
 /// Window bit tables: 2^20 bits = 128 KiB each. Text touches few of their lines (its windows
 /// repeat), and fewer false hits save more than the misses cost.
@@ -56,8 +56,9 @@ struct Check {
 /// The keyword automaton and the window tables in front of it.
 #[derive(Debug)]
 pub(super) struct Keywords {
-    /// Built for unanchored and anchored searches.
-    dfa: DFA,
+    /// Runs anchored only, a few bytes each time, so a compact NFA serves (a DFA over all
+    /// patterns takes megabytes).
+    nfa: NFA,
     /// One bit per hash of a folded four-byte window that a pattern can fill; read for every
     /// window, so it is small.
     first: Box<[u64; TABLE_WORDS]>,
@@ -150,10 +151,10 @@ impl Keywords {
     /// `words` are the patterns (matched ASCII case-insensitively); a hit's pattern index is
     /// its position in `words`.
     pub fn new(words: &[String]) -> Result<Self, aho_corasick::BuildError> {
-        let dfa = DFA::builder()
+        let nfa = NFA::builder()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::Standard)
-            .start_kind(StartKind::Both)
+            .prefilter(false)
             .build(words)?;
         let mut by_window: std::collections::HashMap<u32, Vec<Check>> = Default::default();
         let mut short = Vec::new();
@@ -234,7 +235,7 @@ impl Keywords {
         }
         let short_bytes = wanted.chunks(3).map(<[u8]>::to_vec).collect();
         Ok(Self {
-            dfa,
+            nfa,
             first,
             second,
             exact,
@@ -363,8 +364,8 @@ impl Keywords {
     fn anchored(&self, hay: &[u8], at: usize, out: &mut Vec<Hit>) {
         let input = Input::new(hay).range(at..).anchored(Anchored::Yes);
         let mut state = OverlappingState::start();
-        // Cannot fail: the automaton was built for anchored searches too.
-        while self.dfa.try_find_overlapping(&input, &mut state).is_ok() {
+        // Cannot fail: an NFA supports anchored searches.
+        while self.nfa.try_find_overlapping(&input, &mut state).is_ok() {
             let Some(m) = state.get_match() else {
                 break;
             };
@@ -374,25 +375,6 @@ impl Keywords {
                 pattern: m.pattern().as_u32(),
             });
         }
-    }
-
-    /// The plain unanchored overlapping search, for tests to compare against.
-    #[cfg(test)]
-    pub fn find_slow(&self, hay: &[u8]) -> Vec<Hit> {
-        let input = Input::new(hay);
-        let mut state = OverlappingState::start();
-        let mut out = Vec::new();
-        while self.dfa.try_find_overlapping(&input, &mut state).is_ok() {
-            let Some(m) = state.get_match() else {
-                break;
-            };
-            out.push(Hit {
-                start: m.start(),
-                end: m.end(),
-                pattern: m.pattern().as_u32(),
-            });
-        }
-        out
     }
 }
 
@@ -437,6 +419,31 @@ mod tests {
         K.get_or_init(|| Keywords::new(words()).unwrap_or_else(|e| panic!("{e}")))
     }
 
+    /// The search the engine ran before the prefilter: one unanchored overlapping pass.
+    fn plain_search(ac: &aho_corasick::AhoCorasick, hay: &[u8]) -> Vec<Hit> {
+        ac.find_overlapping_iter(hay)
+            .map(|m| Hit {
+                start: m.start(),
+                end: m.end(),
+                pattern: m.pattern().as_u32(),
+            })
+            .collect()
+    }
+
+    fn plain_automaton(words: &[String]) -> aho_corasick::AhoCorasick {
+        aho_corasick::AhoCorasick::builder()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+            .build(words)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn plain(hay: &[u8]) -> Vec<Hit> {
+        static AC: OnceLock<aho_corasick::AhoCorasick> = OnceLock::new();
+        plain_search(AC.get_or_init(|| plain_automaton(words())), hay)
+    }
+
     fn same_as_plain_search(hay: &[u8]) -> Result<(), TestCaseError> {
         let mut fast = Vec::new();
         let mut blocks = Vec::new();
@@ -446,7 +453,7 @@ mod tests {
                 prop_assert!(blocks[k / 64] >> (k % 64) & 1 == 1, "block {}", k);
             }
         }
-        let slow = keywords().find_slow(hay);
+        let slow = plain(hay);
         prop_assert_eq!(fast, slow, "{:?}", String::from_utf8_lossy(hay));
         Ok(())
     }
@@ -469,7 +476,7 @@ mod tests {
                         got.iter().any(|h| h.pattern == pi as u32 && h.start == pad),
                         "{w:?} at {pad}"
                     );
-                    assert_eq!(got, k.find_slow(hay.as_bytes()), "{hay:?}");
+                    assert_eq!(got, plain(hay.as_bytes()), "{hay:?}");
                 }
             }
         }
@@ -503,12 +510,15 @@ mod tests {
                 0..40,
             )
         ) {
-            static K: OnceLock<Keywords> = OnceLock::new();
-            let k = K.get_or_init(|| Keywords::new(odd_words()).unwrap_or_else(|e| panic!("{e}")));
+            static K: OnceLock<(Keywords, aho_corasick::AhoCorasick)> = OnceLock::new();
+            let (k, ac) = K.get_or_init(|| {
+                let k = Keywords::new(odd_words()).unwrap_or_else(|e| panic!("{e}"));
+                (k, plain_automaton(odd_words()))
+            });
             let hay = parts.concat();
             let mut fast = Vec::new();
             k.find(&hay, &mut fast, &mut Vec::new());
-            prop_assert_eq!(fast, k.find_slow(&hay));
+            prop_assert_eq!(fast, plain_search(ac, &hay));
         }
     }
 

@@ -9,9 +9,11 @@
 //!    stated reason), a regex, an optional validator, an optional entropy floor, an allowlist,
 //!    and example templates. Users add, override and disable rules through [`RuleOverrides`].
 //! 2. **One prefilter pass.** Every keyword, plus the base64 and percent-encoded forms of the
-//!    secret keywords, goes into one Aho-Corasick automaton. A hit queues the owning rules'
-//!    regexes on a window around it; digit-shaped PII (cards, phones, IBANs, national IDs) is
-//!    triggered by a SWAR digit-cluster scan instead. Text that triggers nothing costs one pass.
+//!    secret keywords, is found by a hashed four-byte-window table (confirmed by a second table
+//!    and a prefix test) that runs an anchored Aho-Corasick search only where a keyword may
+//!    start. A hit queues the owning rules' regexes on a window around it; digit-shaped PII
+//!    (cards, phones, IBANs, national IDs) is triggered by a digit-cluster scan over the blocks
+//!    the same pass marked as holding digits. Text that triggers nothing costs one pass.
 //! 3. **Checks.** A regex match goes through the placeholder test, the rule allowlist, the
 //!    entropy floor, the validator (Luhn, mod-97, Verhoeff, CRC32 …) and context words.
 //! 4. **Evasion.** Text with invisible characters or compatibility forms is normalised (NFKC,

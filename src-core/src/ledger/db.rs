@@ -128,8 +128,23 @@ pub fn open(dir: &Path) -> Result<Connection, DbError> {
     let mut conn = Connection::open(&path).map_err(open_err)?;
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(open_err)?;
-    conn.pragma_update(None, "journal_mode", "WAL")
-        .map_err(open_err)?;
+    // Switching a new database to WAL needs a moment alone with it, and SQLite answers "busy"
+    // at once (no busy wait) while another process is creating it too: retry for a while.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match conn.pragma_update(None, "journal_mode", "WAL") {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if matches!(
+                    e.code,
+                    rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                ) && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => return Err(open_err(e)),
+        }
+    }
     conn.pragma_update(None, "synchronous", "NORMAL")
         .map_err(open_err)?;
     conn.pragma_update(None, "foreign_keys", "ON")
@@ -139,30 +154,37 @@ pub fn open(dir: &Path) -> Result<Connection, DbError> {
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), DbError> {
-    let found: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let known = MIGRATIONS.len() as i64;
-    if found > known {
-        return Err(DbError::TooNew {
-            path: path.to_owned(),
-            found,
-            known,
-        });
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-        let version = i + 1;
+    loop {
+        // One IMMEDIATE transaction per migration, with the version read inside it: a crash
+        // never leaves half a schema behind, and two processes opening a new database at once
+        // (`airlock serve` and `airlock keys set`, say) apply each migration exactly once.
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(DbError::Sql)?;
+        let found: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if found > known {
+            return Err(DbError::TooNew {
+                path: path.to_owned(),
+                found,
+                known,
+            });
+        }
+        if found == known {
+            tx.commit()?;
+            return Ok(());
+        }
+        let version = found as usize + 1;
         let fail = |error| DbError::Migrate {
             path: path.to_owned(),
             version,
             error,
         };
-        // One transaction per migration, so a crash never leaves half a schema behind.
-        let tx = conn.transaction().map_err(fail)?;
-        tx.execute_batch(sql).map_err(fail)?;
+        tx.execute_batch(MIGRATIONS[found as usize]).map_err(fail)?;
         tx.pragma_update(None, "user_version", version as i64)
             .map_err(fail)?;
         tx.commit().map_err(fail)?;
     }
-    Ok(())
 }
 
 #[cfg(unix)]
@@ -216,6 +238,31 @@ pub fn generation(conn: &Connection, counter: &str) -> Result<i64, rusqlite::Err
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn processes_opening_a_new_database_at_once_migrate_it_once() {
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, barrier) = (dir.path().to_owned(), barrier.clone());
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        open(&path).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().expect("thread").expect("every opener succeeds");
+            }
+            let conn = open(dir.path()).expect("open");
+            let v: i64 = conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .expect("version");
+            assert_eq!(v, MIGRATIONS.len() as i64);
+        }
+    }
 
     #[test]
     fn migrates_once_and_reopens() {

@@ -497,16 +497,22 @@ impl Engine {
             if ve <= vs {
                 continue;
             }
-            let (vs, ve) = snap_out(text, vs, ve);
-            if let Some(conf) = self.check(rule, bytes, vs, ve) {
-                out.push(Raw {
-                    rule: ri,
-                    span: vs..ve,
-                    confidence: conf,
-                    encoding: Encoding::Plain,
-                    canonical: None,
-                });
-            }
+            self.push_checked(text, ri, vs, ve, out);
+        }
+    }
+
+    /// Snaps a value's span out to char boundaries, runs the rule's checks and keeps it if they
+    /// pass.
+    fn push_checked(&self, text: &str, ri: u32, vs: usize, ve: usize, out: &mut Vec<Raw>) {
+        let (vs, ve) = snap_out(text, vs, ve);
+        if let Some(conf) = self.check(&self.rules[ri as usize], text.as_bytes(), vs, ve) {
+            out.push(Raw {
+                rule: ri,
+                span: vs..ve,
+                confidence: conf,
+                encoding: Encoding::Plain,
+                canonical: None,
+            });
         }
     }
 
@@ -548,16 +554,7 @@ impl Engine {
         if ve <= vs {
             return;
         }
-        let (vs, ve) = snap_out(text, vs, ve);
-        if let Some(conf) = self.check(rule, bytes, vs, ve) {
-            out.push(Raw {
-                rule: ri,
-                span: vs..ve,
-                confidence: conf,
-                encoding: Encoding::Plain,
-                canonical: None,
-            });
-        }
+        self.push_checked(text, ri, vs, ve, out);
     }
 
     /// Allowlists, entropy, validator and context; returns the confidence when the value stands.

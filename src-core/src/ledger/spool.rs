@@ -23,7 +23,7 @@ use std::sync::RwLock;
 pub const SPOOL_FILE: &str = "ledger.spool";
 const MAGIC: &[u8; 8] = b"ALSPOOL1";
 pub const HEADER_LEN: u64 = 16;
-const ENTRY_HEAD: usize = 8;
+pub const ENTRY_HEAD: usize = 8;
 /// Larger rows (a stored prompt, say) take the channel instead and their response waits for the
 /// commit: one write of this size still costs a response nothing measurable.
 pub const MAX_ENTRY: usize = 256 * 1024;
@@ -164,9 +164,19 @@ impl Spool {
     /// woken.
     pub fn append(&self, payload: &[u8]) -> io::Result<bool> {
         let mut entry = Vec::with_capacity(ENTRY_HEAD + payload.len());
-        entry.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        entry.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+        entry.extend_from_slice(&[0; ENTRY_HEAD]);
         entry.extend_from_slice(payload);
+        self.append_framed(entry)
+    }
+
+    /// [`Spool::append`] for a payload already written after [`ENTRY_HEAD`] placeholder bytes
+    /// (see [`framed`]), so the request path encodes its row once, into the buffer it writes.
+    pub fn append_framed(&self, mut entry: Vec<u8>) -> io::Result<bool> {
+        let payload = &entry[ENTRY_HEAD..];
+        let head_len = (payload.len() as u32).to_le_bytes();
+        let crc = crc32fast::hash(payload).to_le_bytes();
+        entry[..4].copy_from_slice(&head_len);
+        entry[4..ENTRY_HEAD].copy_from_slice(&crc);
         let file = self.file.read().unwrap_or_else(|p| p.into_inner());
         // One write: a short write would leave a torn entry that later entries sit behind.
         match (&*file).write(&entry) {
@@ -274,6 +284,13 @@ impl Spool {
         self.broken.store(false, Ordering::Relaxed);
         Ok(Some(next))
     }
+}
+
+/// An empty entry buffer: the placeholder for the entry header, ready for the payload.
+pub fn framed(capacity: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(ENTRY_HEAD + capacity);
+    v.extend_from_slice(&[0; ENTRY_HEAD]);
+    v
 }
 
 fn header(generation: u64) -> [u8; HEADER_LEN as usize] {

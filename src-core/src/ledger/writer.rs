@@ -137,9 +137,10 @@ impl LedgerWriter {
     pub fn record(&self, r: Record) -> Option<Committed> {
         let inner = self.inner.as_ref()?;
         if inner.spool.usable() {
-            match serde_json::to_vec(&r) {
-                Ok(payload) if payload.len() <= spool::MAX_ENTRY => {
-                    match inner.spool.append(&payload) {
+            let mut entry = spool::framed(512);
+            match serde_json::to_writer(&mut entry, &r) {
+                Ok(()) if entry.len() - spool::ENTRY_HEAD <= spool::MAX_ENTRY => {
+                    match inner.spool.append_framed(entry) {
                         Ok(wake) => {
                             if wake {
                                 self.send(inner, Msg::Wake);

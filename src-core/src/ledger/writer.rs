@@ -13,9 +13,10 @@ use super::spool::{self, Cursor, Spool};
 use super::{db, EventRecord, Record};
 use rusqlite::{params, Connection};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{
-    sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError, TrySendError,
+    channel, sync_channel, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError,
+    TrySendError,
 };
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -37,7 +38,7 @@ pub type Committed = tokio::sync::oneshot::Receiver<()>;
 enum Msg {
     /// A row that did not go through the spool; the sender waits for its commit.
     Request(Box<Record>, Option<tokio::sync::oneshot::Sender<()>>),
-    Event(EventRecord),
+    Event(Box<EventRecord>),
     /// Answered once everything sent or spooled before it is committed.
     Flush(SyncSender<()>),
     /// The writer was parked and a row was spooled.
@@ -60,8 +61,72 @@ pub struct LedgerWriter {
 
 #[derive(Clone)]
 struct Inner {
-    tx: SyncSender<Msg>,
+    tx: Queue,
     spool: Arc<Spool>,
+}
+
+/// The writer's inbox, bounded like a `sync_channel` but with storage that grows with use: a
+/// `sync_channel` of [`CHANNEL_CAPACITY`] takes its 9 MB up front, for a queue that is nearly
+/// always empty now that request rows go through the spool.
+#[derive(Clone)]
+struct Queue {
+    tx: Sender<Msg>,
+    queued: Arc<AtomicUsize>,
+}
+
+struct Inbox {
+    rx: Receiver<Msg>,
+    queued: Arc<AtomicUsize>,
+}
+
+fn queue() -> (Queue, Inbox) {
+    let (tx, rx) = channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    (
+        Queue {
+            tx,
+            queued: queued.clone(),
+        },
+        Inbox { rx, queued },
+    )
+}
+
+impl Queue {
+    /// Fails with `Full` once [`CHANNEL_CAPACITY`] messages wait.
+    fn try_send(&self, msg: Msg) -> Result<(), TrySendError<Msg>> {
+        if self.queued.fetch_add(1, Ordering::AcqRel) >= CHANNEL_CAPACITY {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            return Err(TrySendError::Full(msg));
+        }
+        self.tx.send(msg).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            TrySendError::Disconnected(e.0)
+        })
+    }
+
+    /// Queues past the bound (flush requests, which must not be dropped).
+    fn send(&self, msg: Msg) -> Result<(), Msg> {
+        self.queued.fetch_add(1, Ordering::AcqRel);
+        self.tx.send(msg).map_err(|e| {
+            self.queued.fetch_sub(1, Ordering::AcqRel);
+            e.0
+        })
+    }
+}
+
+impl Inbox {
+    fn took(&self, m: Msg) -> Msg {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        m
+    }
+
+    fn try_recv(&self) -> Result<Msg, TryRecvError> {
+        self.rx.try_recv().map(|m| self.took(m))
+    }
+
+    fn recv_timeout(&self, wait: Duration) -> Result<Msg, RecvTimeoutError> {
+        self.rx.recv_timeout(wait).map(|m| self.took(m))
+    }
 }
 
 impl LedgerWriter {
@@ -103,7 +168,7 @@ impl LedgerWriter {
             );
         }
         spawn_checkpointer(data_dir)?;
-        let (tx, rx) = sync_channel(CHANNEL_CAPACITY);
+        let (tx, rx) = queue();
         let handle = std::thread::Builder::new()
             .name("airlock-ledger".into())
             .spawn(move || run(w, rx, retention))
@@ -164,7 +229,7 @@ impl LedgerWriter {
 
     pub fn event(&self, e: EventRecord) {
         if let Some(inner) = &self.inner {
-            self.send(inner, Msg::Event(e));
+            self.send(inner, Msg::Event(Box::new(e)));
         }
     }
 
@@ -351,7 +416,7 @@ fn background_priority(what: &str) {
     }
 }
 
-fn run(mut w: Writer, rx: Receiver<Msg>, retention: Option<Duration>) {
+fn run(mut w: Writer, rx: Inbox, retention: Option<Duration>) {
     background_priority("ledger writer");
     // Prune once at start: `None` means "never pruned".
     let mut last_prune = Instant::now()
@@ -562,6 +627,29 @@ fn maybe_prune(conn: &Connection, retention: Option<Duration>, last: &mut Instan
 mod tests {
     use super::*;
     use crate::ledger::{FindingRecord, Tokens, Verdict};
+
+    #[test]
+    fn queue_holds_at_most_its_capacity_and_frees_a_place_per_message_taken() {
+        let (q, inbox) = queue();
+        for _ in 0..CHANNEL_CAPACITY {
+            assert!(q.try_send(Msg::Wake).is_ok());
+        }
+        assert!(matches!(q.try_send(Msg::Wake), Err(TrySendError::Full(_))));
+        // Flush requests are never dropped, even on a full queue.
+        let (done, _wait) = sync_channel(1);
+        assert!(q.send(Msg::Flush(done)).is_ok());
+        assert!(inbox.try_recv().is_ok());
+        assert!(matches!(q.try_send(Msg::Wake), Err(TrySendError::Full(_))));
+        assert!(inbox.try_recv().is_ok());
+        assert!(inbox.try_recv().is_ok());
+        assert!(q.try_send(Msg::Wake).is_ok());
+        drop(inbox);
+        assert!(matches!(
+            q.try_send(Msg::Wake),
+            Err(TrySendError::Disconnected(_))
+        ));
+        assert_eq!(q.queued.load(Ordering::Acquire), CHANNEL_CAPACITY - 1);
+    }
 
     fn row(i: u32, findings: usize) -> Record {
         Record {

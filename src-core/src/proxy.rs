@@ -10,6 +10,7 @@ pub mod record;
 pub mod server;
 pub mod stages;
 pub mod state;
+pub mod trim;
 
 pub use error::{ErrorSource, ProxyError};
 pub use server::{serve, ServeOptions};

@@ -91,6 +91,7 @@ pub async fn serve(
     }
 
     announce(&state, local)?;
+    super::trim::spawn(state.clone(), |s: &State| &s.metrics.in_flight);
 
     let _watch = match &opts.config_path {
         Some(path) => {

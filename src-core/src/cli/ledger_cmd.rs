@@ -70,8 +70,19 @@ fn filter(
     })
 }
 
+/// Commits rows still waiting in the spool first, so the figures include every request that
+/// has finished. Failing that, the figures may lag a little: say so, and go on.
+fn catch_up(ctx: &Ctx) -> anyhow::Result<()> {
+    let dir = ctx.data_dir()?;
+    if let Err(e) = crate::ledger::writer::commit_spooled(&dir) {
+        eprintln!("warning: rows not yet committed by the server are left out ({e})");
+    }
+    Ok(())
+}
+
 pub fn spend(ctx: &Ctx, a: SpendArgs) -> anyhow::Result<()> {
     let f = filter(&a.since, a.until.as_deref(), a.key, a.provider)?;
+    catch_up(ctx)?;
     let store = ctx.key_store()?;
     let report = query::spend(store.connection(), &f, a.by)?;
     let mut out = std::io::stdout().lock();
@@ -175,6 +186,7 @@ fn csv(s: &str) -> String {
 pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
     let mut f = filter(&a.since, None, a.key, a.provider)?;
     f.blocked_only = a.blocked;
+    catch_up(ctx)?;
     let store = ctx.key_store()?;
     let rows = query::recent(store.connection(), &f, a.limit.min(100_000))?;
     let mut out = std::io::stdout().lock();

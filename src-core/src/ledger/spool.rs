@@ -286,6 +286,41 @@ impl Spool {
     }
 }
 
+/// Reads, changing nothing, the part of the spool in `dir` that holds entries not yet committed
+/// as of `committed` (the cursor SQLite holds): past the cursor in the same generation, the
+/// whole file in a later one (a rotation carried the uncommitted tail into it). Empty when there
+/// is no spool. For other processes (`airlock spend`, `airlock log`); pass the bytes to
+/// [`entries`].
+pub fn read_uncommitted(dir: &Path, committed: Option<Cursor>) -> io::Result<Vec<u8>> {
+    let file = match File::open(dir.join(SPOOL_FILE)) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let mut head = [0u8; HEADER_LEN as usize];
+    if len < HEADER_LEN {
+        return Ok(Vec::new());
+    }
+    file.read_exact_at(&mut head, 0)?;
+    if &head[..8] != MAGIC {
+        return Ok(Vec::new());
+    }
+    let generation = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
+    let stored = committed.unwrap_or(Cursor {
+        generation: 0,
+        offset: HEADER_LEN,
+    });
+    let from = match generation.cmp(&stored.generation) {
+        std::cmp::Ordering::Equal => stored.offset.max(HEADER_LEN),
+        std::cmp::Ordering::Greater => HEADER_LEN,
+        std::cmp::Ordering::Less => return Ok(Vec::new()),
+    };
+    let mut buf = vec![0u8; len.saturating_sub(from) as usize];
+    file.read_exact_at(&mut buf, from)?;
+    Ok(buf)
+}
+
 /// An empty entry buffer: the placeholder for the entry header, ready for the payload.
 pub fn framed(capacity: usize) -> Vec<u8> {
     let mut v = Vec::with_capacity(ENTRY_HEAD + capacity);
@@ -330,6 +365,46 @@ mod tests {
         let mut buf = Vec::new();
         s.read_from(from, &mut buf).expect("read");
         entries(&buf).map(|(p, _)| p.to_vec()).collect()
+    }
+
+    #[test]
+    fn another_process_reads_what_is_not_yet_committed_without_changing_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(read_uncommitted(dir.path(), None).expect("read").is_empty());
+        let (s, start) = spool(dir.path(), None);
+        for p in [&b"one"[..], b"two", b"three"] {
+            s.append(p).expect("append");
+        }
+        let payloads = |c| -> Vec<Vec<u8>> {
+            let buf = read_uncommitted(dir.path(), c).expect("read");
+            entries(&buf).map(|(p, _)| p.to_vec()).collect()
+        };
+        assert_eq!(
+            payloads(None),
+            [b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
+        // The database committed the first entry (3 bytes plus the entry head).
+        let after_one = Cursor {
+            generation: start.generation,
+            offset: start.offset + ENTRY_HEAD as u64 + 3,
+        };
+        assert_eq!(
+            payloads(Some(after_one)),
+            [b"two".to_vec(), b"three".to_vec()]
+        );
+        // After a rotation the carried tail is read whole, whatever the old cursor said.
+        let next = s.rotate(after_one, true).expect("rotate").expect("rotated");
+        assert_eq!(
+            payloads(Some(after_one)),
+            [b"two".to_vec(), b"three".to_vec()]
+        );
+        assert!(payloads(Some(Cursor {
+            generation: next.generation + 1,
+            offset: HEADER_LEN
+        }))
+        .is_empty());
+        // Reading changed nothing: the writer still sees the same entries.
+        assert_eq!(read_all(&s, next.offset).len(), 2);
     }
 
     #[test]

@@ -268,6 +268,11 @@ impl Engine {
     where
         F: FnMut(&Finding<'e>) -> bool,
     {
+        // Nearly every file is valid UTF-8, and `from_utf8` checks ASCII a word at a time, far
+        // faster than splitting into chunks (17% of `airlock scan` on prose).
+        if let Ok(text) = std::str::from_utf8(bytes) {
+            return self.scan(text, on_finding);
+        }
         let mut offset = 0;
         let mut go_on = true;
         for chunk in bytes.utf8_chunks() {

@@ -835,19 +835,21 @@ mod tests {
         }
     }
 
+    /// What a killed process leaves: `n` rows (two findings each) in the spool, uncommitted.
+    fn spool_uncommitted(dir: &Path, n: u32) {
+        let conn = db::open(dir).expect("open");
+        let stored = stored_cursor(&conn).expect("cursor");
+        let (spool, _) = Spool::open(dir, stored).expect("spool");
+        for i in 0..n {
+            let bytes = serde_json::to_vec(&row(i, 2)).expect("encode");
+            spool.append(&bytes).expect("append");
+        }
+    }
+
     #[test]
     fn rows_spooled_before_a_crash_are_committed_on_the_next_start_exactly_once() {
         let dir = tempfile::tempdir().expect("tempdir");
-        // What a killed process leaves: entries in the spool that no writer committed.
-        {
-            let conn = db::open(dir.path()).expect("open");
-            let stored = stored_cursor(&conn).expect("cursor");
-            let (spool, _) = Spool::open(dir.path(), stored).expect("spool");
-            for i in 0..30 {
-                let bytes = serde_json::to_vec(&row(i, 2)).expect("encode");
-                spool.append(&bytes).expect("append");
-            }
-        }
+        spool_uncommitted(dir.path(), 30);
         let (w, t) = LedgerWriter::spawn(dir.path(), None).expect("spawn");
         // Replayed before `spawn` returned: nothing to wait for.
         assert_eq!(count(dir.path(), "requests"), 30);
@@ -865,15 +867,7 @@ mod tests {
     fn a_reader_commits_spooled_rows_itself_and_the_writer_does_not_double_them() {
         let dir = tempfile::tempdir().expect("tempdir");
         // Rows a killed (or not yet committing) server left in the spool.
-        {
-            let conn = db::open(dir.path()).expect("open");
-            let stored = stored_cursor(&conn).expect("cursor");
-            let (spool, _) = Spool::open(dir.path(), stored).expect("spool");
-            for i in 0..12 {
-                let bytes = serde_json::to_vec(&row(i, 2)).expect("encode");
-                spool.append(&bytes).expect("append");
-            }
-        }
+        spool_uncommitted(dir.path(), 12);
         assert_eq!(count(dir.path(), "requests"), 0);
         assert_eq!(commit_spooled(dir.path()).expect("commit"), 12);
         assert_eq!(count(dir.path(), "requests"), 12);

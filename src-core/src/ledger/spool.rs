@@ -46,6 +46,14 @@ pub struct Cursor {
     pub offset: u64,
 }
 
+impl Cursor {
+    /// What a database that never committed from a spool stands for.
+    const NEVER: Cursor = Cursor {
+        generation: 0,
+        offset: HEADER_LEN,
+    };
+}
+
 #[derive(Debug)]
 pub struct Spool {
     path: PathBuf,
@@ -74,19 +82,9 @@ impl Spool {
             .create(true)
             .mode(0o600)
             .open(&path)?;
-        let mut head = [0u8; HEADER_LEN as usize];
         let len = file.metadata()?.len();
-        let found = if len >= HEADER_LEN {
-            file.read_exact_at(&mut head, 0)?;
-            (&head[..8] == MAGIC)
-                .then(|| u64::from_le_bytes(head[8..16].try_into().unwrap_or_default()))
-        } else {
-            None
-        };
-        let stored = committed.unwrap_or(Cursor {
-            generation: 0,
-            offset: HEADER_LEN,
-        });
+        let found = generation_of(&file, len)?;
+        let stored = committed.unwrap_or(Cursor::NEVER);
         let start = match found {
             // The generation the database knows: resume where it stopped.
             Some(g) if g == stored.generation && len >= stored.offset => Cursor {
@@ -163,8 +161,7 @@ impl Spool {
     /// Appends one entry with a single write. Returns whether the writer was parked and must be
     /// woken.
     pub fn append(&self, payload: &[u8]) -> io::Result<bool> {
-        let mut entry = Vec::with_capacity(ENTRY_HEAD + payload.len());
-        entry.extend_from_slice(&[0; ENTRY_HEAD]);
+        let mut entry = framed(payload.len());
         entry.extend_from_slice(payload);
         self.append_framed(entry)
     }
@@ -298,19 +295,10 @@ pub fn read_uncommitted(dir: &Path, committed: Option<Cursor>) -> io::Result<Vec
         Err(e) => return Err(e),
     };
     let len = file.metadata()?.len();
-    let mut head = [0u8; HEADER_LEN as usize];
-    if len < HEADER_LEN {
+    let Some(generation) = generation_of(&file, len)? else {
         return Ok(Vec::new());
-    }
-    file.read_exact_at(&mut head, 0)?;
-    if &head[..8] != MAGIC {
-        return Ok(Vec::new());
-    }
-    let generation = u64::from_le_bytes(head[8..16].try_into().unwrap_or_default());
-    let stored = committed.unwrap_or(Cursor {
-        generation: 0,
-        offset: HEADER_LEN,
-    });
+    };
+    let stored = committed.unwrap_or(Cursor::NEVER);
     let from = match generation.cmp(&stored.generation) {
         std::cmp::Ordering::Equal => stored.offset.max(HEADER_LEN),
         std::cmp::Ordering::Greater => HEADER_LEN,
@@ -319,6 +307,18 @@ pub fn read_uncommitted(dir: &Path, committed: Option<Cursor>) -> io::Result<Vec
     let mut buf = vec![0u8; len.saturating_sub(from) as usize];
     file.read_exact_at(&mut buf, from)?;
     Ok(buf)
+}
+
+/// The generation in the header of a spool file `len` bytes long; `None` when it has no
+/// (valid) header.
+fn generation_of(file: &File, len: u64) -> io::Result<Option<u64>> {
+    if len < HEADER_LEN {
+        return Ok(None);
+    }
+    let mut head = [0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut head, 0)?;
+    Ok((&head[..8] == MAGIC)
+        .then(|| u64::from_le_bytes(head[8..16].try_into().unwrap_or_default())))
 }
 
 /// An empty entry buffer: the placeholder for the entry header, ready for the payload.

@@ -5,10 +5,10 @@
 //! an append-only file with one write (page cache, no fsync, no lock held across I/O), and the
 //! response finishes without waiting; the writer commits the spooled rows every millisecond,
 //! or every 250 ms under load, so a busy minute costs a few hundred commits rather than one per
-//! request. A
-//! `kill -9` loses nothing the spool holds: the next start commits it before serving. Events,
-//! flush requests and rows too large for the spool take a bounded channel; a full channel drops
-//! the message and counts it (visible in metrics and the log) rather than slowing a request.
+//! request. A `kill -9` loses nothing the spool holds: the next start commits it before serving.
+//! Events, flush requests and rows too large for the spool take a bounded channel; a full
+//! channel drops the message and counts it (visible in metrics and the log) rather than slowing
+//! a request.
 
 use super::spool::{self, Cursor, Spool};
 use super::{db, EventRecord, Record};
@@ -30,9 +30,9 @@ const MAX_BATCH: usize = 4_096;
 const POLL: Duration = Duration::from_millis(1);
 /// Above [`BUSY_RATE`] rows a second it commits only this often. Most of a commit's cost is
 /// per transaction (writing the WAL frames of every page it touched), so at 5,000 rows a second
-/// a 1 ms cadence cost 21.5 µs of writer time per row and this one 8 µs; with it, p99 at
-/// concurrency 1 matched the ledger turned off (BENCHMARKS.md, ledger on against off). Rows
-/// are durable in the spool meanwhile, and admin reads flush first.
+/// a 1 ms cadence cost 21.5 µs of writer time per row and this one 8 µs (BENCHMARKS.md, ledger
+/// on against off; p99 with the ledger on is still about 0.1 ms above off). Rows are durable in
+/// the spool meanwhile; admin reads flush first, and `airlock spend`/`log` commit the spool.
 const BUSY_POLL: Duration = Duration::from_millis(250);
 const BUSY_RATE: u64 = 500;
 const IDLE: Duration = Duration::from_secs(60);
@@ -98,16 +98,13 @@ fn queue() -> (Queue, Inbox) {
 }
 
 impl Queue {
-    /// Fails with `Full` once [`CHANNEL_CAPACITY`] messages wait.
+    /// Fails with `Full` once [`CHANNEL_CAPACITY`] messages wait (senders racing at the
+    /// bound may pass it by one each, which is harmless).
     fn try_send(&self, msg: Msg) -> Result<(), TrySendError<Msg>> {
-        if self.queued.fetch_add(1, Ordering::AcqRel) >= CHANNEL_CAPACITY {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
+        if self.queued.load(Ordering::Acquire) >= CHANNEL_CAPACITY {
             return Err(TrySendError::Full(msg));
         }
-        self.tx.send(msg).map_err(|e| {
-            self.queued.fetch_sub(1, Ordering::AcqRel);
-            TrySendError::Disconnected(e.0)
-        })
+        self.send(msg).map_err(TrySendError::Disconnected)
     }
 
     /// Queues past the bound (flush requests, which must not be dropped).
@@ -290,9 +287,7 @@ pub fn commit_spooled(data_dir: &Path) -> Result<u64, db::DbError> {
         path: data_dir.to_owned(),
         error,
     })?;
-    let rows: Vec<Record> = spool::entries(&buf)
-        .filter_map(|(payload, _)| serde_json::from_slice(payload).ok())
-        .collect();
+    let rows = decode(&buf, usize::MAX).rows;
     if rows.is_empty() {
         return Ok(0);
     }
@@ -391,22 +386,7 @@ impl Writer {
             tracing::error!("cannot read the ledger spool: {e}");
             self.buf.clear();
         }
-        let mut rows = Vec::new();
-        let mut end = 0usize;
-        let mut bad = 0u64;
-        for (payload, next) in spool::entries(&self.buf) {
-            if rows.len() == MAX_BATCH {
-                break;
-            }
-            end = next;
-            match serde_json::from_slice::<Record>(payload) {
-                Ok(r) => rows.push(r),
-                Err(e) => {
-                    bad += 1;
-                    tracing::error!("ledger spool: skipping an unreadable row: {e}");
-                }
-            }
-        }
+        let Decoded { rows, end, bad } = decode(&self.buf, MAX_BATCH);
         let more = rows.len() == MAX_BATCH;
         let spooled = rows.len() as u64;
         if rows.is_empty() && end == 0 && msgs.is_empty() {
@@ -429,6 +409,38 @@ impl Writer {
             more,
         })
     }
+}
+
+/// Spooled rows decoded from the start of a buffer read from the spool.
+struct Decoded {
+    /// At most the `max` asked for.
+    rows: Vec<Record>,
+    /// Where the last entry taken ends in the buffer.
+    end: usize,
+    /// Entries whose JSON did not decode (skipped, logged).
+    bad: u64,
+}
+
+fn decode(buf: &[u8], max: usize) -> Decoded {
+    let mut d = Decoded {
+        rows: Vec::new(),
+        end: 0,
+        bad: 0,
+    };
+    for (payload, next) in spool::entries(buf) {
+        if d.rows.len() == max {
+            break;
+        }
+        d.end = next;
+        match serde_json::from_slice::<Record>(payload) {
+            Ok(r) => d.rows.push(r),
+            Err(e) => {
+                d.bad += 1;
+                tracing::error!("ledger spool: skipping an unreadable row: {e}");
+            }
+        }
+    }
+    d
 }
 
 struct Batch {

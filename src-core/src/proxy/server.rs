@@ -91,7 +91,12 @@ pub async fn serve(
     }
 
     announce(&state, local)?;
-    super::trim::spawn(state.clone(), |s: &State| &s.metrics.in_flight);
+    let st = state.clone();
+    super::trim::spawn(move || {
+        st.metrics
+            .in_flight
+            .load(std::sync::atomic::Ordering::Relaxed)
+    });
 
     let _watch = match &opts.config_path {
         Some(path) => {

@@ -3,14 +3,12 @@
 //! glibc's allocator keeps the memory of freed blocks for reuse and returns only the top of each
 //! heap to the system. After 1,000 concurrent streams close, their buffers are free, but about
 //! 40 MB stays resident, and with the next burst scattered long-lived blocks let the heap grow
-//! further (84, 101 then 106 MiB over three rounds in `bench/memory.sh`). `malloc_trim(0)`
-//! hands every free page back (the same rounds stay near 84 MiB, and idle falls back to about
-//! 43 MiB; BENCHMARKS.md, memory), so the server calls it when many requests have finished
-//! since the last call. It walks the allocator's arenas under their locks, so it runs on a
+//! further (84, 97 then 103 MiB over three rounds of `bench/memory.sh`). `malloc_trim(0)`
+//! hands every free page back (the same rounds then peak at 81–85 MiB, and the resident set
+//! falls back to about 43 MiB after each; BENCHMARKS.md, memory), so the server calls it when
+//! many requests have finished since the last call. It walks the allocator's arenas under their locks, so it runs on a
 //! blocking thread and only after a large drop, never per request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How often the number of requests in flight is looked at.
@@ -52,15 +50,15 @@ impl Trigger {
     }
 }
 
-/// Watches `in_flight` and trims after each large drop, until the runtime stops.
-pub fn spawn<S: Send + Sync + 'static>(owner: Arc<S>, in_flight: fn(&S) -> &AtomicU64) {
+/// Watches the requests in flight and trims after each large drop, until the runtime stops.
+pub fn spawn(in_flight: impl Fn() -> u64 + Send + 'static) {
     tokio::spawn(async move {
         let mut trigger = Trigger::default();
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if !trigger.observe(in_flight(&owner).load(Ordering::Relaxed)) {
+            if !trigger.observe(in_flight()) {
                 continue;
             }
             let started = Instant::now();

@@ -759,6 +759,17 @@ fn word_has_digit(w: u64) -> bool {
     (x.wrapping_sub(ONES * 10) & !x & HIGH) != 0
 }
 
+/// The high bit of each byte of `w` that is an ASCII digit, and only those (no borrow crosses
+/// a byte: each byte's sum stays below 0x100).
+#[inline]
+fn digit_bytes(w: u64) -> u64 {
+    const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // Digits become 0..=9; adding 0x76 to the low seven bits sets bit 7 from 10 up.
+    let x = w ^ 0x3030_3030_3030_3030;
+    !(((x & LOW7) + 0x7676_7676_7676_7676) | x) & HIGH
+}
+
 /// Calls `f(start, end, digit_count)` for each cluster of digits joined by at most two
 /// consecutive separators (space, `-`, `.`, `(`, `)`, `/`).
 #[cfg(test)]
@@ -803,6 +814,18 @@ fn digit_clusters_in(bytes: &[u8], blocks: &[u64], mut f: impl FnMut(usize, usiz
                     }
                     i += skip * 8;
                 }
+            }
+            // Eight bytes at a time: jump to the first digit, or past the next block boundary.
+            if i + 8 <= n {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(&bytes[i..i + 8]);
+                let m = digit_bytes(u64::from_le_bytes(w));
+                if m != 0 {
+                    i += (m.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i = (i + 8) & !7;
+                continue;
             }
             if i >= n || bytes[i].is_ascii_digit() {
                 break;
@@ -886,6 +909,24 @@ mod tests {
             assert_eq!(word_has_digit(w), b.is_ascii_digit(), "byte {b}");
         }
         assert!(!word_has_digit(u64::from_le_bytes(*b"abcdefgh")));
+    }
+
+    #[test]
+    fn swar_digit_bytes_are_exact_per_byte() {
+        for b in 0..=255u8 {
+            for lane in 0..8 {
+                let mut w = *b"a9Z~ 0\x80.";
+                w[lane] = b;
+                let m = digit_bytes(u64::from_le_bytes(w));
+                for (k, &c) in w.iter().enumerate() {
+                    assert_eq!(
+                        m >> (8 * k + 7) & 1 == 1,
+                        c.is_ascii_digit(),
+                        "{w:?} byte {k}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -227,7 +227,9 @@ const END: &str = r"(?:[^A-Za-z0-9_\-]|$)";
 
 /// Whether every match of `pattern` begins with one of `keywords` (ASCII case-insensitive):
 /// the pattern opens (after `\b` and a `secret` group) with a literal or an alternation of
-/// literals, each starting with a keyword. Conservative: anything else is `false`.
+/// literals, each starting with a keyword. A literal may hold optional chars and small sets of
+/// chars (`api[_-]?key` stands for `api_key`, `api-key` and `apikey`, and each must start with a
+/// keyword). Conservative: anything else is `false`.
 pub fn starts_with_keyword(pattern: &str, keywords: &[String]) -> bool {
     let mut p = pattern;
     loop {
@@ -239,12 +241,14 @@ pub fn starts_with_keyword(pattern: &str, keywords: &[String]) -> bool {
             break;
         }
     }
-    let starts = |lit: &str| {
-        let lit = lit.to_ascii_lowercase();
-        !lit.is_empty()
-            && keywords
-                .iter()
-                .any(|k| lit.starts_with(&k.to_ascii_lowercase()))
+    let keywords: Vec<String> = keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
+    let starts = |lits: Option<Vec<String>>| {
+        lits.is_some_and(|lits| {
+            lits.iter().all(|lit| {
+                let lit = lit.to_ascii_lowercase();
+                !lit.is_empty() && keywords.iter().any(|k| lit.starts_with(k.as_str()))
+            })
+        })
     };
     for open in ["(?i:", "(?:"] {
         if let Some(r) = p.strip_prefix(open) {
@@ -252,41 +256,102 @@ pub fn starts_with_keyword(pattern: &str, keywords: &[String]) -> bool {
                 return false;
             };
             let inner = &r[..close];
-            if inner.contains(['(', '[']) {
+            if inner.contains('(') {
                 return false;
             }
-            return inner
-                .split('|')
-                .all(|alt| literal_prefix(alt).is_some_and(|l| starts(&l)));
+            return inner.split('|').all(|alt| starts(literal_prefixes(alt)));
         }
     }
-    literal_prefix(p).is_some_and(|l| starts(&l))
+    starts(literal_prefixes(p))
 }
 
-/// The literal text a regex fragment starts with (escapes undone), up to its first operator.
-fn literal_prefix(p: &str) -> Option<String> {
-    let mut out = String::new();
+/// Most spellings one literal prefix may expand to before it is not worth checking.
+const MAX_PREFIXES: usize = 64;
+
+/// Every literal text a regex fragment can start with, up to its first operator that is not an
+/// optional char or a set of plain chars (escapes undone; `\b` skipped, it matches no char).
+/// `None` when a prefix could be empty or there would be too many.
+fn literal_prefixes(p: &str) -> Option<Vec<String>> {
+    let mut out = vec![String::new()];
     let mut chars = p.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\\' => match chars.peek() {
-                Some(&n) if !n.is_ascii_alphanumeric() => {
-                    out.push(n);
-                    chars.next();
+    loop {
+        let atom: Vec<char> = match chars.peek().copied() {
+            None => break,
+            Some('\\') => {
+                chars.next();
+                match chars.next() {
+                    Some('b') | Some('B') => continue,
+                    Some(n) if !n.is_ascii_alphanumeric() => vec![n],
+                    _ => break,
                 }
-                _ => break,
-            },
-            '[' | '(' | ')' | '|' | '*' | '+' | '?' | '{' | '}' | '^' | '$' | '.' => {
-                // A quantifier applies to the last char, which then is not certain.
-                if matches!(c, '*' | '?' | '{') {
-                    out.pop();
+            }
+            Some('[') => {
+                chars.next();
+                match char_set(&mut chars) {
+                    Some(set) => set,
+                    None => break,
                 }
+            }
+            Some(c) if "()|*+?{}^$.".contains(c) => break,
+            Some(c) => {
+                chars.next();
+                vec![c]
+            }
+        };
+        match chars.peek() {
+            // A repeat makes the atom uncertain (`*`, `{0,…}`): the prefix ends before it.
+            Some('*') | Some('{') => break,
+            Some('?') => {
+                chars.next();
+                out = extend(&out, &atom, true);
+            }
+            Some('+') => {
+                out = extend(&out, &atom, false);
                 break;
             }
-            c => out.push(c),
+            _ => out = extend(&out, &atom, false),
+        }
+        if out.len() > MAX_PREFIXES {
+            return None;
         }
     }
-    (!out.is_empty()).then_some(out)
+    (out.len() <= MAX_PREFIXES && out.iter().all(|s| !s.is_empty())).then_some(out)
+}
+
+/// Every prefix followed by every char of `atom` (and, when `optional`, by nothing).
+fn extend(prefixes: &[String], atom: &[char], optional: bool) -> Vec<String> {
+    let mut next = Vec::new();
+    for p in prefixes {
+        if optional {
+            next.push(p.clone());
+        }
+        for &c in atom {
+            let mut s = p.clone();
+            s.push(c);
+            next.push(s);
+        }
+    }
+    next
+}
+
+/// The chars of a `[…]` set whose `[` was just read, when it lists plain chars only (no
+/// negation, ranges or classes); consumes through the `]`.
+fn char_set(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Option<Vec<char>> {
+    let mut set = Vec::new();
+    loop {
+        match chars.next()? {
+            ']' if !set.is_empty() => return Some(set),
+            '^' if set.is_empty() => return None,
+            '\\' => match chars.next()? {
+                n if !n.is_ascii_alphanumeric() => set.push(n),
+                _ => return None,
+            },
+            // A `-` between two chars is a range; first or last it is the char itself.
+            '-' if !set.is_empty() && chars.peek() != Some(&']') => return None,
+            '[' => return None,
+            c => set.push(c),
+        }
+    }
 }
 
 fn expand_macros(regex: &str) -> String {
@@ -460,4 +525,96 @@ pub fn apply_overrides(
         }
     }
     Ok(specs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kw(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn literal_prefixes_expand_optional_chars_and_small_sets() {
+        let mut got = literal_prefixes("api[_-]?key[\\w.]{0,20}").unwrap_or_default();
+        got.sort();
+        assert_eq!(got, ["api-key", "api_key", "apikey"]);
+        assert_eq!(
+            literal_prefixes("\\bbearer\\s+"),
+            Some(vec!["bearer".into()])
+        );
+        assert_eq!(
+            literal_prefixes("ghp_[A-Za-z0-9]{36}"),
+            Some(vec!["ghp_".into()])
+        );
+        assert_eq!(literal_prefixes("xoxb+-"), Some(vec!["xoxb".into()]));
+        // A repeat or a range ends the prefix; an optional char alone may leave it empty.
+        assert_eq!(literal_prefixes("ab*c"), Some(vec!["a".into()]));
+        assert_eq!(literal_prefixes("a[b-d]c"), Some(vec!["a".into()]));
+        assert_eq!(literal_prefixes("[^x]yz"), None);
+        assert_eq!(
+            literal_prefixes("a?bc"),
+            Some(vec!["bc".into(), "abc".into()])
+        );
+        assert_eq!(literal_prefixes("a?"), None);
+        assert_eq!(literal_prefixes("[ab][cd][ef][gh][ij][kl][mn]"), None);
+    }
+
+    #[test]
+    fn anchoring_needs_every_spelling_to_start_with_a_keyword() {
+        let pattern = "(?i:api[_-]?key|app[_-]?key)[\\w.\\-]{0,20}?\\s*=";
+        let all = kw(&[
+            "api_key", "api-key", "apikey", "app_key", "app-key", "appkey",
+        ]);
+        assert!(starts_with_keyword(pattern, &all));
+        // `app-key` has no keyword: a match starting there would never be searched for.
+        let missing = kw(&["api_key", "api-key", "apikey", "app_key", "appkey"]);
+        assert!(!starts_with_keyword(pattern, &missing));
+        assert!(starts_with_keyword(
+            "(?i:\\bbearer)\\s+(?P<secret>x+)",
+            &kw(&["bearer"])
+        ));
+        assert!(!starts_with_keyword("\\b[a-z]+://", &kw(&["://"])));
+        assert!(!starts_with_keyword("(?:(a)|b)c", &kw(&["a", "b"])));
+    }
+
+    /// Every embedded rule that is searched anchored really opens with a keyword: the rule's
+    /// own examples are found through the keyword hits alone.
+    #[test]
+    fn anchored_rules_find_their_examples_at_keyword_hits() {
+        let specs = embedded_rules().unwrap_or_else(|e| panic!("{e}"));
+        let mut anchored = 0;
+        for spec in specs {
+            let keywords: Vec<String> = spec
+                .keywords
+                .iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect();
+            let rule = compile(spec).unwrap_or_else(|e| panic!("{e}"));
+            let Some(re) = &rule.anchored else { continue };
+            anchored += 1;
+            let mut g = crate::inspect::testgen::Gen::new(5);
+            for ex in &rule.examples {
+                let text = g.expand(ex).unwrap_or_else(|e| panic!("{e}"));
+                let lower = text.to_ascii_lowercase();
+                for m in rule.regex.find_iter(text.as_bytes()) {
+                    let at_keyword = keywords
+                        .iter()
+                        .any(|k| lower[m.start()..].starts_with(k.as_str()));
+                    assert!(
+                        at_keyword,
+                        "{}: match at {} of {text:?}",
+                        rule.id,
+                        m.start()
+                    );
+                    let input = regex_automata::Input::new(text.as_bytes())
+                        .range(m.start()..)
+                        .anchored(regex_automata::Anchored::Yes);
+                    assert!(re.search(&input).is_some(), "{}: {text:?}", rule.id);
+                }
+            }
+        }
+        assert!(anchored > 100, "{anchored}");
+    }
 }

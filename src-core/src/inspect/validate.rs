@@ -864,34 +864,41 @@ fn email(value: &[u8]) -> bool {
         return false;
     };
     let (local, domain) = (&value[..at], &value[at + 1..]);
+    // RFC 5321 limits: 64 bytes of local part, 63 per domain label (the rule's regex leaves
+    // them to this check, which keeps its automaton small).
     if local.is_empty()
+        || local.len() > 64
         || local.starts_with(b".")
         || local.ends_with(b".")
         || local.windows(2).any(|w| w == b"..")
+        || local.eq_ignore_ascii_case(b"git")
     {
         return false;
     }
-    let domain = String::from_utf8_lossy(domain).to_ascii_lowercase();
-    let Some(tld) = domain.rsplit('.').next() else {
-        return false;
-    };
-    let known = if tld.len() == 2 {
-        CC_TLDS.split(' ').any(|t| t == tld)
-    } else {
-        G_TLDS.split(' ').any(|t| t == tld)
-    };
-    if !known {
+    if domain
+        .split(|&b| b == b'.')
+        .any(|label| label.is_empty() || label.len() > 63 || label[0] == b'-')
+    {
         return false;
     }
-    // RFC 2606 documentation domains and git-over-ssh remotes are not personal data.
-    let doc = ["example.com", "example.org", "example.net"]
+    let tld = domain.rsplit(|&b| b == b'.').next().unwrap_or(b"");
+    let list = if tld.len() == 2 { CC_TLDS } else { G_TLDS };
+    if !list
+        .split(' ')
+        .any(|t| t.as_bytes().eq_ignore_ascii_case(tld))
+    {
+        return false;
+    }
+    // RFC 2606 documentation domains are not personal data.
+    let doc = |d: &[u8]| {
+        domain.eq_ignore_ascii_case(d)
+            || domain.len() > d.len()
+                && domain[domain.len() - d.len() - 1] == b'.'
+                && domain[domain.len() - d.len()..].eq_ignore_ascii_case(d)
+    };
+    ![b"example.com", b"example.org", b"example.net"]
         .iter()
-        .any(|d| domain == *d || domain.ends_with(&format!(".{d}")));
-    let local_l = String::from_utf8_lossy(local).to_ascii_lowercase();
-    !doc && local_l != "git"
-        && !domain
-            .split('.')
-            .any(|label| label.is_empty() || label.starts_with('-'))
+        .any(|d| doc(&d[..]))
 }
 
 fn ipv4_public(value: &[u8]) -> bool {
@@ -1349,6 +1356,16 @@ mod tests {
         assert!(!email(b"git@github.com"));
         assert!(!email(b"a..b@mail.com"));
         assert!(!email(b"x@host.internal"));
+        assert!(!email(b"GIT@github.com"));
+        assert!(!email(b"ops@mail.EXAMPLE.org"));
+        assert!(email(b"ops@myexample.org")); // airlock:allow
+        assert!(!email(b"a@-bad.com"));
+        let long_local = format!("{}@mail.com", "a".repeat(65));
+        assert!(!email(long_local.as_bytes()));
+        assert!(email(format!("{}@mail.com", "a".repeat(64)).as_bytes()));
+        let long_label = format!("a@{}.com", "b".repeat(64));
+        assert!(!email(long_label.as_bytes()));
+        assert!(email(format!("a@{}.com", "b".repeat(63)).as_bytes()));
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! The automaton holds every keyword plus the base64 and percent-encoded forms of the secret
 //! keywords, about 1,500 patterns. Its transition table does not fit in L1, and an unanchored
 //! overlapping search (which has no prefilter) costs a few ns per byte, while most text holds
-//! no pattern at all. So a table of hashed four-byte windows, small enough for L1, marks where a
-//! pattern may start, and the automaton runs anchored at those offsets only.
+//! no pattern at all. So a table of hashed four-byte windows (128 KiB; text touches few of its
+//! lines) marks where a pattern may start, and the automaton runs anchored at those offsets only.
 //!
 //! Windows are read at even offsets only, so a pattern of five bytes or more is entered with two
 //! neighbouring windows of its own, bytes `j..j+4` and `j+1..j+5`: whichever parity it starts
@@ -18,10 +18,11 @@
 //! a wasted anchored search.
 
 use aho_corasick::automaton::{Automaton, OverlappingState};
-#[cfg(target_arch = "x86_64")]
-mod avx2;
 use aho_corasick::nfa::contiguous::NFA;
 use aho_corasick::{Anchored, Input, MatchKind};
+
+#[cfg(target_arch = "x86_64")]
+mod avx2;
 
 /// Window bit tables: 2^20 bits = 128 KiB each. Text touches few of their lines (its windows
 /// repeat), and fewer false hits save more than the misses cost.

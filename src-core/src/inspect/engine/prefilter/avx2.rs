@@ -1,9 +1,9 @@
 //! The window pass of [`Keywords::find`] sixteen windows at a time, with AVX2.
 //!
-//! Same windows, same hash and same table as the scalar loop: the 32 bytes at `i` read as eight
-//! little-endian `u32` lanes are the windows at `i, i+4, … i+28`, and the 32 bytes at `i + 2`
-//! the windows at `i+2, i+6, … i+30`. Each lane is folded and hashed with one multiply, and its
-//! bits are fetched from both window tables with gathers (a table read as `u32` words: bit `b` is
+//! Same windows, same hashes and same tables as the scalar loop: the 32 bytes at `i` read as
+//! eight little-endian `u32` lanes are the windows at `i, i+4, … i+28`, and the 32 bytes at
+//! `i + 2` the windows at `i+2, i+6, … i+30`. Each lane is folded and hashed once per table (one
+//! multiply each), and its bits are fetched from both window tables with gathers (a table read as `u32` words: bit `b` is
 //! bit `b % 32` of word `b / 32`). A window whose bit is set in both goes to
 //! [`Keywords::candidate`], as in the scalar loop. The digit-block map comes from the same loads.
 //!
@@ -37,7 +37,8 @@ pub(super) fn scan(
     if !available() || digit_blocks.len() < hay.len() / 512 + 1 {
         return 0;
     }
-    // SAFETY: AVX2 is present (checked just above), which is all `scan_avx2` requires.
+    // SAFETY: AVX2 is present and the digit map is long enough (both checked just above),
+    // which is all `scan_avx2` requires.
     unsafe { scan_avx2(k, hay, out, digit_blocks) }
 }
 

@@ -252,17 +252,41 @@ pub fn starts_with_keyword(pattern: &str, keywords: &[String]) -> bool {
     };
     for open in ["(?i:", "(?:"] {
         if let Some(r) = p.strip_prefix(open) {
-            let Some(close) = r.find(')') else {
-                return false;
-            };
-            let inner = &r[..close];
-            if inner.contains('(') {
-                return false;
-            }
-            return inner.split('|').all(|alt| starts(literal_prefixes(alt)));
+            return group_alternatives(r)
+                .is_some_and(|alts| alts.iter().all(|alt| starts(literal_prefixes(alt))));
         }
     }
     starts(literal_prefixes(p))
+}
+
+/// The top-level alternatives of a group whose opening was just stripped, up to its closing
+/// `)`: `|` and `)` inside a `[…]` set or after a `\` do not count. `None` for a nested group
+/// or no closing `)`.
+fn group_alternatives(r: &str) -> Option<Vec<&str>> {
+    let mut alts = Vec::new();
+    let (mut from, mut in_set, mut escaped) = (0, false, false);
+    for (i, c) in r.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' => escaped = true,
+            '[' if !in_set => in_set = true,
+            ']' if in_set => in_set = false,
+            '(' if !in_set => return None,
+            '|' if !in_set => {
+                alts.push(&r[from..i]);
+                from = i + 1;
+            }
+            ')' if !in_set => {
+                alts.push(&r[from..i]);
+                return Some(alts);
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Most spellings one literal prefix may expand to before it is not worth checking.
@@ -577,6 +601,16 @@ mod tests {
         ));
         assert!(!starts_with_keyword("\\b[a-z]+://", &kw(&["://"])));
         assert!(!starts_with_keyword("(?:(a)|b)c", &kw(&["a", "b"])));
+        // A `)` or `|` inside a set does not end the group or split it.
+        assert!(!starts_with_keyword("(?:foo[)]|bar)x", &kw(&["foo"])));
+        assert!(starts_with_keyword(
+            "(?:foo[)|]|bar)x",
+            &kw(&["foo", "bar"])
+        ));
+        assert_eq!(
+            group_alternatives("a[|)]b|c\\)d)e"),
+            Some(vec!["a[|)]b", "c\\)d"])
+        );
     }
 
     /// Every embedded rule that is searched anchored really opens with a keyword: the rule's

@@ -464,16 +464,7 @@ impl Engine {
     fn run_window(&self, text: &str, ri: u32, s: usize, e: usize, out: &mut Vec<Raw>) {
         let rule = &self.rules[ri as usize];
         let bytes = text.as_bytes();
-        // Let a token that runs past the window finish, so a length-bounded regex does not match
-        // a prefix of a longer value.
-        let mut e = e.min(bytes.len());
-        let stop = (e + 512).min(bytes.len());
-        while e < stop
-            && !bytes[e].is_ascii_whitespace()
-            && !matches!(bytes[e], b'"' | b'\'' | b'`')
-        {
-            e += 1;
-        }
+        let e = token_end(bytes, e);
         let hay = &bytes[..e];
         let mut locs = rule.secret_group.map(|_| rule.regex.capture_locations());
         let mut at = s;
@@ -536,7 +527,9 @@ impl Engine {
         if !text.is_char_boundary(at) {
             return;
         }
-        let mut end = (at + rule.after).min(bytes.len());
+        // As far as the window would reach, the token's end and the byte that ends it (a
+        // value's closing delimiter must be inside the range to match).
+        let mut end = (token_end(bytes, at + rule.after) + 1).min(bytes.len());
         while !text.is_char_boundary(end) {
             end += 1;
         }
@@ -736,6 +729,18 @@ fn context_hit(hay: &[u8], words: &[Vec<u8>], whole: bool) -> bool {
             memchr::memchr2_iter(lo, up, hay).any(at)
         }
     })
+}
+
+/// `e`, or further to the end of the token running through it (the next whitespace or quote,
+/// at most 512 bytes on): a length-bounded regex must not match a prefix of a longer value, and
+/// a long value must not be cut off at the window's edge.
+fn token_end(bytes: &[u8], e: usize) -> usize {
+    let mut e = e.min(bytes.len());
+    let stop = (e + 512).min(bytes.len());
+    while e < stop && !bytes[e].is_ascii_whitespace() && !matches!(bytes[e], b'"' | b'\'' | b'`') {
+        e += 1;
+    }
+    e
 }
 
 /// Widens a byte span to char boundaries.
@@ -1029,6 +1034,35 @@ mod tests {
                 proptest::prop_assert!(ok, "{s:?}");
             }
         }
+    }
+
+    /// A value longer than the rule's `after` still ends at its own delimiter, whether the
+    /// rule runs anchored at its keyword or in a window.
+    #[test]
+    fn long_values_run_past_the_window() {
+        let e = engine();
+        let mut g = crate::inspect::testgen::Gen::new(11);
+        for (rule, len, template) in [
+            ("generic-api-key", 150, "api_key = \"{}\"\n"),
+            ("generic-api-key", 250, "ACME_API_KEY: '{}' # prod\n"),
+            ("bearer-token", 395, "Authorization: Bearer {}\n"),
+        ] {
+            assert!(rule_is_anchored(e, rule), "{rule}");
+            let value = g.chars('m', len).unwrap_or_else(|| panic!("class m"));
+            let text = template.replace("{}", &value);
+            let found = e.find_all(&text);
+            let start = text.find(&value).unwrap_or(0);
+            assert!(
+                found
+                    .iter()
+                    .any(|f| f.rule_id == rule && f.span == (start..start + len)),
+                "{rule} {len}: {found:?}"
+            );
+        }
+    }
+
+    fn rule_is_anchored(e: &Engine, id: &str) -> bool {
+        e.rules.iter().any(|r| &*r.id == id && r.anchored.is_some())
     }
 
     #[test]

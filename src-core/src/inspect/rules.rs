@@ -252,17 +252,23 @@ pub fn starts_with_keyword(pattern: &str, keywords: &[String]) -> bool {
     };
     for open in ["(?i:", "(?:"] {
         if let Some(r) = p.strip_prefix(open) {
-            return group_alternatives(r)
-                .is_some_and(|alts| alts.iter().all(|alt| starts(literal_prefixes(alt))));
+            let Some((alts, rest)) = group_alternatives(r) else {
+                return false;
+            };
+            // The group (or a `secret` group around it) must not be optional or repeated
+            // from zero.
+            let rest = rest.trim_start_matches(')');
+            return !rest.starts_with(['?', '*', '{'])
+                && alts.iter().all(|alt| starts(literal_prefixes(alt)));
         }
     }
     starts(literal_prefixes(p))
 }
 
-/// The top-level alternatives of a group whose opening was just stripped, up to its closing
-/// `)`: `|` and `)` inside a `[…]` set or after a `\` do not count. `None` for a nested group
-/// or no closing `)`.
-fn group_alternatives(r: &str) -> Option<Vec<&str>> {
+/// The top-level alternatives of a group whose opening was just stripped, and the text after
+/// its closing `)`. `|` and `)` inside a `[…]` set or after a `\\` do not count. `None` for a
+/// nested group, a set that opens with `]` or holds another `[`, or no closing `)`.
+fn group_alternatives(r: &str) -> Option<(Vec<&str>, &str)> {
     let mut alts = Vec::new();
     let (mut from, mut in_set, mut escaped) = (0, false, false);
     for (i, c) in r.char_indices() {
@@ -272,7 +278,14 @@ fn group_alternatives(r: &str) -> Option<Vec<&str>> {
         }
         match c {
             '\\' => escaped = true,
-            '[' if !in_set => in_set = true,
+            '[' if in_set => return None,
+            '[' => {
+                // `[]…]` and `[^]…]` take the `]` as a char: too subtle to follow here.
+                if r[i + 1..].trim_start_matches('^').starts_with(']') {
+                    return None;
+                }
+                in_set = true;
+            }
             ']' if in_set => in_set = false,
             '(' if !in_set => return None,
             '|' if !in_set => {
@@ -281,7 +294,7 @@ fn group_alternatives(r: &str) -> Option<Vec<&str>> {
             }
             ')' if !in_set => {
                 alts.push(&r[from..i]);
-                return Some(alts);
+                return Some((alts, &r[i + 1..]));
             }
             _ => {}
         }
@@ -304,7 +317,8 @@ fn literal_prefixes(p: &str) -> Option<Vec<String>> {
             Some('\\') => {
                 chars.next();
                 match chars.next() {
-                    Some('b') | Some('B') => continue,
+                    // Word-boundary assertions match no char.
+                    Some('b') | Some('B') | Some('<') | Some('>') => continue,
                     Some(n) if !n.is_ascii_alphanumeric() => vec![n],
                     _ => break,
                 }
@@ -316,7 +330,17 @@ fn literal_prefixes(p: &str) -> Option<Vec<String>> {
                     None => break,
                 }
             }
-            Some(c) if "()|*+?{}^$.".contains(c) => break,
+            // A top-level `|` means the text may start with another alternative.
+            Some('|') => return None,
+            // The end of a `secret` group: an optional or repeated group is not certain.
+            Some(')') => {
+                chars.next();
+                if matches!(chars.peek(), Some('?' | '*' | '{')) {
+                    return None;
+                }
+                break;
+            }
+            Some(c) if "(*+?{}^$.".contains(c) => break,
             Some(c) => {
                 chars.next();
                 vec![c]
@@ -609,8 +633,36 @@ mod tests {
         ));
         assert_eq!(
             group_alternatives("a[|)]b|c\\)d)e"),
-            Some(vec!["a[|)]b", "c\\)d"])
+            Some((vec!["a[|)]b", "c\\)d"], "e"))
         );
+        // Sets whose first char is `]`, nested sets and POSIX classes are not followed.
+        for p in [
+            "(?:foo[])]|bar)x",
+            "(?:foo[^])]|bar)",
+            "(?:foo[[:alpha:])]|bar)",
+        ] {
+            assert!(!starts_with_keyword(p, &kw(&["foo"])), "{p}");
+        }
+        // An optional or repeated opening, or a top-level alternative, is not certain.
+        for p in [
+            "(?:foo|bar)?baz",
+            "(?i:foo)*x",
+            "(?i:foo){0,2}x",
+            "foo|bar",
+            "(?P<secret>foo|bar)",
+            "(?P<secret>foo)?bar",
+            "(?P<secret>(?i:foo))?bar",
+        ] {
+            assert!(!starts_with_keyword(p, &kw(&["foo"])), "{p}");
+        }
+        assert!(starts_with_keyword(
+            "(?P<secret>(?i:foo))bar",
+            &kw(&["foo"])
+        ));
+        assert!(starts_with_keyword("(?i:foo)+bar", &kw(&["foo"])));
+        // `\\<` is an assertion, not the char `<`.
+        assert!(!starts_with_keyword("\\<tok", &kw(&["<t"])));
+        assert!(starts_with_keyword("\\<tok", &kw(&["tok"])));
     }
 
     /// Every embedded rule that is searched anchored really opens with a keyword: the rule's

@@ -20,7 +20,8 @@
 //! The detection engine in [`inspect`], like [`protect`], [`meter`] and [`sse`], is pure (no
 //! I/O, no async), so the proxy, `airlock scan`, the benchmarks and the fuzzers share it. The
 //! admin API in [`admin`] serves the tray and the dashboard from the same listener.
-// One measured exception: `proxy::trim` calls `malloc_trim` (BENCHMARKS.md, memory).
+// Two measured exceptions: `proxy::trim` calls `malloc_trim` (BENCHMARKS.md, memory), and the
+// keyword prefilter has an AVX2 pass (`inspect/engine/prefilter/avx2.rs`, BENCHMARKS.md, engine).
 #![deny(unsafe_code)]
 
 pub mod admin;

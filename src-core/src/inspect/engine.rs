@@ -754,20 +754,10 @@ fn snap_out(text: &str, mut s: usize, mut e: usize) -> (usize, usize) {
     (s, e)
 }
 
-/// Whether any byte of the word is an ASCII digit (exact, branch-free SWAR test).
-#[inline]
-fn word_has_digit(w: u64) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    // Map '0'..='9' to 0..=9, then test for any byte below 10.
-    let x = w ^ (ONES * 0x30);
-    (x.wrapping_sub(ONES * 10) & !x & HIGH) != 0
-}
-
 /// The high bit of each byte of `w` that is an ASCII digit, and only those (no borrow crosses
 /// a byte: each byte's sum stays below 0x100).
 #[inline]
-fn digit_bytes(w: u64) -> u64 {
+pub(super) fn digit_bytes(w: u64) -> u64 {
     const LOW7: u64 = 0x7F7F_7F7F_7F7F_7F7F;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // Digits become 0..=9; adding 0x76 to the low seven bits sets bit 7 from 10 up.
@@ -911,9 +901,9 @@ mod tests {
     fn swar_digit_test_is_exact() {
         for b in 0..=255u8 {
             let w = u64::from_le_bytes([b'a', b'b', b, b'c', b'd', b'e', b'f', b'g']);
-            assert_eq!(word_has_digit(w), b.is_ascii_digit(), "byte {b}");
+            assert_eq!(digit_bytes(w) != 0, b.is_ascii_digit(), "byte {b}");
         }
-        assert!(!word_has_digit(u64::from_le_bytes(*b"abcdefgh")));
+        assert!(digit_bytes(u64::from_le_bytes(*b"abcdefgh")) == 0);
     }
 
     #[test]

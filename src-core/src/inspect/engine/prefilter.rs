@@ -333,7 +333,7 @@ impl Keywords {
         while i + 12 <= n {
             let raw = load8(hay, i);
             let (block, bit) = (i / 512, (i / 8) % 64);
-            digit_blocks[block] |= u64::from(super::word_has_digit(raw)) << bit;
+            digit_blocks[block] |= u64::from(super::digit_bytes(raw) != 0) << bit;
             let lo = raw | FOLD8;
             let hi = load8(hay, i + 4) | FOLD8;
             let any = word(lo as u32)

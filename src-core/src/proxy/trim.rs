@@ -1,13 +1,13 @@
 //! Giving memory back after a burst of requests.
 //!
 //! glibc's allocator keeps the memory of freed blocks for reuse and returns only the top of each
-//! heap to the system. After 1,000 concurrent streams close, their buffers are free, but about
-//! 40 MB stays resident, and with the next burst scattered long-lived blocks let the heap grow
-//! further (84, 97 then 103 MiB over three rounds of `bench/memory.sh`). `malloc_trim(0)`
-//! hands every free page back (the same rounds then peak at 81–85 MiB, and the resident set
-//! falls back to about 43 MiB after each; BENCHMARKS.md, memory), so the server calls it when
-//! many requests have finished since the last call. It walks the allocator's arenas under their locks, so it runs on a
-//! blocking thread and only after a large drop, never per request.
+//! heap to the system. After 1,000 concurrent streams close, their buffers are free but stay
+//! resident, and with the next burst scattered long-lived blocks let the heap grow further, so
+//! the resident set rose from round to round of `bench/memory.sh`. `malloc_trim(0)` hands every
+//! free page back (with it, each round falls back to about 43 MiB; BENCHMARKS.md, memory), so the
+//! server calls it when many requests have finished since the last call. It walks the
+//! allocator's arenas under their locks, so it runs on a blocking thread and only after a large
+//! drop, never per request.
 
 use std::time::{Duration, Instant};
 

@@ -211,6 +211,7 @@ async fn status(state: &Arc<State>, config: &Config) -> Response<ProxyBody> {
             })).collect::<Vec<_>>(),
             "ledger": {
                 "written": stats.written.load(Relaxed),
+                "commits": stats.commits.load(Relaxed),
                 "dropped": stats.dropped.load(Relaxed),
                 "failed_batches": stats.failed_batches.load(Relaxed),
             },
@@ -410,6 +411,11 @@ fn metrics(state: &Arc<State>) -> Response<ProxyBody> {
             "airlock_ledger_rows_written",
             "Ledger rows committed.",
             stats.written.load(Relaxed) as f64,
+        ),
+        (
+            "airlock_ledger_commits",
+            "Ledger transactions committed (rows are committed in groups).",
+            stats.commits.load(Relaxed) as f64,
         ),
         (
             "airlock_ledger_rows_dropped",

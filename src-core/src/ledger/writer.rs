@@ -3,9 +3,9 @@
 //!
 //! Request rows reach it through the [spool](super::spool): the request path appends the row to
 //! an append-only file with one write (page cache, no fsync, no lock held across I/O), and the
-//! response finishes without waiting; the writer commits the spooled rows every millisecond,
-//! or every 250 ms under load, so a busy minute costs a few hundred commits rather than one per
-//! request. A `kill -9` loses nothing the spool holds: the next start commits it before serving.
+//! response finishes without waiting; the writer commits the first row after a pause at once
+//! and then every 250 ms while rows keep coming, so a busy minute costs a few hundred commits
+//! rather than one per request. A `kill -9` loses nothing the spool holds: the next start commits it before serving.
 //! Events, flush requests and rows too large for the spool take a bounded channel; a full
 //! channel drops the message and counts it (visible in metrics and the log) rather than slowing
 //! a request.
@@ -26,15 +26,14 @@ use std::time::{Duration, Instant};
 const CHANNEL_CAPACITY: usize = 65_536;
 /// At most this many spooled rows per transaction (a backlog after a crash commits in steps).
 const MAX_BATCH: usize = 4_096;
-/// While rows keep coming, the writer commits this often; idle, it sleeps until woken.
-const POLL: Duration = Duration::from_millis(1);
-/// Above [`BUSY_RATE`] rows a second it commits only this often. Most of a commit's cost is
-/// per transaction (writing the WAL frames of every page it touched), so at 5,000 rows a second
-/// a 1 ms cadence cost 21.5 µs of writer time per row and this one 8 µs (BENCHMARKS.md, ledger
-/// on against off; p99 with the ledger on is still about 0.1 ms above off). Rows are durable in
-/// the spool meanwhile; admin reads flush first, and `airlock spend`/`log` commit the spool.
-const BUSY_POLL: Duration = Duration::from_millis(250);
-const BUSY_RATE: u64 = 500;
+/// While rows keep coming, the writer commits this often; idle, it sleeps until woken, and the
+/// first row after a pause is committed at once. Most of a commit's cost is per transaction
+/// (writing the WAL frames of every page it touched), and the rows are durable in the spool
+/// meanwhile (admin reads flush first; `airlock spend`/`log` commit the spool themselves), so
+/// nothing is gained by committing sooner. An earlier cadence of 1 ms, lengthened to 250 ms only
+/// after a full second above 500 rows a second, spent most of a short burst at 1 ms: 29.6 µs of
+/// writer time per row against 7.4 µs, in bursts of 5,000 requests (BENCHMARKS.md).
+const COMMIT_EVERY: Duration = Duration::from_millis(250);
 const IDLE: Duration = Duration::from_secs(60);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -54,6 +53,8 @@ enum Msg {
 #[derive(Debug, Default)]
 pub struct WriterStats {
     pub written: AtomicU64,
+    /// Transactions committed (rows come in groups: see [`COMMIT_EVERY`]).
+    pub commits: AtomicU64,
     pub dropped: AtomicU64,
     pub failed_batches: AtomicU64,
 }
@@ -272,10 +273,10 @@ impl LedgerWriter {
 
 /// Commits, from another process, the rows the spool in `data_dir` holds that the database
 /// does not have yet, so a reader (`airlock spend`, `airlock log`) sees every request that has
-/// finished, whether the server's writer is between commits (it commits every 250 ms under
-/// load), starved of CPU, or gone (a crash before the next start). The server's cursor is left
+/// finished, whether the server's writer is between commits (every 250 ms while rows
+/// arrive), starved of CPU, or gone (a crash before the next start). The server's cursor is left
 /// alone: its writer commits the same rows again later, and inserts are idempotent (a row
-/// replaces itself, its findings are cleared first). Returns how many rows it wrote.
+/// already there is left as it is, with its findings). Returns how many rows it took.
 pub fn commit_spooled(data_dir: &Path) -> Result<u64, db::DbError> {
     let db_err = |error| db::DbError::Open {
         path: data_dir.join(db::DB_FILE),
@@ -400,6 +401,7 @@ impl Writer {
             offset: self.cursor.offset + end as u64,
         };
         let n = write_batch(&mut self.conn, rows, msgs, Some(cursor), flushes, acks)?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
         self.cursor = cursor;
         self.spool.consumed(end as u64);
         self.stats.written.fetch_add(n, Ordering::Relaxed);
@@ -468,45 +470,8 @@ fn background_priority(what: &str) {
     }
 }
 
-/// The commit cadence, from the rate rows were committed at over the last second or so.
-#[derive(Debug)]
-struct Pace {
-    since: Instant,
-    rows: u64,
-    busy: bool,
-}
-
-impl Pace {
-    fn new(now: Instant) -> Pace {
-        Pace {
-            since: now,
-            rows: 0,
-            busy: false,
-        }
-    }
-
-    fn committed(&mut self, rows: u64, now: Instant) {
-        self.rows += rows;
-        let span = now.saturating_duration_since(self.since);
-        if span >= Duration::from_secs(1) {
-            self.busy = self.rows * 1000 >= BUSY_RATE * span.as_millis() as u64;
-            self.since = now;
-            self.rows = 0;
-        }
-    }
-
-    fn interval(&self) -> Duration {
-        if self.busy {
-            BUSY_POLL
-        } else {
-            POLL
-        }
-    }
-}
-
 fn run(mut w: Writer, rx: Inbox, retention: Option<Duration>) {
     background_priority("ledger writer");
-    let mut pace = Pace::new(Instant::now());
     // Prune once at start: `None` means "never pruned".
     let mut last_prune = Instant::now()
         .checked_sub(PRUNE_EVERY)
@@ -536,7 +501,6 @@ fn run(mut w: Writer, rx: Inbox, retention: Option<Duration>) {
             match w.commit(msgs.take().unwrap_or_default(), &mut flushes, &mut acks) {
                 Ok(b) => {
                     busy |= b.rows > 0;
-                    pace.committed(b.rows, Instant::now());
                     if b.more {
                         continue;
                     }
@@ -570,9 +534,8 @@ fn run(mut w: Writer, rx: Inbox, retention: Option<Duration>) {
             return;
         }
         let wait = if busy {
-            pace.interval()
+            COMMIT_EVERY
         } else {
-            pace = Pace::new(Instant::now());
             // Nothing came: sleep until an append wakes us. Park first, then look once more,
             // so a row spooled in between is not left waiting.
             w.spool.park();
@@ -610,15 +573,12 @@ fn write_batch(
     let mut n = 0;
     {
         let mut req = tx.prepare_cached(
-            "INSERT OR REPLACE INTO requests (id, ts, account, key_name, provider, method, endpoint, model, streamed,
+            "INSERT OR IGNORE INTO requests (id, ts, account, key_name, provider, method, endpoint, model, streamed,
                status, verdict, reason, error_source, input_tokens, output_tokens, cached_tokens, cache_write_tokens,
                reasoning_tokens, cost_micros, estimated, body_end, response_bytes, total_ms, upstream_ms, overhead_ms, prompt)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
                ?23, ?24, ?25, ?26)",
         )?;
-        // A row committed twice (replayed after a crash between commit and cursor) must not
-        // double its findings.
-        let mut clear = tx.prepare_cached("DELETE FROM findings WHERE request_id = ?1")?;
         let mut finding = tx.prepare_cached(
             "INSERT INTO findings (request_id, rule, kind, location, action, value_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?;
@@ -627,7 +587,11 @@ fn write_batch(
         )?;
         let mut insert = |r: &Record| -> rusqlite::Result<()> {
             let t = &r.tokens;
-            req.execute(params![
+            // A row committed twice (replayed after a crash between commit and cursor, or by a
+            // reader's `commit_spooled` before the writer got to it) is the same spool entry
+            // both times: the second insert is ignored, and so are its findings. Plain inserts
+            // also spare SQLite the statement journal that `OR REPLACE` needs (it may delete).
+            let inserted = req.execute(params![
                 r.id,
                 r.ts,
                 r.account,
@@ -655,8 +619,8 @@ fn write_batch(
                 r.overhead_ms,
                 r.prompt,
             ])?;
-            if !r.findings.is_empty() {
-                clear.execute([&r.id])?;
+            if inserted == 0 {
+                return Ok(());
             }
             for f in &r.findings {
                 finding.execute(params![
@@ -722,27 +686,32 @@ mod tests {
     use crate::ledger::{FindingRecord, Tokens, Verdict};
 
     #[test]
-    fn commits_less_often_only_while_rows_come_fast() {
-        let t0 = Instant::now();
-        let ms = |n: u64| t0 + Duration::from_millis(n);
-        let mut pace = Pace::new(t0);
-        assert_eq!(pace.interval(), POLL);
-        // 100 rows a second (a developer's SDK calls): every millisecond.
-        for i in 1..=30 {
-            pace.committed(1, ms(i * 10));
+    fn rows_arriving_steadily_are_committed_in_groups() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (w, _t) = LedgerWriter::spawn(dir.path(), None).expect("spawn");
+        assert!(w.flush(Duration::from_secs(10)));
+        let before = w.stats.commits.load(Ordering::Relaxed);
+        // 150 rows over about 300 ms: one transaction a row at the old 1 ms cadence.
+        let start = Instant::now();
+        for i in 0..150 {
+            assert!(w.record(row(i, 0)).is_none());
+            std::thread::sleep(Duration::from_millis(2));
         }
-        assert_eq!(pace.interval(), POLL);
-        // 5,000 a second: every BUSY_POLL once a second of it is seen...
-        let mut pace = Pace::new(t0);
-        for i in 1..=1100 {
-            pace.committed(5, ms(i));
+        let took = start.elapsed();
+        // Committed without a flush, in a few transactions: the first row at once, then one
+        // for each COMMIT_EVERY that rows kept coming. Asserted: at most one per 100 ms (a slow
+        // machine only makes fewer).
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while count(dir.path(), "requests") < 150 {
+            assert!(Instant::now() < deadline, "rows were left uncommitted");
+            std::thread::sleep(Duration::from_millis(20));
         }
-        assert_eq!(pace.interval(), BUSY_POLL);
-        // ...and back to every millisecond when the rate falls.
-        for i in 1..=10 {
-            pace.committed(40, ms(1100 + i * 250));
-        }
-        assert_eq!(pace.interval(), POLL);
+        let commits = w.stats.commits.load(Ordering::Relaxed) - before;
+        let most = 2 + (took.as_millis() / 100) as u64;
+        assert!(
+            (1..=most).contains(&commits),
+            "{commits} transactions for 150 rows over {took:?}"
+        );
     }
 
     #[test]

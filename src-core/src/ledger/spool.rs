@@ -232,55 +232,97 @@ impl Spool {
     /// `force`, or after a failed append): the entries not yet committed (`committed` onwards)
     /// are copied into a new file, which is renamed over the old one, so at every instant one
     /// complete spool holds them, whatever kills the process. Bytes that never formed a whole
-    /// entry are dropped. Appends wait for the swap (a few syscalls, once per megabyte).
-    /// Returns the new cursor when it started a new generation.
+    /// entry are dropped. The copy is made while appends go on; they wait only while the entries
+    /// appended meanwhile are added and the files are swapped (a rename and an open, once per
+    /// megabyte: holding the lock for the whole copy and the old file's close took 0.65 ms at the
+    /// median, 2.6 ms at worst, at 2,000 requests a second). Returns the new cursor when it started a new
+    /// generation.
     pub fn rotate(&self, committed: Cursor, force: bool) -> io::Result<Option<Cursor>> {
         let force = force || self.broken.load(Ordering::Relaxed);
         if committed.offset < ROTATE_AT && !force {
             return Ok(None);
         }
-        let mut file = self.file.write().unwrap_or_else(|p| p.into_inner());
-        let len = file.metadata()?.len();
-        if len == HEADER_LEN && committed.offset == HEADER_LEN {
-            return Ok(None); // nothing to start over from
-        }
-        if len.saturating_sub(committed.offset) > MAX_CARRY && !force {
-            return Ok(None); // the writer is behind: rotate once it has caught up
-        }
-        let mut tail = vec![0u8; len.saturating_sub(committed.offset) as usize];
-        file.read_exact_at(&mut tail, committed.offset)?;
+        let Some(staged) = self.stage(committed, force)? else {
+            return Ok(None);
+        };
+        self.swap(staged).map(Some)
+    }
+
+    /// The first half of a rotation, appends going on: the next generation's file, holding the
+    /// whole entries found past `committed` so far.
+    fn stage(&self, committed: Cursor, force: bool) -> io::Result<Option<Staged>> {
+        let tail = {
+            let file = self.file.read().unwrap_or_else(|p| p.into_inner());
+            let len = file.metadata()?.len();
+            if len == HEADER_LEN && committed.offset == HEADER_LEN {
+                return Ok(None); // nothing to start over from
+            }
+            if len.saturating_sub(committed.offset) > MAX_CARRY && !force {
+                return Ok(None); // the writer is behind: rotate once it has caught up
+            }
+            let mut tail = vec![0u8; len.saturating_sub(committed.offset) as usize];
+            file.read_exact_at(&mut tail, committed.offset)?;
+            tail
+        };
+        // An entry being written right now may be seen in part: it is copied in the second half.
         let whole = entries(&tail).last().map_or(0, |(_, end)| end);
-        if whole < tail.len() {
-            self.consumed((tail.len() - whole) as u64);
-            tracing::warn!(
-                bytes = tail.len() - whole,
-                "ledger spool: dropping bytes that never formed a whole entry"
-            );
-        }
         let next = Cursor {
             generation: committed.generation + 1,
             offset: HEADER_LEN,
         };
         let tmp = self.path.with_extension("spool.next");
-        let mut fresh = OpenOptions::new()
-            .write(true)
+        // Opened as appends will use it, so the swap has no file to open.
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
             .create(true)
-            .truncate(true)
             .mode(0o600)
             .open(&tmp)?;
+        file.set_len(0)?;
         let mut bytes = Vec::with_capacity(HEADER_LEN as usize + whole);
         bytes.extend_from_slice(&header(next.generation));
         bytes.extend_from_slice(&tail[..whole]);
-        fresh.write_all(&bytes)?;
-        drop(fresh);
-        std::fs::rename(&tmp, &self.path)?;
-        *file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&self.path)?;
-        self.broken.store(false, Ordering::Relaxed);
-        Ok(Some(next))
+        file.write_all(&bytes)?;
+        Ok(Some(Staged {
+            file,
+            tmp,
+            next,
+            copied_to: committed.offset + whole as u64,
+        }))
     }
+
+    /// The second half, appends waiting: the entries appended since the copy are added, the new
+    /// file takes the old one's place, and appends go to it from here on. The old file is closed
+    /// after appends resume: its last close frees its blocks, which took 0.3 to 2.5 ms.
+    fn swap(&self, mut staged: Staged) -> io::Result<Cursor> {
+        let mut file = self.file.write().unwrap_or_else(|p| p.into_inner());
+        let len = file.metadata()?.len();
+        let mut rest = vec![0u8; len.saturating_sub(staged.copied_to) as usize];
+        file.read_exact_at(&mut rest, staged.copied_to)?;
+        let whole = entries(&rest).last().map_or(0, |(_, end)| end);
+        if whole < rest.len() {
+            self.consumed((rest.len() - whole) as u64);
+            tracing::warn!(
+                bytes = rest.len() - whole,
+                "ledger spool: dropping bytes that never formed a whole entry"
+            );
+        }
+        staged.file.write_all(&rest[..whole])?;
+        std::fs::rename(&staged.tmp, &self.path)?;
+        let old = std::mem::replace(&mut *file, staged.file);
+        self.broken.store(false, Ordering::Relaxed);
+        drop(file);
+        drop(old);
+        Ok(staged.next)
+    }
+}
+
+/// A rotation half done: the next generation's file, written up to `copied_to` of the old one.
+struct Staged {
+    file: File,
+    tmp: PathBuf,
+    next: Cursor,
+    copied_to: u64,
 }
 
 /// Reads, changing nothing, the part of the spool in `dir` that holds entries not yet committed
@@ -505,6 +547,88 @@ mod tests {
             vec![b"new".to_vec()],
             "new rows are read"
         );
+    }
+
+    #[test]
+    fn entries_appended_while_a_rotation_copies_are_carried_too() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(dir.path(), None);
+        s.append(b"committed").expect("append");
+        s.append(b"before").expect("append");
+        let c = Cursor {
+            generation: start.generation,
+            offset: start.offset + ENTRY_HEAD as u64 + 9,
+        };
+        let staged = s.stage(c, true).expect("stage").expect("staged");
+        // Appended after the copy began: the swap adds it.
+        s.append(b"during").expect("append");
+        let next = s.swap(staged).expect("swap");
+        s.append(b"after").expect("append");
+        assert_eq!(
+            read_all(&s, next.offset),
+            [b"before".to_vec(), b"during".to_vec(), b"after".to_vec()]
+        );
+    }
+
+    #[test]
+    fn entries_appended_from_many_threads_across_rotations_are_kept_once_in_order() {
+        const THREADS: usize = 4;
+        const EACH: usize = 6_000;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, mut cursor) = spool(dir.path(), None);
+        let s = std::sync::Arc::new(s);
+        let appenders: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let s = s.clone();
+                std::thread::spawn(move || {
+                    for i in 0..EACH {
+                        // About 400 bytes each: 10 MB in all, several rotations at 1 MiB.
+                        let entry = format!("{t} {i} {}", "x".repeat(390));
+                        s.append(entry.as_bytes()).expect("append");
+                        // Paced, like requests, so the reader keeps up and rotations happen.
+                        if i % 20 == 0 {
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    }
+                })
+            })
+            .collect();
+        // The writer's part: read from the cursor, "commit", rotate, over and over.
+        let mut seen: Vec<Vec<usize>> = vec![Vec::new(); THREADS];
+        let mut rotations = 0;
+        let mut buf = Vec::new();
+        loop {
+            let done = appenders.iter().all(|a| a.is_finished());
+            s.read_from(cursor.offset, &mut buf).expect("read");
+            let mut end = 0;
+            for (payload, next) in entries(&buf) {
+                let text = std::str::from_utf8(payload).expect("utf8");
+                let mut parts = text.split(' ');
+                let t: usize = parts.next().and_then(|v| v.parse().ok()).expect("t");
+                let i: usize = parts.next().and_then(|v| v.parse().ok()).expect("i");
+                seen[t].push(i);
+                end = next;
+            }
+            cursor.offset += end as u64;
+            if let Some(next) = s.rotate(cursor, false).expect("rotate") {
+                cursor = next;
+                rotations += 1;
+            }
+            if done && end == 0 {
+                break;
+            }
+        }
+        for a in appenders {
+            a.join().expect("appender");
+        }
+        assert!(rotations >= 2, "{rotations} rotations");
+        for (t, got) in seen.iter().enumerate() {
+            assert_eq!(got.len(), EACH, "thread {t}: {} entries", got.len());
+            assert!(
+                got.iter().enumerate().all(|(n, &i)| n == i),
+                "thread {t}: out of order or repeated"
+            );
+        }
     }
 
     #[test]

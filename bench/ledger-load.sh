@@ -3,12 +3,15 @@
 # ledger on (the default) and once with `[ledger] enabled = false`, under the same load, in
 # interleaved rounds so drift on a shared machine hits both alike.
 #
-#   scripts/with-keyring.sh bench/ledger-load.sh            # 5 rounds (about 4 minutes)
+#   scripts/with-keyring.sh bench/ledger-load.sh            # 5 rounds (about 3 minutes)
 #   ROUNDS=2 DUR=5s scripts/with-keyring.sh bench/ledger-load.sh
+#   BEFORE=<another airlock binary> scripts/with-keyring.sh bench/ledger-load.sh
 #
 # Each round: concurrency 1 (N1 requests) and an open-loop 2,000 requests/s run (oha -q with
 # latency correction, DUR long), against nginx returning a fixed chat completion. Both
-# instances meter every response (usage, prices, budgets); only the ledger differs.
+# instances meter every response (usage, prices, budgets); only the ledger differs. BEFORE adds
+# a third instance, ledger on, running that binary (an older commit's build, say), in the same
+# rounds, so a change to the ledger is measured against what it replaces and against off at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -19,16 +22,30 @@ DUR=${DUR:-15s}
 
 start_nginx
 make_body "$WORK/body.json" 4096 0
-declare -A PORT KEYS
-for mode in on off; do
+MODES=(on off)
+[ -n "${BEFORE:-}" ] && MODES=(before on off)
+declare -A PORT KEYS SERVER
+for mode in "${MODES[@]}"; do
   extra=""
   [ "$mode" = off ] && extra=$'[ledger]\nenabled = false'
-  AL_NAME="ledger-$mode" start_airlock "http://127.0.0.1:$UP_PORT" "$extra"
+  bin=$AIRLOCK
+  [ "$mode" = before ] && bin=$BEFORE
+  AIRLOCK=$bin AL_NAME="ledger-$mode" start_airlock "http://127.0.0.1:$UP_PORT" "$extra"
   PORT[$mode]=$AL_PORT
   KEYS[$mode]=$KEY
+  SERVER[$mode]=$AIRLOCK_PID
+done
+# The ledger writer threads' CPU time (utime + stime, in clock ticks) over the whole run.
+writer_tid() { for t in /proc/"$1"/task/*; do if grep -q '^airlock-ledger' "$t/comm"; then basename "$t"; fi; done; }
+writer_ticks() { awk '{print $14 + $15}' "/proc/$1/task/$2/stat"; }
+declare -A WRITER TICKS0 TICKS
+for mode in "${MODES[@]}"; do
+  [ "$mode" = off ] && continue
+  WRITER[$mode]=$(writer_tid "${SERVER[$mode]}")
+  TICKS0[$mode]=$(writer_ticks "${SERVER[$mode]}" "${WRITER[$mode]}")
 done
 for r in $(seq "$ROUNDS"); do
-  for mode in on off; do
+  for mode in "${MODES[@]}"; do
     KEY=${KEYS[$mode]}
     url="http://127.0.0.1:${PORT[$mode]}/openai/v1/chat/completions"
     run "warm-$mode" "$url" "$WORK/body.json" -n 500 -c 4
@@ -37,28 +54,40 @@ for r in $(seq "$ROUNDS"); do
   done
 done
 sleep 1
-rows=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from requests").fetchone()[0])' "$WORK/ledger-on/airlock.db")
-python3 - "$WORK" "$ROUNDS" "$rows" <<'PY'
+: > "$WORK/writers"
+for mode in "${MODES[@]}"; do
+  [ "$mode" = off ] && continue
+  ticks=$(( $(writer_ticks "${SERVER[$mode]}" "${WRITER[$mode]}") - TICKS0[$mode] ))
+  rows=$(python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("select count(*) from requests").fetchone()[0])' "$WORK/ledger-$mode/airlock.db")
+  echo "$mode $ticks $rows" >> "$WORK/writers"
+done
+python3 - "$WORK" "$ROUNDS" "$(getconf CLK_TCK)" "${MODES[@]}" <<'PY'
 import json, statistics, sys
-w, rounds, rows = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+w, rounds, hz, modes = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 def load(kind, mode):
     xs = [json.load(open(f"{w}/{kind}-{mode}-{r}.json")) for r in range(1, rounds + 1)]
     for x in xs:
         bad = {k: n for k, n in x.get("statusCodeDistribution", {}).items() if k != "200"}
         assert not bad, f"non-200 answers in {kind}-{mode}: {bad}"
     return [x["latencyPercentiles"]["p50"] * 1000 for x in xs], [x["latencyPercentiles"]["p99"] * 1000 for x in xs]
-print(f"rounds: {rounds}; rows in the ledger-on instance's database: {rows}\n")
+print(f"rounds: {rounds}")
+for line in open(f"{w}/writers"):
+    mode, ticks, rows = line.split()
+    secs = int(ticks) / hz
+    print(f"ledger {mode}: {rows} rows in the database; writer thread CPU {secs:.2f} s, {secs * 1e6 / int(rows):.1f} us a row")
+print()
 print("| load | ledger | p50 ms (median of rounds) | p99 ms (median of rounds) | p99 per round |")
 print("|---|---|---|---|---|")
 diff = {}
 for kind, label in (("c1", "concurrency 1"), ("q", "open loop 2,000 req/s")):
     med = {}
-    for mode in ("on", "off"):
+    for mode in modes:
         p50, p99 = load(kind, mode)
         med[mode] = statistics.median(p99)
         print(f"| {label} | {mode} | {statistics.median(p50):.3f} | {med[mode]:.3f} | {' '.join(f'{v:.3f}' for v in p99)} |")
-    diff[label] = med["on"] - med["off"]
+    diff[label] = {m: med[m] - med["off"] for m in modes if m != "off"}
 print()
 for label, d in diff.items():
-    print(f"{label}: p99 with the ledger on minus off = {d:+.3f} ms")
+    for m, v in d.items():
+        print(f"{label}: p99 with the ledger {m} minus off = {v:+.3f} ms")
 PY

@@ -8,11 +8,12 @@
 #   BEFORE=<another airlock binary> scripts/with-keyring.sh bench/ledger-load.sh
 #
 # Each round: concurrency 1 (N1 requests) and an open-loop 2,000 requests/s run (oha -q with
-# latency correction, DUR long), against nginx returning a fixed chat completion. Both
+# latency correction, DUR long), against nginx returning a fixed chat completion. All
 # instances meter every response (usage, prices, budgets); only the ledger differs. BEFORE adds
 # a third instance, ledger on, running that binary (an older commit's build, say), in the same
 # rounds, so a change to the ledger is measured against what it replaces and against off at once.
 set -euo pipefail
+[ -n "${BEFORE:-}" ] && BEFORE=$(realpath "$BEFORE")
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 . bench/lib.sh
@@ -38,10 +39,15 @@ done
 # The ledger writer threads' CPU time (utime + stime, in clock ticks) over the whole run.
 writer_tid() { for t in /proc/"$1"/task/*; do if grep -q '^airlock-ledger' "$t/comm"; then basename "$t"; fi; done; }
 writer_ticks() { awk '{print $14 + $15}' "/proc/$1/task/$2/stat"; }
-declare -A WRITER TICKS0 TICKS
+declare -A WRITER TICKS0
 for mode in "${MODES[@]}"; do
   [ "$mode" = off ] && continue
   WRITER[$mode]=$(writer_tid "${SERVER[$mode]}")
+  if [ -z "${WRITER[$mode]}" ]; then
+    echo "no ledger writer thread in the '$mode' instance (pid ${SERVER[$mode]}); its log:" >&2
+    cat "$WORK/ledger-$mode.err" >&2
+    exit 1
+  fi
   TICKS0[$mode]=$(writer_ticks "${SERVER[$mode]}" "${WRITER[$mode]}")
 done
 for r in $(seq "$ROUNDS"); do
@@ -74,7 +80,8 @@ print(f"rounds: {rounds}")
 for line in open(f"{w}/writers"):
     mode, ticks, rows = line.split()
     secs = int(ticks) / hz
-    print(f"ledger {mode}: {rows} rows in the database; writer thread CPU {secs:.2f} s, {secs * 1e6 / int(rows):.1f} us a row")
+    per_row = f"{secs * 1e6 / int(rows):.1f} us a row" if int(rows) else "no rows"
+    print(f"ledger {mode}: {rows} rows in the database; writer thread CPU {secs:.2f} s, {per_row}")
 print()
 print("| load | ledger | p50 ms (median of rounds) | p99 ms (median of rounds) | p99 per round |")
 print("|---|---|---|---|---|")

@@ -409,22 +409,26 @@ fn metrics(state: &Arc<State>) -> Response<ProxyBody> {
     let text = state.metrics.render(&[
         (
             "airlock_ledger_rows_written",
-            "Ledger rows committed.",
+            "Ledger rows committed (including rows a reader had committed first).",
+            "counter",
             stats.written.load(Relaxed) as f64,
         ),
         (
             "airlock_ledger_commits",
             "Ledger transactions committed (rows are committed in groups).",
+            "counter",
             stats.commits.load(Relaxed) as f64,
         ),
         (
             "airlock_ledger_rows_dropped",
             "Ledger rows dropped because the writer was behind.",
+            "counter",
             stats.dropped.load(Relaxed) as f64,
         ),
         (
             "airlock_paused",
             "1 when the global pause switch is on.",
+            "gauge",
             if state.is_paused() { 1.0 } else { 0.0 },
         ),
     ]);

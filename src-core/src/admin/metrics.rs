@@ -103,8 +103,9 @@ impl Metrics {
         }
     }
 
-    /// The exposition text. `extra` are (name, help, value) gauges from elsewhere.
-    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
+    /// The exposition text. `extra` are (name, help, type, value) from elsewhere; the type is
+    /// `counter` or `gauge`.
+    pub fn render(&self, extra: &[(&str, &str, &str, f64)]) -> String {
         let mut out = String::with_capacity(4096);
         let _ = writeln!(out, "# HELP airlock_requests_total Requests by provider, verdict and status class.\n# TYPE airlock_requests_total counter");
         if let Ok(m) = self.requests.lock() {
@@ -146,8 +147,11 @@ impl Metrics {
         );
         let _ = writeln!(out, "# HELP airlock_in_flight Requests in progress.\n# TYPE airlock_in_flight gauge\nairlock_in_flight {}", self.in_flight.load(Ordering::Relaxed));
         let _ = writeln!(out, "# HELP airlock_anomalies_total Anomaly alerts.\n# TYPE airlock_anomalies_total counter\nairlock_anomalies_total {}", self.anomalies.load(Ordering::Relaxed));
-        for (name, help, v) in extra {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+        for (name, help, kind, v) in extra {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         }
         out
     }

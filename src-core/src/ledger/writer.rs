@@ -3,8 +3,8 @@
 //!
 //! Request rows reach it through the [spool](super::spool): the request path appends the row to
 //! an append-only file with one write (page cache, no fsync, no lock held across I/O), and the
-//! response finishes without waiting; the writer commits the first row after a pause at once
-//! and then every 250 ms while rows keep coming, so a busy minute costs a few hundred commits
+//! response finishes without waiting; the writer commits a row that finds it idle at once and
+//! then every 250 ms while rows keep coming, so a busy minute costs a few hundred commits
 //! rather than one per request. A `kill -9` loses nothing the spool holds: the next start commits it before serving.
 //! Events, flush requests and rows too large for the spool take a bounded channel; a full
 //! channel drops the message and counts it (visible in metrics and the log) rather than slowing
@@ -26,8 +26,9 @@ use std::time::{Duration, Instant};
 const CHANNEL_CAPACITY: usize = 65_536;
 /// At most this many spooled rows per transaction (a backlog after a crash commits in steps).
 const MAX_BATCH: usize = 4_096;
-/// While rows keep coming, the writer commits this often; idle, it sleeps until woken, and the
-/// first row after a pause is committed at once. Most of a commit's cost is per transaction
+/// While rows (or events, or flushes) keep coming, the writer commits this often; after a
+/// commit with nothing to do it sleeps until woken, and the row that wakes it is committed at
+/// once. Most of a commit's cost is per transaction
 /// (writing the WAL frames of every page it touched), and the rows are durable in the spool
 /// meanwhile (admin reads flush first; `airlock spend`/`log` commit the spool themselves), so
 /// nothing is gained by committing sooner. An earlier cadence of 1 ms, lengthened to 250 ms only
@@ -573,11 +574,12 @@ fn write_batch(
     let mut n = 0;
     {
         let mut req = tx.prepare_cached(
-            "INSERT OR IGNORE INTO requests (id, ts, account, key_name, provider, method, endpoint, model, streamed,
+            "INSERT INTO requests (id, ts, account, key_name, provider, method, endpoint, model, streamed,
                status, verdict, reason, error_source, input_tokens, output_tokens, cached_tokens, cache_write_tokens,
                reasoning_tokens, cost_micros, estimated, body_end, response_bytes, total_ms, upstream_ms, overhead_ms, prompt)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22,
-               ?23, ?24, ?25, ?26)",
+               ?23, ?24, ?25, ?26)
+             ON CONFLICT (id) DO NOTHING",
         )?;
         let mut finding = tx.prepare_cached(
             "INSERT INTO findings (request_id, rule, kind, location, action, value_hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -589,8 +591,9 @@ fn write_batch(
             let t = &r.tokens;
             // A row committed twice (replayed after a crash between commit and cursor, or by a
             // reader's `commit_spooled` before the writer got to it) is the same spool entry
-            // both times: the second insert is ignored, and so are its findings. Plain inserts
-            // also spare SQLite the statement journal that `OR REPLACE` needs (it may delete).
+            // both times: the second insert is skipped, and so are its findings. Other broken
+            // constraints still fail the batch. No row is deleted, so SQLite needs no statement
+            // journal, which `OR REPLACE` (delete, cascade, insert) did.
             let inserted = req.execute(params![
                 r.id,
                 r.ts,

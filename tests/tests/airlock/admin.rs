@@ -4,7 +4,7 @@
 use crate::{env, words};
 use airlock_e2e::support::client::get;
 use airlock_e2e::support::prices::{table_path, PriceTable};
-use airlock_e2e::support::{Admin, Provider};
+use airlock_e2e::support::{poll, Admin, Provider};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -79,6 +79,21 @@ async fn admin_api_needs_the_token_and_reports_status_and_metrics() {
     };
     assert_eq!(counter(&metrics), counter(&before) + 1.0, "{metrics}");
     assert!(metrics.contains("airlock_tokens_total") && metrics.contains("airlock_cost_usd_total"));
+    // The writer commits the first row after a pause at once, and counts its transactions.
+    poll(Duration::from_secs(5), "the row committed", || {
+        let admin = admin.clone();
+        async move {
+            let status = admin.get_json("status").await;
+            let ledger = &status["ledger"];
+            (ledger["written"].as_u64()? >= 1 && ledger["commits"].as_u64()? >= 1).then_some(())
+        }
+    })
+    .await;
+    let metrics = admin.get("metrics").await.expect("metrics").text();
+    assert!(
+        metrics.contains("# TYPE airlock_ledger_commits counter\nairlock_ledger_commits "),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

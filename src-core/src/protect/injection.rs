@@ -7,7 +7,7 @@
 
 use super::paths::Role;
 use base64::Engine as _;
-use regex::RegexSet;
+use regex::Regex;
 use std::sync::LazyLock;
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -23,103 +23,193 @@ pub struct Report {
     pub reasons: Vec<Reason>,
 }
 
-const OVERRIDE: &[&str] = &[
-    r"(?i)\b(ignore|disregard|forget|override)\b.{0,30}\b(all|any|the|your|previous|prior|above|earlier|preceding)\b.{0,30}\b(instructions?|prompts?|rules|directions|guidelines|context)\b",
-    r"(?i)\bnew (instructions|rules)\s*:",
-    r"(?i)\bdo not follow (your|the) (previous|original) (instructions|rules)\b",
-    r"(?i)\bignor(a|e)[sz]?\b.{0,20}\b(instrucciones|indicaciones)\b.{0,20}\b(anteriores|previas)\b",
-    r"(?i)\bignore[zr]?\b.{0,20}\b(les|toutes les)\b.{0,20}\binstructions\b.{0,20}\b(précédentes|precedentes|antérieures)\b",
-    r"(?i)\b(ignoriere|vergiss)\b.{0,30}\b(vorherigen|bisherigen|obigen)\b.{0,20}\b(anweisungen|instruktionen|regeln)\b",
-    r"(?i)\bignora\b.{0,20}\b(le )?istruzioni\b.{0,20}\b(precedenti|sopra)\b",
-    r"(?i)\bignore\b.{0,20}\b(as )?instruções\b.{0,20}\b(anteriores)\b",
-    r"(忽略|无视|無視).{0,10}(之前|以前|上面|先前|前)的?.{0,6}(指令|指示|说明|命令)",
-    r"(以前|前|上記)の.{0,6}(指示|命令|インストラクション).{0,6}(を)?(無視|むし)",
+/// The phrase signals and their base weights, in the order reasons are reported.
+const SIGNALS: [(&str, f32); 3] = [
+    ("override", 1.0),
+    ("reveal_system_prompt", 0.8),
+    ("role_hijack", 0.8),
 ];
+const OVERRIDE: usize = 0;
+const REVEAL: usize = 1;
+const HIJACK: usize = 2;
 
-const REVEAL: &[&str] = &[
-    r"(?i)\b(reveal|show|print|repeat|output|display|tell me|give me|leak|dump)\b.{0,30}\b(your|the)\b.{0,20}\b(system prompt|system message|initial (prompt|instructions)|hidden (prompt|instructions)|original instructions|developer message)\b",
-    r"(?i)\bwhat (is|are|was|were) your (system prompt|initial instructions|instructions)\b",
-    r"(?i)\b(muestra|revela)\b.{0,20}\b(prompt del sistema|instrucciones del sistema)\b",
-    r"(?i)\b(zeige|verrate)\b.{0,20}\b(systemprompt|system-prompt|systemanweisungen)\b",
-    r"(?i)\b(montre|révèle|affiche)\b.{0,20}\b(prompt système|instructions système)\b",
-];
-
-const HIJACK: &[&str] = &[
-    r"(?i)\byou are (now|no longer)\b.{0,40}\b(dan|unrestricted|unfiltered|jailbroken|evil|without (any )?(rules|restrictions|limits))\b",
-    r"(?i)\b(act|behave|respond) as\b.{0,20}\b(an? )?(unfiltered|uncensored|jailbroken|unrestricted)\b",
-    r"(?i)\b(developer|god|jailbreak|dan) mode\b",
-    r"(?i)(^|\n)\s*(system|assistant)\s*:\s*\S",
-    r"<\|im_start\|>\s*system|\[/?INST\]|<<SYS>>|</?system>",
-];
-
-/// Words at least one phrase of every pattern contains: text without any of them cannot match,
-/// so the (much slower) phrase regexes run only on text that might.
-const TRIGGERS: &[&str] = &[
-    "ignor",
-    "disregard",
-    "forget",
-    "override",
-    "instruction",
-    "do not follow",
-    "reveal",
-    "system prompt",
-    "system message",
-    "initial prompt",
-    "developer message",
-    "what is your",
-    "what are your",
-    "what was your",
-    "muestra",
-    "revela",
-    "zeige",
-    "verrate",
-    "montre",
-    "révèle",
-    "affiche",
-    "you are now",
-    "you are no longer",
-    "act as",
-    "behave as",
-    "respond as",
-    "mode",
-    "system",
-    "assistant",
-    "<|im_start|>",
-    "[inst]",
-    "[/inst]",
-    "<<sys>>",
-    "vergiss",
-    "instrucciones",
-    "indicaciones",
-    "istruzioni",
-    "instruções",
-    "忽略",
-    "无视",
-    "無視",
-    "指示",
-    "命令",
-    "むし",
-    "rules:",
-];
-
-static TRIGGER_AC: LazyLock<Option<aho_corasick::AhoCorasick>> = LazyLock::new(|| {
-    aho_corasick::AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .build(TRIGGERS)
-        .ok()
-});
-
-fn may_match(text: &str) -> bool {
-    TRIGGER_AC.as_ref().is_none_or(|ac| ac.is_match(text))
+/// One phrase pattern of a signal, and the words of which every match holds at least one
+/// (compared ignoring ASCII case). The regex runs only on text where one of its words occurs:
+/// these regexes are slow (hundreds of MB/s at best), and ordinary prompts are full of words
+/// like "model" or "system" that a shared gate would let through to all of them.
+struct Pattern {
+    signal: usize,
+    regex: &'static str,
+    triggers: &'static [&'static str],
 }
 
-static SETS: LazyLock<[(&'static str, f32, RegexSet); 3]> = LazyLock::new(|| {
-    let set = |p: &[&str]| RegexSet::new(p).unwrap_or_else(|_| RegexSet::empty());
-    [
-        ("override", 1.0, set(OVERRIDE)),
-        ("reveal_system_prompt", 0.8, set(REVEAL)),
-        ("role_hijack", 0.8, set(HIJACK)),
-    ]
+const PATTERNS: &[Pattern] = &[
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(?i)\b(ignore|disregard|forget|override)\b.{0,30}\b(all|any|the|your|previous|prior|above|earlier|preceding)\b.{0,30}\b(instructions?|prompts?|rules|directions|guidelines|context)\b",
+        triggers: &["ignore", "disregard", "forget", "override"],
+    },
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(?i)\bnew (instructions|rules)\s*:",
+        triggers: &["new instructions", "new rules"],
+    },
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(?i)\bdo not follow (your|the) (previous|original) (instructions|rules)\b",
+        triggers: &["do not follow"],
+    },
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(?i)\bignor(a|e)[sz]?\b.{0,20}\b(instrucciones|indicaciones)\b.{0,20}\b(anteriores|previas)\b",
+        triggers: &["ignor"],
+    },
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(?i)\bignore[zr]?\b.{0,20}\b(les|toutes les)\b.{0,20}\binstructions\b.{0,20}\b(précédentes|precedentes|antérieures)\b",
+        triggers: &["ignore"],
+    },
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(?i)\b(ignoriere|vergiss)\b.{0,30}\b(vorherigen|bisherigen|obigen)\b.{0,20}\b(anweisungen|instruktionen|regeln)\b",
+        triggers: &["ignoriere", "vergiss"],
+    },
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(?i)\bignora\b.{0,20}\b(le )?istruzioni\b.{0,20}\b(precedenti|sopra)\b",
+        triggers: &["ignora"],
+    },
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(?i)\bignore\b.{0,20}\b(as )?instruções\b.{0,20}\b(anteriores)\b",
+        triggers: &["ignore"],
+    },
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(忽略|无视|無視).{0,10}(之前|以前|上面|先前|前)的?.{0,6}(指令|指示|说明|命令)",
+        triggers: &["忽略", "无视", "無視"],
+    },
+    Pattern {
+        signal: OVERRIDE,
+        regex: r"(以前|前|上記)の.{0,6}(指示|命令|インストラクション).{0,6}(を)?(無視|むし)",
+        triggers: &["無視", "むし"],
+    },
+    Pattern {
+        signal: REVEAL,
+        regex: r"(?i)\b(reveal|show|print|repeat|output|display|tell me|give me|leak|dump)\b.{0,30}\b(your|the)\b.{0,20}\b(system prompt|system message|initial (prompt|instructions)|hidden (prompt|instructions)|original instructions|developer message)\b",
+        triggers: &[
+            "system prompt",
+            "system message",
+            "initial prompt",
+            "initial instructions",
+            "hidden prompt",
+            "hidden instructions",
+            "original instructions",
+            "developer message",
+        ],
+    },
+    Pattern {
+        signal: REVEAL,
+        regex: r"(?i)\bwhat (is|are|was|were) your (system prompt|initial instructions|instructions)\b",
+        triggers: &[
+            "what is your",
+            "what are your",
+            "what was your",
+            "what were your",
+        ],
+    },
+    Pattern {
+        signal: REVEAL,
+        regex: r"(?i)\b(muestra|revela)\b.{0,20}\b(prompt del sistema|instrucciones del sistema)\b",
+        triggers: &["prompt del sistema", "instrucciones del sistema"],
+    },
+    Pattern {
+        signal: REVEAL,
+        regex: r"(?i)\b(zeige|verrate)\b.{0,20}\b(systemprompt|system-prompt|systemanweisungen)\b",
+        triggers: &["systemprompt", "system-prompt", "systemanweisungen"],
+    },
+    Pattern {
+        signal: REVEAL,
+        regex: r"(?i)\b(montre|révèle|affiche)\b.{0,20}\b(prompt système|instructions système)\b",
+        // ASCII prefixes: the ASCII-only case folding of the gate would miss "SYSTÈME".
+        triggers: &["prompt syst", "instructions syst"],
+    },
+    Pattern {
+        signal: HIJACK,
+        regex: r"(?i)\byou are (now|no longer)\b.{0,40}\b(dan|unrestricted|unfiltered|jailbroken|evil|without (any )?(rules|restrictions|limits))\b",
+        triggers: &["you are now", "you are no longer"],
+    },
+    Pattern {
+        signal: HIJACK,
+        regex: r"(?i)\b(act|behave|respond) as\b.{0,20}\b(an? )?(unfiltered|uncensored|jailbroken|unrestricted)\b",
+        triggers: &["act as", "behave as", "respond as"],
+    },
+    Pattern {
+        signal: HIJACK,
+        regex: r"(?i)\b(developer|god|jailbreak|dan) mode\b",
+        triggers: &["developer mode", "god mode", "jailbreak mode", "dan mode"],
+    },
+    Pattern {
+        signal: HIJACK,
+        regex: r"(?i)(^|\n)\s*(system|assistant)\s*:\s*\S",
+        triggers: &["system", "assistant"],
+    },
+    Pattern {
+        signal: HIJACK,
+        regex: r"<\|im_start\|>\s*system|\[/?INST\]|<<SYS>>|</?system>",
+        triggers: &[
+            "<|im_start|>",
+            "[inst]",
+            "[/inst]",
+            "<<sys>>",
+            "<system>",
+            "</system>",
+        ],
+    },
+];
+
+struct Phrases {
+    /// Every pattern's trigger words, once each.
+    triggers: aho_corasick::AhoCorasick,
+    /// For each trigger word: a bit for each pattern it lets run.
+    lets_run: Vec<u64>,
+    regexes: Vec<Regex>,
+}
+
+static PHRASES: LazyLock<Option<Phrases>> = LazyLock::new(|| {
+    let mut words: Vec<String> = Vec::new();
+    let mut lets_run: Vec<u64> = Vec::new();
+    for (i, p) in PATTERNS.iter().enumerate() {
+        for t in p.triggers {
+            let t = t.to_ascii_lowercase();
+            let at = match words.iter().position(|w| *w == t) {
+                Some(at) => at,
+                None => {
+                    words.push(t);
+                    lets_run.push(0);
+                    words.len() - 1
+                }
+            };
+            lets_run[at] |= 1 << i;
+        }
+    }
+    let triggers = aho_corasick::AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(&words)
+        .map_err(|e| tracing::error!("injection trigger words: {e}"))
+        .ok()?;
+    let regexes = PATTERNS
+        .iter()
+        .map(|p| Regex::new(p.regex))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tracing::error!("injection patterns: {e}"))
+        .ok()?;
+    Some(Phrases {
+        triggers,
+        lets_run,
+        regexes,
+    })
 });
 
 fn role_weight(role: Role) -> f32 {
@@ -132,12 +222,31 @@ fn role_weight(role: Role) -> f32 {
     }
 }
 
-fn phrases(text: &str, location: &str, w: f32, out: &mut Vec<Reason>) {
-    if !may_match(text) {
-        return;
+/// The signals whose phrases occur in `text`, as bits by index into [`SIGNALS`].
+fn phrase_signals(text: &str) -> u8 {
+    let Some(ph) = PHRASES.as_ref() else {
+        return 0;
+    };
+    let mut wanted = 0u64;
+    for m in ph.triggers.find_overlapping_iter(text) {
+        wanted |= ph.lets_run[m.pattern().as_usize()];
     }
-    for (signal, base, set) in SETS.iter() {
-        if set.is_match(text) {
+    let mut found = 0u8;
+    while wanted != 0 {
+        let i = wanted.trailing_zeros() as usize;
+        wanted &= wanted - 1;
+        let signal = PATTERNS[i].signal;
+        if found & (1 << signal) == 0 && ph.regexes[i].is_match(text) {
+            found |= 1 << signal;
+        }
+    }
+    found
+}
+
+fn phrases(text: &str, location: &str, w: f32, out: &mut Vec<Reason>) {
+    let found = phrase_signals(text);
+    for (i, (signal, base)) in SIGNALS.iter().enumerate() {
+        if found & (1 << i) != 0 {
             out.push(Reason {
                 signal,
                 location: location.to_owned(),
@@ -368,6 +477,140 @@ mod tests {
         assert!(
             r.reasons.iter().any(|x| x.signal == "base64_instructions"),
             "{r:?}"
+        );
+    }
+
+    /// What the patterns find with no trigger gate: every pattern of a signal, run on all text.
+    fn ungated(sets: &[regex::RegexSet], text: &str) -> u8 {
+        sets.iter()
+            .enumerate()
+            .filter(|(_, set)| set.is_match(text))
+            .fold(0, |found, (i, _)| found | 1 << i)
+    }
+
+    #[test]
+    fn the_trigger_gate_never_hides_a_match() {
+        // Texts built as lead, middle and tail pieces of every pattern, with random case and
+        // spacing, so that many texts match and many nearly do.
+        const LEAD: &[&str] = &[
+            "ignore",
+            "Ignora",
+            "IGNOREZ",
+            "disregard",
+            "forget",
+            "override",
+            "ignoriere",
+            "vergiss",
+            "new",
+            "do not follow",
+            "reveal",
+            "show",
+            "tell me",
+            "what is your",
+            "what were your",
+            "muestra",
+            "zeige",
+            "montre",
+            "you are now",
+            "you are no longer",
+            "act as",
+            "respond as",
+            "developer",
+            "god",
+            "DAN",
+            "jailbreak",
+            "\n system",
+            "\nassistant",
+            "<|im_start|>",
+            "忽略",
+            "无视",
+            "以前の",
+            "上記の",
+            "model",
+            "x",
+        ];
+        const MIDDLE: &[&str] = &[
+            "all",
+            "the",
+            "your",
+            "previous",
+            "prior",
+            "les",
+            "toutes les",
+            "le",
+            "as",
+            "vorherigen",
+            "original",
+            "the hidden",
+            "del",
+            "",
+            "an",
+            "之前的",
+            "system",
+        ];
+        const TAIL: &[&str] = &[
+            "instructions",
+            "rules:",
+            "prompts",
+            "context",
+            "instrucciones anteriores",
+            "instructions précédentes",
+            "anweisungen",
+            "istruzioni precedenti",
+            "instruções anteriores",
+            "system prompt",
+            "system message",
+            "initial instructions",
+            "developer message",
+            "prompt del sistema",
+            "systemprompt",
+            "prompt système",
+            "PROMPT SYSTÈME",
+            "unrestricted",
+            "evil",
+            "without limits",
+            "uncensored",
+            "mode",
+            ": do it",
+            "指令",
+            "指示を無視",
+            "指示をむし",
+            "[INST]",
+            "<system>",
+            "x",
+            "model",
+        ];
+        const SEPARATORS: &[&str] = &["", " ", "  ", "\n", " : "];
+        let sets: Vec<regex::RegexSet> = (0..SIGNALS.len())
+            .map(|i| {
+                regex::RegexSet::new(PATTERNS.iter().filter(|p| p.signal == i).map(|p| p.regex))
+                    .expect("set")
+            })
+            .collect();
+        let mut g = crate::inspect::testgen::Gen::new(7);
+        let mut matched = 0;
+        for _ in 0..3_000 {
+            let mut text = String::new();
+            for _ in 0..1 + g.below(3) {
+                for part in [LEAD, MIDDLE, MIDDLE, TAIL] {
+                    let piece = *g.pick(part);
+                    let piece = match g.below(4) {
+                        0 => piece.to_uppercase(),
+                        1 => piece.to_lowercase(),
+                        _ => piece.to_owned(),
+                    };
+                    text.push_str(&piece);
+                    let separator = g.pick::<&str>(SEPARATORS);
+                    text.push_str(separator);
+                }
+            }
+            let want = ungated(&sets, &text);
+            matched += usize::from(want != 0);
+            assert_eq!(phrase_signals(&text), want, "{text:?}");
+        }
+        assert!(
+            matched > 300,
+            "only {matched} texts matched: the test lost its teeth"
         );
     }
 

@@ -5,7 +5,8 @@
 //! an append-only file with one write (page cache, no fsync, no lock held across I/O), and the
 //! response finishes without waiting; the writer commits a row that finds it idle at once and
 //! then every 250 ms while rows keep coming, so a busy minute costs a few hundred commits
-//! rather than one per request. A `kill -9` loses nothing the spool holds: the next start commits it before serving.
+//! rather than one per request. A `kill -9` loses nothing the spool holds: the next start
+//! commits it before serving.
 //! Events, flush requests and rows too large for the spool take a bounded channel; a full
 //! channel drops the message and counts it (visible in metrics and the log) rather than slowing
 //! a request.
@@ -28,10 +29,10 @@ const CHANNEL_CAPACITY: usize = 65_536;
 const MAX_BATCH: usize = 4_096;
 /// While rows (or events, or flushes) keep coming, the writer commits this often; after a
 /// commit with nothing to do it sleeps until woken, and the row that wakes it is committed at
-/// once. Most of a commit's cost is per transaction
-/// (writing the WAL frames of every page it touched), and the rows are durable in the spool
-/// meanwhile (admin reads flush first; `airlock spend`/`log` commit the spool themselves), so
-/// nothing is gained by committing sooner. An earlier cadence of 1 ms, lengthened to 250 ms only
+/// once. Most of a commit's cost is per transaction (writing the WAL frames of every page it
+/// touched), and the rows are durable in the spool meanwhile (admin reads flush first;
+/// `airlock spend`/`log` commit the spool themselves), so nothing is gained by committing
+/// sooner. An earlier cadence of 1 ms, lengthened to 250 ms only
 /// after a full second above 500 rows a second, spent most of a short burst at 1 ms: 29.6 µs of
 /// writer time per row against 7.4 µs, in bursts of 5,000 requests (BENCHMARKS.md).
 const COMMIT_EVERY: Duration = Duration::from_millis(250);

@@ -168,6 +168,9 @@ const PATTERNS: &[Pattern] = &[
     },
 ];
 
+// Each pattern is one bit of a `u64` in `Phrases::lets_run`.
+const _: () = assert!(PATTERNS.len() <= 64);
+
 struct Phrases {
     /// Every pattern's trigger words, once each.
     triggers: aho_corasick::AhoCorasick,

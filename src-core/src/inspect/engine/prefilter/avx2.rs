@@ -3,8 +3,8 @@
 //! Same windows, same hashes and same tables as the scalar loop: the 32 bytes at `i` read as
 //! eight little-endian `u32` lanes are the windows at `i, i+4, … i+28`, and the 32 bytes at
 //! `i + 2` the windows at `i+2, i+6, … i+30`. Each lane is folded and hashed once per table (one
-//! multiply each), and its bits are fetched from both window tables with gathers (a table read as `u32` words: bit `b` is
-//! bit `b % 32` of word `b / 32`). A window whose bit is set in both goes to
+//! multiply each), and its bits are fetched from both window tables with gathers (a table read
+//! as `u32` words: bit `b` is bit `b % 32` of word `b / 32`). A window whose bit is set in both goes to
 //! [`Keywords::candidate`], as in the scalar loop. The digit-block map comes from the same loads.
 //!
 //! This is the crate's one use of SIMD intrinsics, behind a run-time feature check; the tests

@@ -16,6 +16,23 @@ as_root() {
     if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
 }
 
+# --- disk space --------------------------------------------------------------------------
+# A full build and test run (target/, .venv, node_modules, the tests' temporary directories)
+# takes a few GB; running out part-way fails tests with "No space left on device" far from the
+# cause, so say so up front.
+want_gib=$([ "$mode" = test ] && echo 6 || echo 2)
+seen=""
+for dir in "${CARGO_TARGET_DIR:-$repo}" "${TMPDIR:-/tmp}"; do
+    # df -P: "filesystem blocks used available capacity mountpoint", one line each.
+    read -r kib mnt < <(df -Pk "$dir" 2>/dev/null | awk 'NR == 2 { print $4, $6 }') || continue
+    case " $seen " in *" $mnt "*) continue ;; esac
+    seen="$seen $mnt"
+    if [ "$kib" -lt $((want_gib * 1024 * 1024)) ]; then
+        say "warning: only $((kib / 1024)) MiB free on $mnt (holding $dir);" \
+            "building and testing may need about $want_gib GiB"
+    fi
+done
+
 # --- apt packages, only the missing ones ---------------------------------------------------
 need_pkgs=(build-essential pkg-config libdbus-1-dev ca-certificates git procps
            dbus-daemon gnome-keyring)

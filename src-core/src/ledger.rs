@@ -7,6 +7,7 @@
 //! after redaction. Rows are written by one thread fed through a channel ([`writer`]), never
 //! inline on the request path.
 
+mod background;
 pub mod db;
 pub mod query;
 pub mod spool;

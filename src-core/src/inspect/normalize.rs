@@ -30,12 +30,41 @@ fn changes_under_nfkc(c: char) -> bool {
 
 /// True when [`Normalized::new`] would produce a different string.
 pub fn needs_normalization(text: &str) -> bool {
-    if text.is_ascii() {
-        return false;
+    // Only non-ASCII chars can change, and most text has few: jump from one to the next a
+    // word at a time instead of decoding every char (a prompt with one curly quote used to
+    // cost a char-by-char walk of the whole text).
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while let Some(off) = first_non_ascii(&bytes[at..]) {
+        at += off;
+        // `at` follows ASCII or a whole char, so it starts a char.
+        let Some(c) = text[at..].chars().next() else {
+            break;
+        };
+        if is_invisible(c) || changes_under_nfkc(c) {
+            return true;
+        }
+        at += c.len_utf8();
     }
-    text.chars()
-        .filter(|c| !c.is_ascii())
-        .any(|c| is_invisible(c) || changes_under_nfkc(c))
+    false
+}
+
+/// Offset of the first byte of `bytes` at or above 0x80.
+fn first_non_ascii(bytes: &[u8]) -> Option<usize> {
+    // `<[u8]>::is_ascii` tests a word at a time; only the block that fails is walked.
+    let mut blocks = bytes.chunks_exact(64);
+    let mut base = 0;
+    for block in &mut blocks {
+        if !block.is_ascii() {
+            return block.iter().position(|b| !b.is_ascii()).map(|p| base + p);
+        }
+        base += 64;
+    }
+    blocks
+        .remainder()
+        .iter()
+        .position(|b| !b.is_ascii())
+        .map(|p| base + p)
 }
 
 /// Text with invisible characters removed and each character replaced by its NFKC form,
@@ -237,6 +266,26 @@ pub fn pct_variants(keyword: &[u8]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn the_skipping_check_agrees_with_a_walk_over_every_char(
+            s in "([a-z0-9 ]{0,40}[\u{80}-\u{10FFFF}]?){0,8}[a-z ]{0,70}",
+            junk in "[\u{200B}\u{FEFF}\u{FF41}é’]?",
+            at in 0usize..400,
+        ) {
+            let mut text = s.clone();
+            let mut i = at.min(text.len());
+            while !text.is_char_boundary(i) {
+                i -= 1;
+            }
+            text.insert_str(i, &junk);
+            let walk = text.chars().any(|c| !c.is_ascii() && (is_invisible(c) || changes_under_nfkc(c)));
+            proptest::prop_assert_eq!(needs_normalization(&text), walk, "{:?}", text);
+            let first = text.bytes().position(|b| !b.is_ascii());
+            proptest::prop_assert_eq!(first_non_ascii(text.as_bytes()), first);
+        }
+    }
 
     #[test]
     fn zero_width_is_removed_and_spans_map_back() {

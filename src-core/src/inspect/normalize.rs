@@ -33,20 +33,21 @@ pub fn needs_normalization(text: &str) -> bool {
     // Only non-ASCII chars can change, and most text has few: jump from one to the next a
     // word at a time instead of decoding every char (a prompt with one curly quote used to
     // cost a char-by-char walk of the whole text).
-    let bytes = text.as_bytes();
+    non_ascii_chars(text).any(|(_, c)| is_invisible(c) || changes_under_nfkc(c))
+}
+
+/// The non-ASCII chars of `text` with their byte offsets, in order, found without decoding
+/// the ASCII between them (most prompts are nearly all ASCII).
+pub fn non_ascii_chars(text: &str) -> impl Iterator<Item = (usize, char)> + '_ {
     let mut at = 0;
-    while let Some(off) = first_non_ascii(&bytes[at..]) {
-        at += off;
+    std::iter::from_fn(move || {
+        at += first_non_ascii(text.as_bytes().get(at..)?)?;
         // `at` follows ASCII or a whole char, so it starts a char.
-        let Some(c) = text[at..].chars().next() else {
-            break;
-        };
-        if is_invisible(c) || changes_under_nfkc(c) {
-            return true;
-        }
+        let c = text.get(at..)?.chars().next()?;
+        let found = (at, c);
         at += c.len_utf8();
-    }
-    false
+        Some(found)
+    })
 }
 
 /// Offset of the first byte of `bytes` at or above 0x80.
@@ -284,6 +285,8 @@ mod tests {
             proptest::prop_assert_eq!(needs_normalization(&text), walk, "{:?}", text);
             let first = text.bytes().position(|b| !b.is_ascii());
             proptest::prop_assert_eq!(first_non_ascii(text.as_bytes()), first);
+            let all: Vec<(usize, char)> = text.char_indices().filter(|(_, c)| !c.is_ascii()).collect();
+            proptest::prop_assert_eq!(non_ascii_chars(&text).collect::<Vec<_>>(), all);
         }
     }
 

@@ -6,6 +6,7 @@
 //! Text from tools and documents (indirect injection) weighs twice the user's own turn.
 
 use super::paths::Role;
+use crate::inspect::normalize::non_ascii_chars;
 use base64::Engine as _;
 use regex::Regex;
 use std::sync::LazyLock;
@@ -272,9 +273,8 @@ pub fn assess<'a>(texts: impl IntoIterator<Item = (&'a str, Role, String)>) -> R
         // Invisible characters are all outside ASCII: plain ASCII text skips these passes.
         if !text.is_ascii() {
             // Unicode tag characters (U+E0000–U+E007F) spell invisible ASCII: "ASCII smuggling".
-            let smuggled: String = text
-                .chars()
-                .filter_map(|c| {
+            let smuggled: String = non_ascii_chars(text)
+                .filter_map(|(_, c)| {
                     let cp = c as u32;
                     (0xE0000..=0xE007F)
                         .contains(&cp)
@@ -294,9 +294,8 @@ pub fn assess<'a>(texts: impl IntoIterator<Item = (&'a str, Role, String)>) -> R
                     &mut reasons,
                 );
             }
-            if text
-                .chars()
-                .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+            if non_ascii_chars(text)
+                .any(|(_, c)| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
             {
                 reasons.push(Reason {
                     signal: "bidi_control",
@@ -331,19 +330,23 @@ pub fn assess<'a>(texts: impl IntoIterator<Item = (&'a str, Role, String)>) -> R
     }
 }
 
+/// Three or more zero-width chars in a row (all of them are outside ASCII, so only the
+/// non-ASCII chars are looked at; a run breaks where the next one does not follow directly).
 fn has_zero_width_run(text: &str) -> bool {
     let mut run = 0;
-    for c in text.chars() {
-        if matches!(
+    let mut run_end = 0;
+    for (at, c) in non_ascii_chars(text) {
+        if !matches!(
             c,
             '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{180E}'
         ) {
-            run += 1;
-            if run >= 3 {
-                return true;
-            }
-        } else {
             run = 0;
+            continue;
+        }
+        run = if run > 0 && at == run_end { run + 1 } else { 1 };
+        run_end = at + c.len_utf8();
+        if run >= 3 {
+            return true;
         }
     }
     false
@@ -412,6 +415,24 @@ fn base64_texts(text: &str) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    proptest::proptest! {
+        #[test]
+        fn zero_width_runs_are_found_as_a_walk_over_every_char_finds_them(
+            s in "([a-z ]{0,6}[\u{200B}\u{200C}\u{200D}\u{2060}\u{FEFF}\u{180E}é’\u{1F600}]{0,3}){0,12}",
+        ) {
+            let mut run = 0;
+            let walk = s.chars().any(|c| {
+                run = if matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{180E}') {
+                    run + 1
+                } else {
+                    0
+                };
+                run >= 3
+            });
+            proptest::prop_assert_eq!(has_zero_width_run(&s), walk, "{:?}", s);
+        }
+    }
 
     fn score(text: &str, role: Role) -> Report {
         assess([(text, role, "messages[0].content".to_owned())])

@@ -302,15 +302,21 @@ impl Spool {
         let len = file.metadata()?.len();
         let mut rest = vec![0u8; len.saturating_sub(staged.copied_to) as usize];
         file.read_exact_at(&mut rest, staged.copied_to)?;
-        let whole = entries(&rest).last().map_or(0, |(_, end)| end);
-        if whole < rest.len() {
-            self.consumed((rest.len() - whole) as u64);
+        // No append is running (this lock is theirs too), so an entry that does not check here
+        // is torn for good: whole entries written after it are kept, not dropped with it.
+        let (spans, skipped) = whole_entries(&rest);
+        if skipped > 0 {
+            self.consumed(skipped as u64);
             tracing::warn!(
-                bytes = rest.len() - whole,
+                bytes = skipped,
                 "ledger spool: dropping bytes that never formed a whole entry"
             );
         }
-        staged.file.write_all(&rest[..whole])?;
+        let mut kept = Vec::with_capacity(rest.len() - skipped);
+        for span in spans {
+            kept.extend_from_slice(&rest[span]);
+        }
+        staged.file.write_all(&kept)?;
         std::fs::rename(&staged.tmp, &self.path)?;
         let old = std::mem::replace(&mut *file, staged.file);
         self.broken.store(false, Ordering::Relaxed);
@@ -382,21 +388,55 @@ fn header(generation: u64) -> [u8; HEADER_LEN as usize] {
 }
 
 /// The complete entries at the start of `buf`, each with the offset just past it (relative to
-/// `buf`). Stops at the first entry that is incomplete or fails its checksum.
+/// `buf`). Stops at the first entry that is incomplete or fails its checksum: it may be one an
+/// append is still writing.
 pub fn entries(buf: &[u8]) -> impl Iterator<Item = (&[u8], usize)> {
     let mut at = 0usize;
     std::iter::from_fn(move || {
-        let rest = buf.get(at..)?;
-        let head = rest.get(..ENTRY_HEAD)?;
-        let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
-        let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
-        let payload = rest.get(ENTRY_HEAD..ENTRY_HEAD.checked_add(len)?)?;
-        if len > MAX_ENTRY || crc32fast::hash(payload) != crc {
-            return None;
-        }
-        at += ENTRY_HEAD + len;
-        Some((payload, at))
+        let end = entry_at(buf, at)?;
+        let payload = &buf[at + ENTRY_HEAD..end];
+        at = end;
+        Some((payload, end))
     })
+}
+
+/// The end of the whole entry that starts at `at` in `buf`, if one does: its payload is all
+/// there, not empty (a row never is; zeros left by a crash would otherwise read as empty
+/// entries, the CRC-32 of nothing being 0), at most [`MAX_ENTRY`], and matches its checksum.
+fn entry_at(buf: &[u8], at: usize) -> Option<usize> {
+    let head = buf.get(at..at.checked_add(ENTRY_HEAD)?)?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+    let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+    if len == 0 || len > MAX_ENTRY {
+        return None;
+    }
+    let end = at + ENTRY_HEAD + len;
+    let payload = buf.get(at + ENTRY_HEAD..end)?;
+    (crc32fast::hash(payload) == crc).then_some(end)
+}
+
+/// The spans of every whole entry in `buf` (header included), and how many bytes between and
+/// after them belong to none. Where an entry is torn (a write cut short by a full disk, or a
+/// crash) the next offset at which a whole entry starts is searched for, byte by byte, so the
+/// entries appended after the torn one are not lost with it. Only for bytes no append is still
+/// writing: [`entries`] is for the rest.
+fn whole_entries(buf: &[u8]) -> (Vec<std::ops::Range<usize>>, usize) {
+    let mut spans = Vec::new();
+    let mut skipped = 0;
+    let mut at = 0;
+    while at < buf.len() {
+        match entry_at(buf, at) {
+            Some(end) => {
+                spans.push(at..end);
+                at = end;
+            }
+            None => {
+                skipped += 1;
+                at += 1;
+            }
+        }
+    }
+    (spans, skipped)
 }
 
 #[cfg(test)]
@@ -711,6 +751,63 @@ mod tests {
         bad.extend_from_slice(&1u32.to_le_bytes());
         bad.extend_from_slice(b"xyz");
         assert_eq!(entries(&bad).count(), 0);
+    }
+
+    /// Appends raw bytes to the spool file, as a torn write or a crash would leave them.
+    fn append_raw(dir: &Path, bytes: &[u8]) {
+        let mut f = OpenOptions::new()
+            .append(true)
+            .open(dir.join(SPOOL_FILE))
+            .expect("open");
+        f.write_all(bytes).expect("write");
+    }
+
+    #[test]
+    fn entries_written_after_a_torn_one_survive_the_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (s, start) = spool(dir.path(), None);
+        s.append(b"before").expect("append");
+        // A write cut short: a header promising 100 bytes, then 3 of them.
+        let mut torn = 100u32.to_le_bytes().to_vec();
+        torn.extend_from_slice(&crc32fast::hash(&[b'q'; 100]).to_le_bytes());
+        torn.extend_from_slice(b"qqq");
+        append_raw(dir.path(), &torn);
+        // Other requests went on appending whole entries after it.
+        s.append(b"after one").expect("append");
+        s.append(b"after two").expect("append");
+        // Zeros where a crash lost a page, then one more entry.
+        append_raw(dir.path(), &[0u8; 40]);
+        s.append(b"after zeros").expect("append");
+        // Reading stops at the torn entry: it might still be being written.
+        assert_eq!(read_all(&s, start.offset), vec![b"before".to_vec()]);
+        // The rotation, with appends held off, knows it is torn, and skips only its bytes.
+        let next = s.rotate(start, true).expect("rotate").expect("rotated");
+        assert_eq!(
+            read_all(&s, next.offset),
+            [&b"before"[..], b"after one", b"after two", b"after zeros"].map(<[u8]>::to_vec)
+        );
+        let len = std::fs::metadata(s.path()).expect("meta").len();
+        assert_eq!(
+            len,
+            HEADER_LEN + 4 * 8 + 6 + 9 + 9 + 11,
+            "the torn bytes are gone"
+        );
+    }
+
+    #[test]
+    fn zeros_are_not_read_as_empty_entries() {
+        assert_eq!(entries(&[0u8; 64]).count(), 0);
+        assert_eq!(whole_entries(&[0u8; 64]), (Vec::new(), 64));
+        let mut buf = vec![0u8; 16];
+        let at = buf.len();
+        buf.extend_from_slice(&2u32.to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(b"ok").to_le_bytes());
+        buf.extend_from_slice(b"ok");
+        buf.extend_from_slice(&[7, 0, 0]);
+        let (spans, skipped) = whole_entries(&buf);
+        assert_eq!((spans.len(), skipped), (1, 19));
+        assert_eq!(&buf[spans[0].clone()][ENTRY_HEAD..], b"ok");
+        assert_eq!(spans[0].start, at);
     }
 
     #[test]

@@ -12,6 +12,10 @@
 //! crash), commits those rows together with the new offset in one SQLite transaction, and empties
 //! the file (next generation) once everything in it is committed. So a row is committed exactly
 //! once however the process dies; replaying after a crash is the same code path as normal work.
+//! A torn entry (a write cut short by a full disk, zeros where a crash lost a page) stops the
+//! reading until the next rotation, which holds the appends off, skips its bytes and keeps the
+//! whole entries written after it. A failed append forces that rotation at the writer's next
+//! round, and every start makes one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};

@@ -23,6 +23,8 @@ as_root() {
 want_gib=$([ "$mode" = test ] && echo 6 || echo 2)
 seen=""
 for dir in "${CARGO_TARGET_DIR:-$repo}" "${TMPDIR:-/tmp}"; do
+    # A directory not made yet will be made on its nearest existing parent's filesystem.
+    while [ ! -e "$dir" ] && [ "$dir" != / ]; do dir="$(dirname "$dir")"; done
     # df -P: "filesystem blocks used available capacity mountpoint", one line each.
     read -r kib mnt < <(df -Pk "$dir" 2>/dev/null | awk 'NR == 2 { print $4, $6 }') || continue
     case " $seen " in *" $mnt "*) continue ;; esac

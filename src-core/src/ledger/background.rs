@@ -4,12 +4,13 @@
 //! on a laptop both share the cores. So they run as `SCHED_BATCH` at nice 19, and, on Linux,
 //! ask for the shortest time slice the scheduler grants (0.1 ms).
 //!
-//! Why the slice: since Linux 6.6 the fair scheduler (EEVDF) lets a running task go on until it
-//! has used its slice before a task that wakes on the same core gets it (1.4 ms by default on
-//! the 2-core test machine; `se.slice` in `/proc/<pid>/task/<tid>/sched`). Nice 19 lowers the
-//! writer's share of the core but not how long a request handler waking behind it may wait. With
-//! the short slice the ledger's cost to the p99 latency at 2,000 requests/s fell by about half
-//! (BENCHMARKS.md, ledger). Kernels before 6.6 ignore the slice.
+//! Why the slice: the fair scheduler (EEVDF, Linux 6.6 on) lets a running task go on until it has
+//! used its slice before a task that wakes on the same core gets it (1.4 ms by default on the
+//! 2-core test machine; `se.slice` in `/proc/<pid>/task/<tid>/sched`). Nice 19 lowers the
+//! writer's share of the core but not how long a request handler waking behind it may wait.
+//! Since Linux 6.12 a thread can ask for a shorter slice (`sched_runtime`); older kernels accept
+//! the call and ignore it. With the short slice the ledger's cost to the p99 latency at 2,000
+//! requests/s fell by about half (BENCHMARKS.md, ledger).
 //!
 //! Not `SCHED_IDLE`: a starved writer would hold SQLite's write lock for seconds inside a
 //! transaction and make `airlock keys …` fail with "database is locked" (seen in the tests);
@@ -29,12 +30,20 @@ pub(super) fn lower_current_thread(what: &str) {
             tracing::debug!("sched_setattr on the {what} thread: {e}; trying without a slice")
         }
     }
-    use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
-    if let Err(e) = thread_priority::set_thread_priority_and_policy(
-        thread_priority::thread_native_id(),
-        ThreadPriority::Min,
-        ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
-    ) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let lowered = {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        thread_priority::set_thread_priority_and_policy(
+            thread_priority::thread_native_id(),
+            ThreadPriority::Min,
+            ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Batch),
+        )
+    };
+    // Elsewhere (macOS) there is no batch policy: the lowest priority of the default one.
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let lowered =
+        thread_priority::set_current_thread_priority(thread_priority::ThreadPriority::Min);
+    if let Err(e) = lowered {
         tracing::debug!("cannot lower the {what} thread's priority: {e:?}");
     }
 }
@@ -53,7 +62,7 @@ mod linux {
         flags: u64,
         nice: i32,
         priority: u32,
-        /// For the fair policies since Linux 6.6: the slice asked for (clamped to 0.1–100 ms).
+        /// For the fair policies since Linux 6.12: the slice asked for (clamped to 0.1–100 ms).
         runtime: u64,
         deadline: u64,
         period: u64,

@@ -185,6 +185,9 @@ impl Spool {
                 self.appended.fetch_add(n as u64, Ordering::Relaxed);
             }
             Ok(n) => {
+                // The torn bytes are in the file: counted, as the rotation that drops them counts
+                // them consumed.
+                self.appended.fetch_add(n as u64, Ordering::Relaxed);
                 self.broken.store(true, Ordering::Relaxed);
                 return Err(io::Error::new(
                     io::ErrorKind::WriteZero,

@@ -981,18 +981,24 @@ mod tests {
 mod priority_tests {
     use super::*;
 
-    /// Fields `n` (1-based, as in proc(5)) of the stat lines of this process's threads `name`.
-    fn stat_fields(name: &str, n: &[usize]) -> Vec<Vec<i64>> {
+    /// The `/proc/self/task/<tid>` directories of this process's threads called `name`.
+    fn threads(name: &str) -> Vec<std::path::PathBuf> {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
             return Vec::new();
         };
         tasks
             .flatten()
-            .filter(|t| {
-                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
-            })
+            .map(|t| t.path())
+            .filter(|t| std::fs::read_to_string(t.join("comm")).is_ok_and(|c| c.trim() == name))
+            .collect()
+    }
+
+    /// Fields `n` (1-based, as in proc(5)) of the stat lines of this process's threads `name`.
+    fn stat_fields(name: &str, n: &[usize]) -> Vec<Vec<i64>> {
+        threads(name)
+            .into_iter()
             .filter_map(|t| {
-                let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+                let stat = std::fs::read_to_string(t.join("stat")).ok()?;
                 // Fields after the parenthesised name start at field 3 (state).
                 let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
                 n.iter().map(|&i| rest.get(i - 3)?.parse().ok()).collect()
@@ -1046,16 +1052,10 @@ mod priority_tests {
     /// The value of `key` in `/proc/self/task/<tid>/sched` of each thread called `name`
     /// (`None` where the kernel does not report it).
     fn sched_values(name: &str, key: &str) -> Vec<Option<u64>> {
-        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-            return Vec::new();
-        };
-        tasks
-            .flatten()
-            .filter(|t| {
-                std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name)
-            })
+        threads(name)
+            .into_iter()
             .map(|t| {
-                let sched = std::fs::read_to_string(t.path().join("sched")).unwrap_or_default();
+                let sched = std::fs::read_to_string(t.join("sched")).unwrap_or_default();
                 sched.lines().find_map(|l| {
                     let (k, v) = l.split_once(':')?;
                     (k.trim() == key).then(|| v.trim().parse().ok())?

@@ -20,7 +20,7 @@ as_root() {
 # A full build and test run (target/, .venv, node_modules, the tests' temporary directories)
 # takes a few GB; running out part-way fails tests with "No space left on device" far from the
 # cause, so say so up front.
-want_gib=$([ "$mode" = test ] && echo 6 || echo 2)
+want_gib=$([ "$mode" = test ] && echo 4 || echo 2)
 seen=""
 for dir in "${CARGO_TARGET_DIR:-$repo}" "${TMPDIR:-/tmp}"; do
     # A directory not made yet will be made on its nearest existing parent's filesystem.

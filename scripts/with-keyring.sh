@@ -28,25 +28,37 @@ if [ "${_AIRLOCK_KEYRING_INNER:-}" != "1" ]; then
         fi
     done
     export _AIRLOCK_KEYRING_INNER=1
-    exec dbus-run-session -- bash "$0" "$@"
+    exec dbus-run-session --config-file="$(dirname "$0")/session-bus.conf" -- bash "$0" "$@"
 fi
 unset _AIRLOCK_KEYRING_INNER
 
 keyring_home="$(mktemp -d "${TMPDIR:-/tmp}/airlock-keyring.XXXXXX")"
-cleanup() { rm -rf "$keyring_home"; }
-trap cleanup EXIT
 
-# The daemon prints GNOME_KEYRING_CONTROL=… lines; export them for CMD.
-daemon_env="$(printf 'throwaway' | env HOME="$keyring_home" \
-    XDG_DATA_HOME="$keyring_home/.local/share" \
-    XDG_CONFIG_HOME="$keyring_home/.config" \
-    XDG_CACHE_HOME="$keyring_home/.cache" \
-    gnome-keyring-daemon --unlock --components=secrets)"
-while IFS= read -r line; do
-    case "$line" in
-        *=*) export "${line?}" ;;
-    esac
-done <<< "$daemon_env"
+keyring_env=(HOME="$keyring_home" XDG_DATA_HOME="$keyring_home/.local/share"
+             XDG_CONFIG_HOME="$keyring_home/.config" XDG_CACHE_HOME="$keyring_home/.cache")
+# gnome-keyring-daemon can abort under many short-lived clients (an upstream race in its
+# session handling: "gkd_secret_service_get_pkcs11_session: assertion 'client' failed"), which
+# a test suite that starts hundreds of processes does now and then. So it runs under a loop that
+# starts it again, unlocked, on the same throwaway keyring (the secrets stored so far are kept).
+# The bus starts nothing on demand (session-bus.conf), so no locked second daemon gets in first.
+(
+    while :; do
+        status=0
+        printf 'throwaway' | env "${keyring_env[@]}" \
+            gnome-keyring-daemon --foreground --unlock --components=secrets \
+            >>"$keyring_home/daemon.out" 2>>"$keyring_home/daemon.err" || status=$?
+        [ -e "$keyring_home/stop" ] && exit 0
+        echo "with-keyring: gnome-keyring-daemon exited (status $status); starting it again" >&2
+        sleep 0.05
+    done
+) &
+supervisor=$!
+cleanup() {
+    touch "$keyring_home/stop"
+    kill "$supervisor" 2>/dev/null || true
+    rm -rf "$keyring_home"
+}
+trap cleanup EXIT
 
 # Wait until the Secret Service answers: store and read back a probe secret.
 probe_attr="airlock-keyring-probe-$$"
@@ -60,7 +72,8 @@ for _ in $(seq 1 50); do
     sleep 0.1
 done
 if [ "$ok" != 1 ]; then
-    echo "with-keyring: the Secret Service did not come up (gnome-keyring-daemon output: $daemon_env)" >&2
+    echo "with-keyring: the Secret Service did not come up; gnome-keyring-daemon said:" >&2
+    cat "$keyring_home/daemon.out" "$keyring_home/daemon.err" >&2
     exit 1
 fi
 secret-tool clear "$probe_attr" 1 || true

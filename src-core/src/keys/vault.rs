@@ -56,26 +56,32 @@ impl Vault {
 
     /// Blocking: talks to the keyring over D-Bus. Call from `spawn_blocking` in async code.
     pub fn get(&self, entry: &str) -> Result<SecretString, VaultError> {
-        let e = self.entry(entry)?;
-        match e.get_password() {
-            Ok(p) => Ok(SecretString::from(p)),
-            Err(err) => Err(map_err(err, entry)),
-        }
+        retry_unreachable(RETRY_AFTER, || {
+            let e = self.entry(entry)?;
+            match e.get_password() {
+                Ok(p) => Ok(SecretString::from(p)),
+                Err(err) => Err(map_err(err, entry)),
+            }
+        })
     }
 
     pub fn set(&self, entry: &str, secret: &str) -> Result<(), VaultError> {
-        self.entry(entry)?
-            .set_password(secret)
-            .map_err(|e| map_err(e, entry))
+        retry_unreachable(RETRY_AFTER, || {
+            self.entry(entry)?
+                .set_password(secret)
+                .map_err(|e| map_err(e, entry))
+        })
     }
 
     /// Returns whether an entry was there to delete.
     pub fn delete(&self, entry: &str) -> Result<bool, VaultError> {
-        match self.entry(entry)?.delete_credential() {
-            Ok(()) => Ok(true),
-            Err(keyring::Error::NoEntry) => Ok(false),
-            Err(e) => Err(map_err(e, entry)),
-        }
+        retry_unreachable(RETRY_AFTER, || {
+            match self.entry(entry)?.delete_credential() {
+                Ok(()) => Ok(true),
+                Err(keyring::Error::NoEntry) => Ok(false),
+                Err(e) => Err(map_err(e, entry)),
+            }
+        })
     }
 
     /// Checks that the keyring is reachable and unlocked by reading an entry that need not exist.
@@ -89,6 +95,33 @@ impl Vault {
     fn entry(&self, entry: &str) -> Result<keyring::Entry, VaultError> {
         keyring::Entry::new(&self.service, entry).map_err(|e| map_err(e, entry))
     }
+}
+
+/// Pauses before each retry of a keyring call that found no keyring on the bus (about 1.1 s in
+/// all). gnome-keyring-daemon can abort under a burst of short-lived clients (an upstream race;
+/// systemd or the session starts it again within moments): a request or `airlock serve`
+/// arriving in that gap waits for it instead of failing. A keyring that is really absent
+/// reports so after the last try.
+const RETRY_AFTER: [std::time::Duration; 3] = [
+    std::time::Duration::from_millis(100),
+    std::time::Duration::from_millis(300),
+    std::time::Duration::from_millis(700),
+];
+
+fn retry_unreachable<T>(
+    pauses: impl IntoIterator<Item = std::time::Duration>,
+    mut call: impl FnMut() -> Result<T, VaultError>,
+) -> Result<T, VaultError> {
+    for pause in pauses {
+        match call() {
+            Err(VaultError::Unreachable { detail }) => {
+                tracing::debug!("OS keyring not reachable ({detail}); trying again in {pause:?}");
+                std::thread::sleep(pause);
+            }
+            done => return done,
+        }
+    }
+    call()
 }
 
 fn map_err(err: keyring::Error, entry: &str) -> VaultError {
@@ -145,7 +178,69 @@ fn looks_unreachable(detail: &str) -> bool {
         "service unknown",
         "/bus",
         "dbus_session_bus_address",
+        // The keyring daemon went away while answering (it crashed; it is started again).
+        "noreply",
+        "disconnected",
     ]
     .iter()
     .any(|m| d.contains(m))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn unreachable() -> VaultError {
+        VaultError::Unreachable {
+            detail: "org.freedesktop.DBus.Error.ServiceUnknown".into(),
+        }
+    }
+
+    #[test]
+    fn a_keyring_back_within_the_retries_answers_the_call() {
+        let mut calls = 0;
+        let got = retry_unreachable([Duration::ZERO; 3], || {
+            calls += 1;
+            if calls < 3 {
+                Err(unreachable())
+            } else {
+                Ok(calls)
+            }
+        });
+        assert_eq!(got.ok(), Some(3));
+    }
+
+    #[test]
+    fn an_absent_keyring_is_reported_after_the_last_try_and_a_locked_one_at_once() {
+        let mut calls = 0;
+        let got: Result<(), _> = retry_unreachable([Duration::ZERO; 3], || {
+            calls += 1;
+            Err(unreachable())
+        });
+        assert!(matches!(got, Err(VaultError::Unreachable { .. })));
+        assert_eq!(calls, 4);
+        let mut calls = 0;
+        let got: Result<(), _> = retry_unreachable([Duration::ZERO; 3], || {
+            calls += 1;
+            Err(VaultError::Locked {
+                detail: "locked".into(),
+            })
+        });
+        assert!(matches!(got, Err(VaultError::Locked { .. })));
+        assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_keyring_that_vanished_mid_call_counts_as_unreachable() {
+        for detail in [
+            "org.freedesktop.DBus.Error.NoReply: Message recipient disconnected from message bus without replying",
+            "org.freedesktop.DBus.Error.ServiceUnknown: The name org.freedesktop.secrets was not provided by any .service files",
+        ] {
+            assert!(looks_unreachable(detail), "{detail}");
+        }
+        assert!(!looks_unreachable(
+            "Cannot create an item in a locked collection"
+        ));
+    }
 }

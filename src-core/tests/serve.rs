@@ -173,6 +173,37 @@ async fn forwards_over_real_tls_with_the_keyring_key_and_refuses_an_unknown_ca()
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_running_server_reads_keys_again_after_the_keyring_daemon_restarts() {
+    let up = Upstream::start("a", None).await;
+    let mut env = TestEnv::new();
+    env.set_key("openai", &fake_key("sk-"));
+    let key = env.issue(&["app"]);
+    env.write_config(&config_for(
+        &format!("http://127.0.0.1:{}", up.addr.port()),
+        "",
+    ));
+    let server = Server::start(&env);
+    let url = server.url("/openai/v1/chat/completions");
+    let (status, _, body) = post(&url, &key, "{\"model\":\"gpt-4o\"}").await;
+    assert_eq!(status, 200, "{body}");
+    // The daemon dies and comes back (gnome-keyring can abort under many clients; a session
+    // starts it again). The server's connection to the old one is dead: a key changed now must
+    // still be read.
+    env.keyring.restart();
+    let new = fake_key("sk-");
+    env.set_key("openai", &new);
+    let (status, _, body) = post(&url, &key, "{\"model\":\"gpt-4o\"}").await;
+    assert_eq!(status, 200, "{body}");
+    let seen = up.log.requests();
+    let auth = seen
+        .last()
+        .and_then(|r| r.headers.get("authorization"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    assert_eq!(auth, Some(format!("Bearer {new}")));
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn config_edits_apply_without_restart_and_bad_edits_keep_the_running_config() {
     let a = Upstream::start("a", None).await;
     let b = Upstream::start("b", None).await;

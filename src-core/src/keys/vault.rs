@@ -56,7 +56,7 @@ impl Vault {
 
     /// Blocking: talks to the keyring over D-Bus. Call from `spawn_blocking` in async code.
     pub fn get(&self, entry: &str) -> Result<SecretString, VaultError> {
-        retry_unreachable(RETRY_AFTER, || {
+        retry_unreachable(RETRY_AFTER, reconnect, || {
             let e = self.entry(entry)?;
             match e.get_password() {
                 Ok(p) => Ok(SecretString::from(p)),
@@ -66,7 +66,7 @@ impl Vault {
     }
 
     pub fn set(&self, entry: &str, secret: &str) -> Result<(), VaultError> {
-        retry_unreachable(RETRY_AFTER, || {
+        retry_unreachable(RETRY_AFTER, reconnect, || {
             self.entry(entry)?
                 .set_password(secret)
                 .map_err(|e| map_err(e, entry))
@@ -75,7 +75,7 @@ impl Vault {
 
     /// Returns whether an entry was there to delete.
     pub fn delete(&self, entry: &str) -> Result<bool, VaultError> {
-        retry_unreachable(RETRY_AFTER, || {
+        retry_unreachable(RETRY_AFTER, reconnect, || {
             match self.entry(entry)?.delete_credential() {
                 Ok(()) => Ok(true),
                 Err(keyring::Error::NoEntry) => Ok(false),
@@ -92,9 +92,42 @@ impl Vault {
         }
     }
 
-    fn entry(&self, entry: &str) -> Result<keyring::Entry, VaultError> {
-        keyring::Entry::new(&self.service, entry).map_err(|e| map_err(e, entry))
+    fn entry(&self, entry: &str) -> Result<keyring_core::Entry, VaultError> {
+        new_entry(&self.service, entry).map_err(|e| map_err(e, entry))
     }
+}
+
+/// Where the Secret Service is the store: one connection (with its encrypted session) shared
+/// by every entry, made on first use and made again after [`reconnect`]. `keyring::Entry`
+/// connects once per process, so after the keyring daemon restarted every call of a running
+/// `airlock serve` failed ("the session does not exist") until Airlock restarted too.
+#[cfg(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+))]
+fn new_entry(service: &str, user: &str) -> keyring_core::Result<keyring_core::Entry> {
+    if keyring_core::get_default_store().is_none() {
+        keyring_core::set_default_store(zbus_secret_service_keyring_store::Store::new()?);
+    }
+    keyring_core::Entry::new(service, user)
+}
+
+/// Elsewhere (Keychain, Credential Manager) `keyring` picks and keeps the store.
+#[cfg(not(all(
+    unix,
+    not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+)))]
+fn new_entry(service: &str, user: &str) -> keyring_core::Result<keyring_core::Entry> {
+    keyring::Entry::new(service, user).map(|e| e.inner)
+}
+
+/// Drops the Secret Service connection, so the next call makes a new one.
+fn reconnect() {
+    #[cfg(all(
+        unix,
+        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
+    ))]
+    keyring_core::unset_default_store();
 }
 
 /// Pauses before each retry of a keyring call that found no keyring on the bus (about 1.1 s in
@@ -110,6 +143,7 @@ const RETRY_AFTER: [std::time::Duration; 3] = [
 
 fn retry_unreachable<T>(
     pauses: impl IntoIterator<Item = std::time::Duration>,
+    reconnect: impl Fn(),
     mut call: impl FnMut() -> Result<T, VaultError>,
 ) -> Result<T, VaultError> {
     for pause in pauses {
@@ -117,6 +151,7 @@ fn retry_unreachable<T>(
             Err(VaultError::Unreachable { detail }) => {
                 tracing::debug!("OS keyring not reachable ({detail}); trying again in {pause:?}");
                 std::thread::sleep(pause);
+                reconnect();
             }
             done => return done,
         }
@@ -178,9 +213,11 @@ fn looks_unreachable(detail: &str) -> bool {
         "service unknown",
         "/bus",
         "dbus_session_bus_address",
-        // The keyring daemon went away while answering (it crashed; it is started again).
+        // The keyring daemon went away while answering, or a new one does not know the
+        // session this process opened with the old one: it crashed and was started again.
         "noreply",
         "disconnected",
+        "nosession",
     ]
     .iter()
     .any(|m| d.contains(m))
@@ -200,33 +237,47 @@ mod tests {
     #[test]
     fn a_keyring_back_within_the_retries_answers_the_call() {
         let mut calls = 0;
-        let got = retry_unreachable([Duration::ZERO; 3], || {
-            calls += 1;
-            if calls < 3 {
-                Err(unreachable())
-            } else {
-                Ok(calls)
-            }
-        });
+        let reconnects = std::cell::Cell::new(0);
+        let got = retry_unreachable(
+            [Duration::ZERO; 3],
+            || reconnects.set(reconnects.get() + 1),
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err(unreachable())
+                } else {
+                    Ok(calls)
+                }
+            },
+        );
         assert_eq!(got.ok(), Some(3));
+        assert_eq!(reconnects.get(), 2, "a new connection before each retry");
     }
 
     #[test]
     fn an_absent_keyring_is_reported_after_the_last_try_and_a_locked_one_at_once() {
         let mut calls = 0;
-        let got: Result<(), _> = retry_unreachable([Duration::ZERO; 3], || {
-            calls += 1;
-            Err(unreachable())
-        });
+        let got: Result<(), _> = retry_unreachable(
+            [Duration::ZERO; 3],
+            || {},
+            || {
+                calls += 1;
+                Err(unreachable())
+            },
+        );
         assert!(matches!(got, Err(VaultError::Unreachable { .. })));
         assert_eq!(calls, 4);
         let mut calls = 0;
-        let got: Result<(), _> = retry_unreachable([Duration::ZERO; 3], || {
-            calls += 1;
-            Err(VaultError::Locked {
-                detail: "locked".into(),
-            })
-        });
+        let got: Result<(), _> = retry_unreachable(
+            [Duration::ZERO; 3],
+            || {},
+            || {
+                calls += 1;
+                Err(VaultError::Locked {
+                    detail: "locked".into(),
+                })
+            },
+        );
         assert!(matches!(got, Err(VaultError::Locked { .. })));
         assert_eq!(calls, 1);
     }
@@ -236,6 +287,7 @@ mod tests {
         for detail in [
             "org.freedesktop.DBus.Error.NoReply: Message recipient disconnected from message bus without replying",
             "org.freedesktop.DBus.Error.ServiceUnknown: The name org.freedesktop.secrets was not provided by any .service files",
+            "zbus error: org.freedesktop.Secret.Error.NoSession: The session does not exist",
         ] {
             assert!(looks_unreachable(detail), "{detail}");
         }

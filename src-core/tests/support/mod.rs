@@ -38,23 +38,7 @@ impl TestKeyring {
             address.starts_with("unix:"),
             "unexpected bus address {address:?}"
         );
-        let mut keyring = Command::new("gnome-keyring-daemon")
-            .args(["--foreground", "--unlock", "--components=secrets"])
-            .arg(format!("--control-directory={}", home.path().join("ctl").display()))
-            .env("HOME", home.path())
-            .env("XDG_RUNTIME_DIR", home.path())
-            .env("DBUS_SESSION_BUS_ADDRESS", &address)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gnome-keyring-daemon must be installed (apt: gnome-keyring); `make test` installs it");
-        {
-            let mut stdin = keyring.stdin.take().expect("stdin");
-            stdin
-                .write_all(b"throwaway-test-password")
-                .expect("unlock password");
-        }
+        let keyring = start_daemon(home.path(), &address);
         let kr = TestKeyring {
             bus,
             keyring,
@@ -63,6 +47,16 @@ impl TestKeyring {
         };
         kr.wait_ready();
         kr
+    }
+
+    /// Kills the keyring daemon (as a crash would) and starts it again on the same keyring,
+    /// unlocked, as a desktop session does.
+    pub fn restart(&mut self) {
+        if self.keyring.kill().is_ok() && self.keyring.wait().is_err() {
+            eprintln!("test keyring daemon could not be reaped");
+        }
+        self.keyring = start_daemon(self._home.path(), &self.address);
+        self.wait_ready();
     }
 
     /// Waits until the Secret Service answers on the bus.
@@ -91,6 +85,30 @@ impl TestKeyring {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+fn start_daemon(home: &Path, address: &str) -> Child {
+    let mut keyring = Command::new("gnome-keyring-daemon")
+        .args(["--foreground", "--unlock", "--components=secrets"])
+        .arg(format!(
+            "--control-directory={}",
+            home.join("ctl").display()
+        ))
+        .env("HOME", home)
+        .env("XDG_RUNTIME_DIR", home)
+        .env("DBUS_SESSION_BUS_ADDRESS", address)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect(
+            "gnome-keyring-daemon must be installed (apt: gnome-keyring); `make test` installs it",
+        );
+    let mut stdin = keyring.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"throwaway-test-password")
+        .expect("unlock password");
+    keyring
 }
 
 impl Drop for TestKeyring {

@@ -85,10 +85,7 @@ impl Normalized {
         let mut off = 0;
         while off < original.len() {
             // ASCII stays as it is: copy the whole run, each byte mapping to itself.
-            let run = bytes[off..]
-                .iter()
-                .position(|b| !b.is_ascii())
-                .unwrap_or(bytes.len() - off);
+            let run = first_non_ascii(&bytes[off..]).unwrap_or(bytes.len() - off);
             if run > 0 {
                 text.push_str(&original[off..off + run]);
                 map.extend(off as u32..(off + run) as u32);

@@ -97,6 +97,8 @@ impl Vault {
     }
 }
 
+use store::{new_entry, reconnect};
+
 /// Where the Secret Service is the store: one connection (with its encrypted session) shared
 /// by every entry, made on first use and made again after [`reconnect`]. `keyring::Entry`
 /// connects once per process, so after the keyring daemon restarted every call of a running
@@ -105,11 +107,18 @@ impl Vault {
     unix,
     not(any(target_os = "macos", target_os = "ios", target_os = "android"))
 ))]
-fn new_entry(service: &str, user: &str) -> keyring_core::Result<keyring_core::Entry> {
-    if keyring_core::get_default_store().is_none() {
-        keyring_core::set_default_store(zbus_secret_service_keyring_store::Store::new()?);
+mod store {
+    pub fn new_entry(service: &str, user: &str) -> keyring_core::Result<keyring_core::Entry> {
+        if keyring_core::get_default_store().is_none() {
+            keyring_core::set_default_store(zbus_secret_service_keyring_store::Store::new()?);
+        }
+        keyring_core::Entry::new(service, user)
     }
-    keyring_core::Entry::new(service, user)
+
+    /// Drops the Secret Service connection, so the next call makes a new one.
+    pub fn reconnect() {
+        keyring_core::unset_default_store();
+    }
 }
 
 /// Elsewhere (Keychain, Credential Manager) `keyring` picks and keeps the store.
@@ -117,17 +126,12 @@ fn new_entry(service: &str, user: &str) -> keyring_core::Result<keyring_core::En
     unix,
     not(any(target_os = "macos", target_os = "ios", target_os = "android"))
 )))]
-fn new_entry(service: &str, user: &str) -> keyring_core::Result<keyring_core::Entry> {
-    keyring::Entry::new(service, user).map(|e| e.inner)
-}
+mod store {
+    pub fn new_entry(service: &str, user: &str) -> keyring_core::Result<keyring_core::Entry> {
+        keyring::Entry::new(service, user).map(|e| e.inner)
+    }
 
-/// Drops the Secret Service connection, so the next call makes a new one.
-fn reconnect() {
-    #[cfg(all(
-        unix,
-        not(any(target_os = "macos", target_os = "ios", target_os = "android"))
-    ))]
-    keyring_core::unset_default_store();
+    pub fn reconnect() {}
 }
 
 /// Pauses before each retry of a keyring call that found no keyring on the bus (about 1.1 s in
@@ -256,28 +260,25 @@ mod tests {
 
     #[test]
     fn an_absent_keyring_is_reported_after_the_last_try_and_a_locked_one_at_once() {
-        let mut calls = 0;
-        let got: Result<(), _> = retry_unreachable(
-            [Duration::ZERO; 3],
-            || {},
-            || {
-                calls += 1;
-                Err(unreachable())
-            },
-        );
+        /// Retries a call that always fails with `err()`: what it ends with, after how many calls.
+        fn always(err: fn() -> VaultError) -> (Result<(), VaultError>, usize) {
+            let mut calls = 0;
+            let got = retry_unreachable(
+                [Duration::ZERO; 3],
+                || {},
+                || {
+                    calls += 1;
+                    Err(err())
+                },
+            );
+            (got, calls)
+        }
+        let (got, calls) = always(unreachable);
         assert!(matches!(got, Err(VaultError::Unreachable { .. })));
         assert_eq!(calls, 4);
-        let mut calls = 0;
-        let got: Result<(), _> = retry_unreachable(
-            [Duration::ZERO; 3],
-            || {},
-            || {
-                calls += 1;
-                Err(VaultError::Locked {
-                    detail: "locked".into(),
-                })
-            },
-        );
+        let (got, calls) = always(|| VaultError::Locked {
+            detail: "locked".into(),
+        });
         assert!(matches!(got, Err(VaultError::Locked { .. })));
         assert_eq!(calls, 1);
     }

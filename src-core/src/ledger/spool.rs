@@ -7,7 +7,9 @@
 //! can lose the last rows, as it can lose SQLite's last WAL frames with `synchronous = NORMAL`.)
 //!
 //! Layout: a 16-byte header (`ALSPOOL1`, then a little-endian u64 generation), then entries of
-//! `[u32 payload length][u32 CRC-32 of the payload][payload]`. The writer reads from the offset it
+//! `[u32 payload length][u32 CRC-32 of the payload][payload]`; the payload is one row, a format
+//! byte and then the row in postcard's binary encoding (JSON from older releases is still read:
+//! see the writer's `ROW_POSTCARD`). The writer reads from the offset it
 //! last committed up to the first entry that is incomplete (still being written, or torn by a
 //! crash), commits those rows together with the new offset in one SQLite transaction, and empties
 //! the file (next generation) once everything in it is committed. So a row is committed exactly

@@ -208,9 +208,8 @@ impl LedgerWriter {
     pub fn record(&self, r: Record) -> Option<Committed> {
         let inner = self.inner.as_ref()?;
         if inner.spool.usable() {
-            let mut entry = spool::framed(512);
-            match serde_json::to_writer(&mut entry, &r) {
-                Ok(()) if entry.len() - spool::ENTRY_HEAD <= spool::MAX_ENTRY => {
+            match encode_row(&r, spool::framed(384)) {
+                Ok(entry) if entry.len() - spool::ENTRY_HEAD <= spool::MAX_ENTRY => {
                     match inner.spool.append_framed(entry) {
                         Ok(wake) => {
                             if wake {
@@ -423,13 +422,44 @@ impl Writer {
     }
 }
 
+/// The first byte of a spooled row in the current encoding: the row in postcard's binary wire
+/// format follows. Rows were spooled as JSON before (a payload starting with `{`); those are
+/// still read, so what an older Airlock left in its spool is committed after an upgrade.
+///
+/// Postcard is positional: a change to [`Record`]'s fields changes what these bytes mean. Such a
+/// change takes a new format byte, and the old one keeps a decoder for as long as a spool written
+/// by the previous release may still hold rows (`row_encoding_is_pinned` fails until then).
+/// Decoding cost is why: JSON decoding was about 30% of the writer's CPU time per row, the
+/// largest single share after SQLite itself (BENCHMARKS.md, ledger).
+const ROW_POSTCARD: u8 = 1;
+
+/// Appends `r`'s spool encoding to `entry` (a [`spool::framed`] buffer).
+fn encode_row(r: &Record, mut entry: Vec<u8>) -> postcard::Result<Vec<u8>> {
+    entry.push(ROW_POSTCARD);
+    postcard::to_extend(r, entry)
+}
+
+/// One spooled row, in either encoding. A postcard row must use every byte of its entry.
+fn decode_row(payload: &[u8]) -> Result<Record, String> {
+    match payload.split_first() {
+        Some((&ROW_POSTCARD, rest)) => match postcard::take_from_bytes::<Record>(rest) {
+            Ok((r, [])) => Ok(r),
+            Ok((_, extra)) => Err(format!("{} bytes past the end of the row", extra.len())),
+            Err(e) => Err(e.to_string()),
+        },
+        Some((b'{', _)) => serde_json::from_slice(payload).map_err(|e| e.to_string()),
+        Some((b, _)) => Err(format!("unknown row format {b:#04x}")),
+        None => Err("empty entry".into()),
+    }
+}
+
 /// Spooled rows decoded from the start of a buffer read from the spool.
 struct Decoded {
     /// At most the `max` asked for.
     rows: Vec<Record>,
     /// Where the last entry taken ends in the buffer.
     end: usize,
-    /// Entries whose JSON did not decode (skipped, logged).
+    /// Entries that did not decode (skipped, logged).
     bad: u64,
 }
 
@@ -444,7 +474,7 @@ fn decode(buf: &[u8], max: usize) -> Decoded {
             break;
         }
         d.end = next;
-        match serde_json::from_slice::<Record>(payload) {
+        match decode_row(payload) {
             Ok(r) => d.rows.push(r),
             Err(e) => {
                 d.bad += 1;
@@ -816,7 +846,7 @@ mod tests {
         let stored = stored_cursor(&conn).expect("cursor");
         let (spool, _) = Spool::open(dir, stored).expect("spool");
         for i in 0..n {
-            let bytes = serde_json::to_vec(&row(i, 2)).expect("encode");
+            let bytes = encode_row(&row(i, 2), Vec::new()).expect("encode");
             spool.append(&bytes).expect("append");
         }
     }
@@ -844,7 +874,7 @@ mod tests {
         let (spool, _) = Spool::open(dir.path(), None).expect("spool");
         let append = |range: std::ops::Range<u32>| {
             for i in range {
-                let bytes = serde_json::to_vec(&row(i, 2)).expect("encode");
+                let bytes = encode_row(&row(i, 2), Vec::new()).expect("encode");
                 spool.append(&bytes).expect("append");
             }
         };
@@ -920,13 +950,91 @@ mod tests {
             )
             .expect("spool");
             for i in 0..10 {
-                let bytes = serde_json::to_vec(&row(i, 3)).expect("encode");
+                let bytes = encode_row(&row(i, 3), Vec::new()).expect("encode");
                 spool.append(&bytes).expect("append");
             }
         }
         let (_w, _t) = LedgerWriter::spawn(dir.path(), None).expect("spawn");
         assert_eq!(count(dir.path(), "requests"), 10);
         assert_eq!(count(dir.path(), "findings"), 30);
+    }
+
+    /// Every optional field set, so the pinned bytes cover each kind of value.
+    fn full_row() -> Record {
+        let mut r = row(7, 1);
+        r.streamed = true;
+        r.status = 403;
+        r.verdict = Verdict::Blocked;
+        r.reason = Some("secret_detected".into());
+        r.error_source = Some("airlock".into());
+        r.tokens = Tokens {
+            input: 300,
+            output: 2,
+            cached: 128,
+            cache_write: 1,
+            reasoning: 70_000,
+        };
+        r.cost_micros = Some(-1);
+        r.estimated = true;
+        r.upstream_ms = None;
+        r.prompt = Some("[REDACTED]".into());
+        r
+    }
+
+    #[test]
+    fn rows_round_trip_through_the_spool_encoding() {
+        for r in [full_row(), row(1, 0), row(2, 3)] {
+            let entry = encode_row(&r, Vec::new()).expect("encode");
+            assert_eq!(entry[0], ROW_POSTCARD);
+            let back = decode_row(&entry).expect("decode");
+            assert_eq!(format!("{back:?}"), format!("{r:?}"));
+        }
+    }
+
+    /// The encoding of a row is pinned: postcard is positional, so a field added to, removed
+    /// from or moved in [`Record`] (or one of its parts) changes these bytes. When this fails,
+    /// give the new layout a new format byte and keep decoding [`ROW_POSTCARD`] rows (a spool
+    /// written by the previous release may hold some after a crash); then pin the new bytes.
+    #[test]
+    fn row_encoding_is_pinned() {
+        let entry = encode_row(&full_row(), Vec::new()).expect("encode");
+        let pinned = concat!(
+            "010f7265715f746573745f3030303030378eb083c59868010461636374010361",
+            "707001066f70656e616904504f5354142f76312f636861742f636f6d706c6574",
+            "696f6e73010b6770742d346f2d6d696e6901930303010f7365637265745f6465",
+            "74656374656401076169726c6f636bac0202800101f0a2040101010108636f6d",
+            "706c65746564000000000000f03f00000000000000e03f010a5b524544414354",
+            "45445d0105656d61696c03706969136d657373616765735b305d2e636f6e7465",
+            "6e74067265646163740430306666",
+        );
+        assert_eq!(hex::encode(&entry), pinned);
+    }
+
+    #[test]
+    fn a_spool_left_by_an_older_release_is_committed_and_unreadable_rows_are_counted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let (spool, _) = Spool::open(dir.path(), None).expect("spool");
+            // Before the binary encoding, rows were spooled as JSON.
+            for i in 0..5 {
+                let json = serde_json::to_vec(&row(i, 2)).expect("json");
+                spool.append(&json).expect("append");
+            }
+            let binary = encode_row(&row(5, 1), Vec::new()).expect("encode");
+            spool.append(&binary).expect("append");
+            // A format this build does not know, and a binary row with a byte too many: each
+            // is skipped and counted, the rows around them kept.
+            spool.append(&[9, 1, 2, 3]).expect("append");
+            let mut long = binary.clone();
+            long.push(0);
+            spool.append(&long).expect("append");
+            let binary = encode_row(&row(6, 0), Vec::new()).expect("encode");
+            spool.append(&binary).expect("append");
+        }
+        let (w, _t) = LedgerWriter::spawn(dir.path(), None).expect("spawn");
+        assert_eq!(count(dir.path(), "requests"), 7);
+        assert_eq!(count(dir.path(), "findings"), 11);
+        assert_eq!(w.stats.dropped.load(Ordering::Relaxed), 2);
     }
 
     #[test]

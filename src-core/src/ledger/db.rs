@@ -81,6 +81,10 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO meta VALUES ('paused', 0), ('control_generation', 0);",
     // 3: a project's airlock.toml policy, carried by the key `airlock exec` issues in it.
     "ALTER TABLE airlock_keys ADD COLUMN policy TEXT;",
+    // 4: no query used the (account, ts) index to search (`--key` matches account or key name),
+    // yet every row paid for it, and without statistics SQLite chose it for the start-up spend
+    // query, reading the whole index instead of this month's rows by `requests_ts`.
+    "DROP INDEX IF EXISTS requests_account_ts;",
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -291,6 +295,40 @@ mod tests {
         drop(conn);
         let conn = open(dir.path()).expect("reopen");
         assert_eq!(generation(&conn, "keys_generation").expect("gen"), 1);
+    }
+
+    fn plan(conn: &Connection, sql: &str) -> String {
+        let mut stmt = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let zeros = rusqlite::params_from_iter(vec![0; stmt.parameter_count()]);
+        let rows = stmt
+            .query_map(zeros, |r| r.get::<_, String>(3))
+            .expect("plan");
+        rows.map(|r| r.expect("row")).collect::<Vec<_>>().join("; ")
+    }
+
+    #[test]
+    fn the_start_up_spend_query_searches_by_time_after_the_index_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = open(dir.path()).expect("open");
+        // A database from before migration 4, with the index still there.
+        conn.execute_batch(
+            "CREATE INDEX requests_account_ts ON requests(account, ts); PRAGMA user_version = 3;",
+        )
+        .expect("downgrade");
+        drop(conn);
+        let conn = open(dir.path()).expect("reopen");
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'requests_account_ts'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(indexes, 0);
+        let p = plan(&conn, crate::ledger::query::COST_SINCE_SQL);
+        assert!(p.contains("USING INDEX requests_ts (ts>?)"), "{p}");
     }
 
     #[test]

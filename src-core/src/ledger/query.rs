@@ -263,11 +263,12 @@ pub fn recent(
 /// (account, provider, micro-dollars) spent: one row of [`cost_since`].
 pub type CostRow = (Option<String>, Option<String>, i64);
 
+pub(crate) const COST_SINCE_SQL: &str = "SELECT account, provider, SUM(COALESCE(cost_micros, 0)) \
+    FROM requests WHERE ts >= ?1 GROUP BY account, provider";
+
 /// Cost spent since `since_ms`, grouped by (account, provider), to seed the budget counters.
 pub fn cost_since(conn: &Connection, since_ms: i64) -> rusqlite::Result<Vec<CostRow>> {
-    let mut stmt = conn.prepare(
-        "SELECT account, provider, SUM(COALESCE(cost_micros, 0)) FROM requests WHERE ts >= ?1 GROUP BY account, provider",
-    )?;
+    let mut stmt = conn.prepare(COST_SINCE_SQL)?;
     let rows = stmt.query_map([since_ms], |r| {
         Ok((
             r.get(0)?,

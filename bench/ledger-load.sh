@@ -97,4 +97,19 @@ print()
 for label, d in diff.items():
     for m, v in d.items():
         print(f"{label}: p99 with the ledger {m} minus off = {v:+.3f} ms")
+# Paired by round (the instances take turns within a round, so a slow spell of the host
+# hits both): how often the ledger's p99 was the higher one, and the one-sided sign-test
+# p-value of that count under "the ledger makes no difference" (each round a coin toss).
+from math import comb
+print()
+for kind, label in (("c1", "concurrency 1"), ("q", "open loop 2,000 req/s")):
+    off = load(kind, "off")[1]
+    for m in modes:
+        if m == "off":
+            continue
+        d = [a - b for a, b in zip(load(kind, m)[1], off)]
+        higher = sum(x > 0 for x in d)
+        p = sum(comb(rounds, k) for k in range(higher, rounds + 1)) / 2 ** rounds
+        print(f"{label}: {m} minus off per round {' '.join(f'{x:+.3f}' for x in d)}; "
+              f"higher in {higher} of {rounds} (sign test p = {p:.3f})")
 PY

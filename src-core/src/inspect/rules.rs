@@ -201,10 +201,14 @@ pub struct CompiledRule {
     pub keywords: Vec<String>,
     pub digits: Option<u8>,
     pub precheck: Option<Precheck>,
-    pub regex: regex::bytes::Regex,
+    /// Searched over a span of the whole text (`Input::range`), never a cut-off slice, so `$`
+    /// and `\b` see what really follows a window.
+    pub regex: regex_automata::meta::Regex,
+    /// The pattern `regex` was built from (macros expanded).
+    pub pattern: Box<str>,
     /// Every match starts with one of the keywords: a hit needs only an anchored search at the
     /// hit (no window), which stops after a few bytes when the text does not continue as a key.
-    pub anchored: Option<regex_automata::meta::Regex>,
+    pub anchored: bool,
     pub secret_group: Option<usize>,
     pub validator: Option<Validator>,
     pub entropy: Option<f32>,
@@ -444,29 +448,26 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         return Err(bad("keywords must not be empty"));
     }
     let pattern = expand_macros(&spec.regex);
-    let regex = compile_regex(&spec.id, &pattern)?;
-    let secret_group = regex.capture_names().position(|n| n == Some("secret"));
-    let anchored = if spec.digits.is_none() && starts_with_keyword(&pattern, &spec.keywords) {
-        let re = regex_automata::meta::Regex::builder()
-            .syntax(
-                regex_automata::util::syntax::Config::new()
-                    .unicode(false)
-                    .utf8(false),
-            )
-            .configure(
-                regex_automata::meta::Regex::config()
-                    .nfa_size_limit(Some(4 << 20))
-                    .utf8_empty(false),
-            )
-            .build(&pattern)
-            .map_err(|e| InspectError::Regex {
-                rule: spec.id.clone(),
-                message: e.to_string(),
-            })?;
-        Some(re)
-    } else {
-        None
-    };
+    let regex = regex_automata::meta::Regex::builder()
+        .syntax(
+            regex_automata::util::syntax::Config::new()
+                .unicode(false)
+                .utf8(false),
+        )
+        .configure(
+            regex_automata::meta::Regex::config()
+                .nfa_size_limit(Some(4 << 20))
+                .utf8_empty(false),
+        )
+        .build(&pattern)
+        .map_err(|e| InspectError::Regex {
+            rule: spec.id.clone(),
+            message: e.to_string(),
+        })?;
+    let secret_group = regex
+        .group_info()
+        .to_index(regex_automata::PatternID::ZERO, "secret");
+    let anchored = spec.digits.is_none() && starts_with_keyword(&pattern, &spec.keywords);
     let validator = match &spec.validator {
         Some(name) => Some(
             Validator::parse(name).ok_or_else(|| bad(&format!("unknown validator `{name}`")))?,
@@ -500,6 +501,7 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         digits: spec.digits,
         precheck: spec.precheck,
         regex,
+        pattern: pattern.into(),
         anchored,
         secret_group,
         validator,
@@ -678,7 +680,10 @@ mod tests {
                 .map(|k| k.to_ascii_lowercase())
                 .collect();
             let rule = compile(spec).unwrap_or_else(|e| panic!("{e}"));
-            let Some(re) = &rule.anchored else { continue };
+            if !rule.anchored {
+                continue;
+            }
+            let re = &rule.regex;
             anchored += 1;
             let mut g = crate::inspect::testgen::Gen::new(5);
             for ex in &rule.examples {

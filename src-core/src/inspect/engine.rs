@@ -7,6 +7,7 @@ use super::rules::{self, CompiledRule, Kind, Precheck, RuleOverrides};
 use super::validate::{self, Validator};
 use super::InspectError;
 use prefilter::{Hit, Keywords};
+use regex_automata::PatternID;
 use std::borrow::Cow;
 use std::ops::Range;
 
@@ -162,9 +163,10 @@ pub struct Engine {
     rules: Vec<CompiledRule>,
     keywords: Keywords,
     patterns: Vec<Pattern>,
-    /// Digit-triggered rules, ascending by minimum digit count.
-    digit_rules: Vec<(u8, u32)>,
-    /// All digit-triggered regexes in one set (same order as `digit_rules`): one pass over a
+    /// Digit-triggered rules, ascending by minimum digit count, each with its pattern's index
+    /// in `digit_set` (`None` for a `solo` rule).
+    digit_rules: Vec<(u8, u32, Option<PatternID>)>,
+    /// The digit-triggered regexes in one overlapping multi-pattern search: one pass over a
     /// cluster tells which of them can match, so a date or a timestamp costs one search instead
     /// of one per number-shaped rule.
     digit_set: regex_automata::meta::Regex,
@@ -204,15 +206,23 @@ impl Engine {
             rule: "keywords".into(),
             message: e.to_string(),
         })?;
-        let mut digit_rules: Vec<(u8, u32)> = rules
+        let mut by_digits: Vec<(u8, u32)> = rules
             .iter()
             .enumerate()
             .filter_map(|(i, r)| r.digits.map(|d| (d, i as u32)))
             .collect();
-        digit_rules.sort_unstable();
-        let digit_patterns: Vec<&str> = digit_rules
-            .iter()
-            .map(|&(_, ri)| &*rules[ri as usize].pattern)
+        by_digits.sort_unstable();
+        let mut digit_patterns: Vec<&str> = Vec::new();
+        let digit_rules: Vec<(u8, u32, Option<PatternID>)> = by_digits
+            .into_iter()
+            .map(|(d, ri)| {
+                let rule = &rules[ri as usize];
+                let id = (!rule.solo).then(|| {
+                    digit_patterns.push(&rule.pattern);
+                    PatternID::must(digit_patterns.len() - 1)
+                });
+                (d, ri, id)
+            })
             .collect();
         let digit_set = regex_automata::meta::Regex::builder()
             .syntax(
@@ -224,10 +234,11 @@ impl Engine {
                 regex_automata::meta::Regex::config()
                     .match_kind(regex_automata::MatchKind::All)
                     .nfa_size_limit(Some(32 << 20))
-                    // Overlapping search over all the number-shaped rules at once has many
-                    // states; at the default 2 MB the lazy DFA kept rebuilding them on text
-                    // full of numbers (1.5 MiB/s on random digit groups, 15.6 with this).
-                    .hybrid_cache_capacity(64 << 20)
+                    // Overlapping search over the number-shaped rules at once has many states;
+                    // at the default 2 MB the lazy DFA kept rebuilding them on text full of
+                    // digit groups (1.5 MiB/s; 4.2 at 8 MB, 15.6 at 16 MB). The cache grows
+                    // only as far as the text needs: ordinary text stays far below this.
+                    .hybrid_cache_capacity(16 << 20)
                     .utf8_empty(false),
             )
             .build_many(&digit_patterns)
@@ -402,15 +413,15 @@ impl Engine {
         }
         self.flush(text, &mut pending, out);
         if !self.digit_rules.is_empty() {
-            let mut candidates: Vec<usize> = Vec::new();
-            let mut set = regex_automata::PatternSet::new(self.digit_rules.len());
+            let mut candidates: Vec<(u32, PatternID)> = Vec::new();
+            let mut set = regex_automata::PatternSet::new(self.digit_set.pattern_len());
             digit_clusters_in(bytes, &digit_blocks, |start, end, digits| {
                 candidates.clear();
                 // The set searches the union of the candidates' own windows: a match a window
                 // can find is in it, and a short number whose only candidates look two bytes
                 // around it is not searched 40 bytes each side.
                 let (mut before, mut after) = (0, 0);
-                for (i, &(min, ri)) in self.digit_rules.iter().enumerate() {
+                for &(min, ri, id) in &self.digit_rules {
                     if digits < min as usize {
                         break;
                     }
@@ -420,9 +431,14 @@ impl Engine {
                             continue;
                         }
                     }
+                    let Some(id) = id else {
+                        let w = (start.saturating_sub(rule.before), end + rule.after);
+                        self.push_window(text, ri, w, &mut pending, out);
+                        continue;
+                    };
                     before = before.max(rule.before);
                     after = after.max(rule.after);
-                    candidates.push(i);
+                    candidates.push((ri, id));
                 }
                 if candidates.is_empty() {
                     return;
@@ -435,9 +451,8 @@ impl Engine {
                 if set.is_empty() {
                     return;
                 }
-                for &i in &candidates {
-                    if set.contains(regex_automata::PatternID::must(i)) {
-                        let ri = self.digit_rules[i].1;
+                for &(ri, id) in &candidates {
+                    if set.contains(id) {
                         let rule = &self.rules[ri as usize];
                         let w = (start.saturating_sub(rule.before), end + rule.after);
                         self.push_window(text, ri, w, &mut pending, out);
@@ -913,6 +928,20 @@ fn precheck(pc: Precheck, text: &str, rule: &CompiledRule, start: usize, end: us
             }
             bytes.get(j).is_some_and(u8::is_ascii_alphabetic)
         }
+        Precheck::IntlPrefix => {
+            let w = digit_window(text, rule, start, end);
+            memchr::memchr2_iter(b'+', b'0', &bytes[w.clone()]).any(|i| {
+                let i = w.start + i;
+                match bytes[i] {
+                    b'+' => bytes.get(i + 1).is_some_and(u8::is_ascii_digit),
+                    _ => {
+                        bytes.get(i + 1) == Some(&b'0')
+                            && (i == 0
+                                || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'))
+                    }
+                }
+            })
+        }
         Precheck::Ipv6 => {
             matches!(bytes[start], b'2' | b'3')
                 && bytes[start..(start + 5).min(bytes.len())].contains(&b':')
@@ -1025,6 +1054,25 @@ mod tests {
                 let w = digit_window(&s, r, start, end);
                 let found = r.regex.search(&regex_automata::Input::new(bytes).range(w.clone())).is_some();
                 if found && !precheck(Precheck::Dotted, &s, r, start, end) {
+                    bad = Some(start);
+                }
+            });
+            proptest::prop_assert_eq!(bad, None);
+        }
+
+        /// The international-prefix precheck only skips clusters where the rule cannot match
+        /// in its window.
+        #[test]
+        fn intl_prefix_precheck_never_hides_a_match(s in "[0-9+ ().a-z_-]{0,60}") {
+            let e = engine();
+            let (_, r) = rule(e, "phone-international");
+            proptest::prop_assert_eq!(r.precheck, Some(Precheck::IntlPrefix));
+            let bytes = s.as_bytes();
+            let mut bad = None;
+            digit_clusters(bytes, |start, end, _| {
+                let w = digit_window(&s, r, start, end);
+                let found = r.regex.search(&regex_automata::Input::new(bytes).range(w)).is_some();
+                if found && !precheck(Precheck::IntlPrefix, &s, r, start, end) {
                     bad = Some(start);
                 }
             });

@@ -46,9 +46,11 @@ pub enum Precheck {
     Base58,
     /// An uppercase ASCII letter right before and right after the cluster: Indian PANs.
     UpperAround,
-    /// A digit, `.` and a digit in a row near the cluster (within the widest digit-rule window,
-    /// where the rule's regex would be tried): dotted quads.
+    /// A digit, `.` and a digit in a row in the rule's window: dotted quads.
     Dotted,
+    /// A `+` before a digit, or `00` at a word start, in the rule's window: international
+    /// phone numbers.
+    IntlPrefix,
 }
 
 /// One rule as written in a rule file (`[[rule]]`) or in user config.
@@ -69,6 +71,10 @@ pub struct RuleSpec {
     pub digits: Option<u8>,
     #[serde(default)]
     pub precheck: Option<Precheck>,
+    /// A digit rule searched on its own instead of through the automaton all digit rules share:
+    /// for a pattern that multiplies that automaton's states (give it a selective `precheck`).
+    #[serde(default)]
+    pub solo: Option<bool>,
     /// Why a rule has no keywords (required then).
     #[serde(default)]
     pub reason: Option<String>,
@@ -201,6 +207,8 @@ pub struct CompiledRule {
     pub keywords: Vec<String>,
     pub digits: Option<u8>,
     pub precheck: Option<Precheck>,
+    /// See [`RuleSpec::solo`].
+    pub solo: bool,
     /// Searched over a span of the whole text (`Input::range`), never a cut-off slice, so `$`
     /// and `\b` see what really follows a window.
     pub regex: regex_automata::meta::Regex,
@@ -500,6 +508,7 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
             .collect(),
         digits: spec.digits,
         precheck: spec.precheck,
+        solo: spec.solo.unwrap_or(false),
         regex,
         pattern: pattern.into(),
         anchored,

@@ -4,7 +4,7 @@
 # half the difference is one warm scan (engine build, file read and the first scan's lazy DFA
 # warm-up cancel out).
 #
-#   bench/engine-instructions.sh                 # the three criterion inputs
+#   bench/engine-instructions.sh                 # the four criterion inputs
 #   bench/engine-instructions.sh FILE...         # any UTF-8 files
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -20,7 +20,7 @@ if [ $# -eq 0 ]; then
     trap 'rm -rf "$DIR"' EXIT
     # The bench writes its inputs out and exits without measuring (`--test`).
     AIRLOCK_BENCH_DUMP="$DIR" cargo bench -q -p airlock --bench engine -- --test >/dev/null 2>&1
-    set -- "$DIR/clean_prose.txt" "$DIR/source_code.txt" "$DIR/dense_findings.txt"
+    set -- "$DIR/clean_prose.txt" "$DIR/source_code.txt" "$DIR/dense_findings.txt" "$DIR/number_table.txt"
 fi
 count() { # count ITERS FILE -> instructions
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" --iters "$1" "$2" 2>&1 |

@@ -1,5 +1,5 @@
-//! Engine throughput (MB/s), full rule set, single thread, on three inputs:
-//! clean prose, source code, and text dense with findings.
+//! Engine throughput (MB/s), full rule set, single thread, on four inputs:
+//! clean prose, source code, text dense with findings, and a table of numbers.
 //!
 //! `cargo bench -p airlock --bench engine`. With `AIRLOCK_BENCH_DUMP=dir` the inputs are also
 //! written to `dir` so other scanners can be timed on the same bytes (BENCHMARKS.md).
@@ -120,12 +120,45 @@ fn dense() -> String {
     s
 }
 
+/// A CSV export of numbers (dates, times, ids, amounts, coordinates), the kind of table pasted
+/// into a prompt: no findings, but a digit cluster every few bytes.
+fn number_table() -> String {
+    let mut g = airlock::inspect::testgen::Gen::new(7);
+    let mut s = String::with_capacity(TARGET + 256);
+    s.push_str("date,time,order_id,customer_id,amount,qty,lat,lon,latency_ms,status\n");
+    while s.len() < TARGET {
+        let row = format!(
+            "2025-{:02}-{:02},{:02}:{:02}:{:02},{},{},{}.{:02},{},{}.{:06},-{}.{:06},{}.{},{}\n",
+            1 + g.below(12),
+            1 + g.below(28),
+            g.below(24),
+            g.below(60),
+            g.below(60),
+            10_000_000 + g.below(900_000_000),
+            1_000 + g.below(99_000),
+            1 + g.below(5_000),
+            g.below(100),
+            1 + g.below(20),
+            g.below(90),
+            g.below(1_000_000),
+            g.below(180),
+            g.below(1_000_000),
+            g.below(900),
+            g.below(10),
+            g.pick(&["ok", "fail", "retry"]),
+        );
+        s.push_str(&row);
+    }
+    s
+}
+
 fn bench(c: &mut Criterion) {
     let engine = Engine::new().unwrap_or_else(|e| panic!("{e}"));
     let inputs = [
         ("clean_prose", prose()),
         ("source_code", source()),
         ("dense_findings", dense()),
+        ("number_table", number_table()),
     ];
     if let Ok(dir) = std::env::var("AIRLOCK_BENCH_DUMP") {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));

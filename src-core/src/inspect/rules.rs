@@ -429,6 +429,21 @@ fn compile_regex(rule: &str, pattern: &str) -> Result<regex::bytes::Regex, Inspe
         })
 }
 
+/// A builder for rule patterns: ASCII classes (`\d`, `\w`), bytes rather than only UTF-8, and
+/// `config`'s limits. Rule regexes and the digit rules' shared automaton are built alike.
+pub(crate) fn pattern_builder(
+    config: regex_automata::meta::Config,
+) -> regex_automata::meta::Builder {
+    let mut b = regex_automata::meta::Regex::builder();
+    b.syntax(
+        regex_automata::util::syntax::Config::new()
+            .unicode(false)
+            .utf8(false),
+    )
+    .configure(config.utf8_empty(false));
+    b
+}
+
 /// Validates and compiles one rule.
 pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
     let id = spec.id.clone();
@@ -456,22 +471,13 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         return Err(bad("keywords must not be empty"));
     }
     let pattern = expand_macros(&spec.regex);
-    let regex = regex_automata::meta::Regex::builder()
-        .syntax(
-            regex_automata::util::syntax::Config::new()
-                .unicode(false)
-                .utf8(false),
-        )
-        .configure(
-            regex_automata::meta::Regex::config()
-                .nfa_size_limit(Some(4 << 20))
-                .utf8_empty(false),
-        )
-        .build(&pattern)
-        .map_err(|e| InspectError::Regex {
-            rule: spec.id.clone(),
-            message: e.to_string(),
-        })?;
+    let regex =
+        pattern_builder(regex_automata::meta::Regex::config().nfa_size_limit(Some(4 << 20)))
+            .build(&pattern)
+            .map_err(|e| InspectError::Regex {
+                rule: spec.id.clone(),
+                message: e.to_string(),
+            })?;
     let secret_group = regex
         .group_info()
         .to_index(regex_automata::PatternID::ZERO, "secret");

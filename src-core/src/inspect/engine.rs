@@ -231,7 +231,8 @@ impl Engine {
                 // Overlapping search over the number-shaped rules at once has many states; at
                 // the default 2 MB the lazy DFA kept rebuilding them on text full of digit
                 // groups (1.5 MiB/s; 4.2 at 8 MB, 15.6 at 16 MB). The cache grows only as far
-                // as the text needs: ordinary text stays far below this.
+                // as the text needs, but is kept: each thread that scanned such text at the
+                // same time as another holds its own, up to this size, for the engine's life.
                 .hybrid_cache_capacity(16 << 20),
         )
         .build_many(&digit_patterns)
@@ -412,7 +413,7 @@ impl Engine {
                 candidates.clear();
                 // The set searches the union of the candidates' own windows: a match a window
                 // can find is in it, and a short number whose only candidates look two bytes
-                // around it is not searched 40 bytes each side.
+                // around it is not searched 40 bytes before and 48 after.
                 let (mut before, mut after) = (0, 0);
                 for &(min, ri, id) in &self.digit_rules {
                     if digits < min as usize {
@@ -493,8 +494,9 @@ impl Engine {
         let rule = &self.rules[ri as usize];
         let bytes = text.as_bytes();
         // A keyword rule's value may be long (a key, a token): its window runs on to the end of
-        // the token. A number-shaped rule's `after` already covers its longest match.
-        let e = window_end(text, e, rule.digits.is_none());
+        // the token. A rule triggered by digits alone has an `after` that covers its longest
+        // match (its examples are found through the engine in the rule tests).
+        let e = window_end(text, e, !rule.keywords.is_empty());
         let mut caps = rule.secret_group.map(|_| rule.regex.create_captures());
         let mut at = s;
         while at < e {
@@ -750,8 +752,7 @@ fn context_hit(hay: &[u8], words: &[Vec<u8>], whole: bool) -> bool {
 }
 
 /// `e`, or further to the end of the token running through it (the next whitespace or quote,
-/// at most 512 bytes on): a length-bounded regex must not match a prefix of a longer value, and
-/// a long value must not be cut off at the window's edge.
+/// at most 512 bytes on): a long value must not be cut off at the window's edge.
 fn token_end(bytes: &[u8], e: usize) -> usize {
     let mut e = e.min(bytes.len());
     let stop = (e + 512).min(bytes.len());
@@ -927,8 +928,10 @@ fn precheck(pc: Precheck, text: &str, rule: &CompiledRule, start: usize, end: us
                 let i = w.start + i;
                 match bytes[i] {
                     b'+' => bytes.get(i + 1).is_some_and(u8::is_ascii_digit),
+                    // `\b00` and the calling code's first digit: `,00:15` in a CSV is no prefix.
                     _ => {
                         bytes.get(i + 1) == Some(&b'0')
+                            && bytes.get(i + 2).is_some_and(u8::is_ascii_digit)
                             && (i == 0
                                 || !(bytes[i - 1].is_ascii_alphanumeric() || bytes[i - 1] == b'_'))
                     }

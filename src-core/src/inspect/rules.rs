@@ -48,8 +48,8 @@ pub enum Precheck {
     UpperAround,
     /// A digit, `.` and a digit in a row in the rule's window: dotted quads.
     Dotted,
-    /// A `+` before a digit, or `00` at a word start, in the rule's window: international
-    /// phone numbers.
+    /// A `+` before a digit, or `00` and a digit at a word start, in the rule's window:
+    /// international phone numbers.
     IntlPrefix,
 }
 
@@ -470,6 +470,9 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
     if spec.keywords.iter().any(String::is_empty) {
         return Err(bad("keywords must not be empty"));
     }
+    if spec.solo == Some(true) && spec.digits.is_none() {
+        return Err(bad("`solo` applies to digit rules only"));
+    }
     let pattern = expand_macros(&spec.regex);
     let regex =
         pattern_builder(regex_automata::meta::Regex::config().nfa_size_limit(Some(4 << 20)))
@@ -698,7 +701,6 @@ mod tests {
             if !rule.anchored {
                 continue;
             }
-            let re = &rule.regex;
             anchored += 1;
             let mut g = crate::inspect::testgen::Gen::new(5);
             for ex in &rule.examples {
@@ -714,10 +716,6 @@ mod tests {
                         rule.id,
                         m.start()
                     );
-                    let input = regex_automata::Input::new(text.as_bytes())
-                        .range(m.start()..)
-                        .anchored(regex_automata::Anchored::Yes);
-                    assert!(re.search(&input).is_some(), "{}: {text:?}", rule.id);
                 }
             }
         }

@@ -426,9 +426,11 @@ impl Writer {
 /// format follows. Rows were spooled as JSON before (a payload starting with `{`); those are
 /// still read, so what an older Airlock left in its spool is committed after an upgrade.
 ///
-/// Postcard is positional: a change to [`Record`]'s fields changes what these bytes mean. Such a
-/// change takes a new format byte, and the old one keeps a decoder for as long as a spool written
-/// by the previous release may still hold rows (`row_encoding_is_pinned` fails until then).
+/// Postcard is positional: a change to [`Record`]'s fields (or to the order of the verdicts)
+/// changes what these bytes mean. Such a change takes a new format byte, and the old one keeps a
+/// decoder for as long as a spool written by the previous release may still hold rows. Two tests
+/// pin the encoding and fail on any such change, as the reminder. An older release cannot read
+/// these rows; migration 4 makes it refuse the database ("newer Airlock") rather than skip them.
 /// Decoding cost is why: JSON decoding was about 30% of the writer's CPU time per row, the
 /// largest single share after SQLite itself (BENCHMARKS.md, ledger).
 const ROW_POSTCARD: u8 = 1;
@@ -1008,6 +1010,21 @@ mod tests {
             "6e74067265646163740430306666",
         );
         assert_eq!(hex::encode(&entry), pinned);
+    }
+
+    /// Postcard writes an enum as its variant's index: the verdicts keep their places.
+    #[test]
+    fn verdicts_encode_as_their_index() {
+        let all = [
+            Verdict::Allowed,
+            Verdict::Redacted,
+            Verdict::Warned,
+            Verdict::Blocked,
+            Verdict::Failed,
+        ];
+        for (i, v) in all.into_iter().enumerate() {
+            assert_eq!(postcard::to_allocvec(&v).expect("encode"), [i as u8]);
+        }
     }
 
     #[test]

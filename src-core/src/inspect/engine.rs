@@ -174,6 +174,22 @@ pub struct Engine {
     global_allow: Vec<regex::bytes::Regex>,
 }
 
+/// The longest span one search of the digit automaton covers for a group of neighbouring
+/// clusters. In a table of numbers the clusters sit a few bytes apart and their windows (up to 24
+/// bytes each side) overlap, so searching each on its own read most bytes several times (28%
+/// fewer instructions on a CSV of numbers with groups of this size). A longer group would queue
+/// more rule windows where a rule matched only somewhere else in it.
+const MAX_DIGIT_GROUP: usize = 128;
+
+/// Neighbouring digit clusters whose windows overlap, searched together.
+struct DigitGroup {
+    /// The union of the members' windows.
+    span: Range<usize>,
+    /// (cluster start, cluster end, rule, pattern in the shared automaton).
+    members: Vec<(usize, usize, u32, PatternID)>,
+    set: regex_automata::PatternSet,
+}
+
 /// A finding before it is resolved against overlaps and turned into a [`Finding`].
 #[derive(Debug)]
 struct Raw {
@@ -407,14 +423,17 @@ impl Engine {
         }
         self.flush(text, &mut pending, out);
         if !self.digit_rules.is_empty() {
-            let mut candidates: Vec<(u32, PatternID)> = Vec::new();
-            let mut set = regex_automata::PatternSet::new(self.digit_set.pattern_len());
+            let mut group = DigitGroup {
+                span: 0..0,
+                members: Vec::new(),
+                set: regex_automata::PatternSet::new(self.digit_set.pattern_len()),
+            };
             digit_clusters_in(bytes, &digit_blocks, |start, end, digits| {
-                candidates.clear();
-                // The set searches the union of the candidates' own windows: a match a window
-                // can find is in it, and a short number whose only candidates look two bytes
-                // around it is not searched 40 bytes before and 48 after.
+                // The automaton searches the union of the candidates' own windows: a match a
+                // window can find is in it, and a short number whose only candidates look two
+                // bytes around it is not searched 40 bytes before and 48 after.
                 let (mut before, mut after) = (0, 0);
+                let first = group.members.len();
                 for &(min, ri, id) in &self.digit_rules {
                     if digits < min as usize {
                         break;
@@ -432,29 +451,57 @@ impl Engine {
                     };
                     before = before.max(rule.before);
                     after = after.max(rule.after);
-                    candidates.push((ri, id));
+                    group.members.push((start, end, ri, id));
                 }
-                if candidates.is_empty() {
+                if group.members.len() == first {
                     return;
                 }
                 let ws = start.saturating_sub(before);
                 let we = window_end(text, end + after, false);
-                set.clear();
-                let input = regex_automata::Input::new(bytes).range(ws..we);
-                self.digit_set.which_overlapping_matches(&input, &mut set);
-                if set.is_empty() {
+                let joins = first > 0
+                    && ws <= group.span.end
+                    && we.max(group.span.end) - group.span.start <= MAX_DIGIT_GROUP;
+                if joins {
+                    group.span.end = group.span.end.max(we);
                     return;
                 }
-                for &(ri, id) in &candidates {
-                    if set.contains(id) {
-                        let rule = &self.rules[ri as usize];
-                        let w = (start.saturating_sub(rule.before), end + rule.after);
-                        self.push_window(text, ri, w, &mut pending, out);
-                    }
+                if first > 0 {
+                    let fresh: Vec<_> = group.members.drain(first..).collect();
+                    self.search_group(text, &mut group, &mut pending, out);
+                    group.members.extend(fresh);
                 }
+                group.span = ws..we;
             });
+            if !group.members.is_empty() {
+                self.search_group(text, &mut group, &mut pending, out);
+            }
             self.flush(text, &mut pending, out);
         }
+    }
+
+    /// One search of the digit rules' shared automaton over a group of neighbouring clusters'
+    /// windows; each member whose rule matched somewhere in it gets its own window queued.
+    fn search_group(
+        &self,
+        text: &str,
+        group: &mut DigitGroup,
+        pending: &mut Vec<Option<(usize, usize)>>,
+        out: &mut Vec<Raw>,
+    ) {
+        group.set.clear();
+        let input = regex_automata::Input::new(text.as_bytes()).range(group.span.clone());
+        self.digit_set
+            .which_overlapping_matches(&input, &mut group.set);
+        if !group.set.is_empty() {
+            for &(start, end, ri, id) in &group.members {
+                if group.set.contains(id) {
+                    let rule = &self.rules[ri as usize];
+                    let w = (start.saturating_sub(rule.before), end + rule.after);
+                    self.push_window(text, ri, w, pending, out);
+                }
+            }
+        }
+        group.members.clear();
     }
 
     /// Queues a regex window for a rule, merging it with that rule's previous window when they
@@ -1115,6 +1162,37 @@ mod tests {
             found.iter().any(|f| f.rule_id == "phone-international"),
             "{found:?}"
         );
+    }
+
+    /// In a table of numbers the clusters' windows are searched in groups: a card, an IBAN or
+    /// a phone number in one cell is still found, wherever it falls in a group, and the plain
+    /// numbers around it are not findings.
+    #[test]
+    fn values_in_a_table_of_numbers_are_found_in_any_column() {
+        let mut g = crate::inspect::testgen::Gen::new(3);
+        for column in 0..6 {
+            let mut cells: Vec<String> = [
+                "2025-03-14",
+                "03:32:16",
+                "866018172",
+                "627.72",
+                "18370",
+                "7.373892",
+            ]
+            .map(String::from)
+            .into();
+            for (value, rule) in [
+                (g.card("visa"), "payment-card"),
+                (g.expand("{{iban:DE}}").expect("iban"), "iban"),
+            ] {
+                cells[column] = value.clone();
+                let rows = vec![cells.join(","); 5].join("\n");
+                let found = engine().find_all(&rows);
+                let hits = found.iter().filter(|f| f.rule_id == rule).count();
+                assert_eq!(hits, 5, "{rule} in column {column}: {found:?}");
+                assert_eq!(found.len(), 5, "{rule} in column {column}: {found:?}");
+            }
+        }
     }
 
     /// A value longer than the rule's `after` still ends at its own delimiter, whether the

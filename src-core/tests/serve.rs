@@ -115,6 +115,16 @@ async fn post(url: &str, key: &str, body: &str) -> (u16, http::HeaderMap, String
     (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
+/// The `authorization` header of the last request the upstream received.
+fn last_authorization(up: &Upstream) -> Option<String> {
+    up.log
+        .requests()
+        .last()
+        .and_then(|r| r.headers.get("authorization"))
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
 fn config_for(upstream: &str, extra: &str) -> String {
     format!("listen = \"127.0.0.1:0\"\n{extra}\n[providers.openai]\nupstream = \"{upstream}\"\n")
 }
@@ -194,13 +204,7 @@ async fn a_running_server_reads_keys_again_after_the_keyring_daemon_restarts() {
     env.set_key("openai", &new);
     let (status, _, body) = post(&url, &key, "{\"model\":\"gpt-4o\"}").await;
     assert_eq!(status, 200, "{body}");
-    let seen = up.log.requests();
-    let auth = seen
-        .last()
-        .and_then(|r| r.headers.get("authorization"))
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    assert_eq!(auth, Some(format!("Bearer {new}")));
+    assert_eq!(last_authorization(&up), Some(format!("Bearer {new}")));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -270,13 +274,7 @@ async fn keys_issued_revoked_and_set_while_running_apply_at_once() {
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         post(&url, &key, "{}").await;
-        let last = up.log.requests().last().cloned().expect("seen");
-        if last
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            == Some(format!("Bearer {second}").as_str())
-        {
+        if last_authorization(&up) == Some(format!("Bearer {second}")) {
             break;
         }
         assert!(Instant::now() < deadline, "new provider key not picked up");

@@ -177,8 +177,9 @@ pub struct Engine {
 /// The longest span one search of the digit automaton covers for a group of neighbouring
 /// clusters. In a table of numbers the clusters sit a few bytes apart and their windows (24 bytes
 /// each side for the phone rules, 40 before for IBANs) overlap, so searching each on its own read
-/// most bytes several times (22% fewer instructions on a CSV of numbers with groups of this size). A longer group would queue
-/// more rule windows where a rule matched only somewhere else in it.
+/// most bytes several times (22% fewer instructions on a CSV of numbers with groups of this
+/// size). A longer group would queue more rule windows where a rule matched only somewhere else
+/// in it.
 const MAX_DIGIT_GROUP: usize = 128;
 
 /// Neighbouring digit clusters whose windows overlap, searched together.
@@ -409,8 +410,7 @@ impl Engine {
                 if rule.anchored {
                     self.run_anchored(text, ri, m.start, out);
                 } else {
-                    let w = (m.start.saturating_sub(rule.before), m.end + rule.after);
-                    self.push_window(text, ri, w, &mut pending, out);
+                    self.push_window(text, ri, rule.window(m.start, m.end), &mut pending, out);
                 }
             }
             if decode && m.start >= decoded_until {
@@ -445,8 +445,7 @@ impl Engine {
                         }
                     }
                     let Some(id) = id else {
-                        let w = (start.saturating_sub(rule.before), end + rule.after);
-                        self.push_window(text, ri, w, &mut pending, out);
+                        self.push_window(text, ri, rule.window(start, end), &mut pending, out);
                         continue;
                     };
                     before = before.max(rule.before);
@@ -467,25 +466,26 @@ impl Engine {
                     return;
                 }
                 if first > 0 {
-                    let fresh: Vec<_> = group.members.drain(first..).collect();
-                    self.search_group(text, &mut group, &mut pending, out);
-                    group.members.extend(fresh);
+                    self.search_group(text, &mut group, first, &mut pending, out);
                 }
                 group.span = ws..we;
             });
-            if !group.members.is_empty() {
-                self.search_group(text, &mut group, &mut pending, out);
+            let n = group.members.len();
+            if n > 0 {
+                self.search_group(text, &mut group, n, &mut pending, out);
             }
             self.flush(text, &mut pending, out);
         }
     }
 
     /// One search of the digit rules' shared automaton over a group of neighbouring clusters'
-    /// windows; each member whose rule matched somewhere in it gets its own window queued.
+    /// windows (its first `n` members; the rest, if any, start the next group); each member
+    /// whose rule matched somewhere in it gets its own window queued.
     fn search_group(
         &self,
         text: &str,
         group: &mut DigitGroup,
+        n: usize,
         pending: &mut Vec<Option<(usize, usize)>>,
         out: &mut Vec<Raw>,
     ) {
@@ -493,16 +493,12 @@ impl Engine {
         let input = regex_automata::Input::new(text.as_bytes()).range(group.span.clone());
         self.digit_set
             .which_overlapping_matches(&input, &mut group.set);
-        if !group.set.is_empty() {
-            for &(start, end, ri, id) in &group.members {
-                if group.set.contains(id) {
-                    let rule = &self.rules[ri as usize];
-                    let w = (start.saturating_sub(rule.before), end + rule.after);
-                    self.push_window(text, ri, w, pending, out);
-                }
+        for (start, end, ri, id) in group.members.drain(..n) {
+            if group.set.contains(id) {
+                let w = self.rules[ri as usize].window(start, end);
+                self.push_window(text, ri, w, pending, out);
             }
         }
-        group.members.clear();
     }
 
     /// Queues a regex window for a rule, merging it with that rule's previous window when they
@@ -545,21 +541,21 @@ impl Engine {
         // the token. A rule triggered by digits alone has an `after` that covers its longest
         // match (its examples are found through the engine in the rule tests).
         let e = window_end(text, e, !rule.keywords.is_empty());
-        let mut caps = rule.secret_group.map(|_| rule.regex.create_captures());
+        let mut caps = rule.secret_group.map(|g| (g, rule.regex.create_captures()));
         let mut at = s;
         while at < e {
             let input = regex_automata::Input::new(bytes).range(at..e);
-            let (ms, me, group) = match (caps.as_mut(), rule.secret_group) {
-                (Some(caps), Some(g)) => {
+            let (ms, me, group) = match caps.as_mut() {
+                Some((g, caps)) => {
                     rule.regex.search_captures(&input, caps);
                     let Some(m) = caps.get_match() else {
                         break;
                     };
-                    let group = caps.get_group(g).map(|sp| (sp.start, sp.end));
+                    let group = caps.get_group(*g).map(|sp| (sp.start, sp.end));
                     (m.start(), m.end(), group)
                 }
                 // No capture group: the cheaper find path (no capture engine at all).
-                _ => {
+                None => {
                     let Some(m) = rule.regex.search(&input) else {
                         break;
                     };
@@ -922,7 +918,8 @@ fn digit_clusters_in(bytes: &[u8], blocks: &[u64], mut f: impl FnMut(usize, usiz
 
 /// The bytes a digit rule's window around the cluster `start..end` reads ([`window_end`]).
 fn digit_window(text: &str, rule: &CompiledRule, start: usize, end: usize) -> Range<usize> {
-    start.saturating_sub(rule.before)..window_end(text, end + rule.after, false)
+    let (s, e) = rule.window(start, end);
+    s..window_end(text, e, false)
 }
 
 /// How far a window ending at `e` is searched: to the end of its token ([`token_end`]) when

@@ -232,6 +232,14 @@ pub struct CompiledRule {
     pub negatives: Vec<String>,
 }
 
+impl CompiledRule {
+    /// The window this rule's regex runs on around a trigger (a keyword hit or a digit cluster)
+    /// at `start..end`, before it is extended to where the search stops.
+    pub fn window(&self, start: usize, end: usize) -> (usize, usize) {
+        (start.saturating_sub(self.before), end + self.after)
+    }
+}
+
 /// Connector between a name and its value: `NAME = "`, `name: '`, `"name": "`, `name => `.
 const ASSIGN: &str = r#"[\w.\-(]{0,40}?["']?\s*(?:=>|:=|=|:)\s*["'`]?"#;
 /// End of a token value whose last char may be `-` (where `\b` would fail).

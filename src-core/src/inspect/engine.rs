@@ -163,9 +163,10 @@ pub struct Engine {
     rules: Vec<CompiledRule>,
     keywords: Keywords,
     patterns: Vec<Pattern>,
-    /// Digit-triggered rules, ascending by minimum digit count, each with its pattern's index
-    /// in `digit_set` (`None` for a `solo` rule).
-    digit_rules: Vec<(u8, u32, Option<PatternID>)>,
+    /// Digit-triggered rules, ascending by minimum digit count.
+    digit_rules: Vec<DigitRule>,
+    /// The context words of the digit rules that need one to reach `min_confidence`.
+    context: ContextWords,
     /// The digit-triggered regexes in one overlapping multi-pattern search: one pass over a
     /// cluster tells which of them can match, so a date or a timestamp costs one search instead
     /// of one per number-shaped rule.
@@ -182,13 +183,134 @@ pub struct Engine {
 /// in it.
 const MAX_DIGIT_GROUP: usize = 128;
 
+/// A digit-triggered rule as the cluster pass sees it.
+#[derive(Debug)]
+struct DigitRule {
+    /// The fewest digits a cluster needs.
+    min: u8,
+    rule: u32,
+    /// Its pattern in the shared automaton (`None` for a `solo` rule).
+    id: Option<PatternID>,
+    gate: Gate,
+}
+
+/// Whether a digit rule's finding can reach the engine's `min_confidence` on its own.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Gate {
+    Open,
+    /// Only with one of its context words near (the bit of those words in [`ContextWords`]):
+    /// a cluster with none near is not searched for it, whatever the regex would say.
+    Context(u64),
+    /// Not even with a context word: the rule is never searched.
+    Never,
+}
+
+/// The context words of the rules that need one to reach `min_confidence` (a national phone
+/// format, an unformatted SSN), in one automaton. In a table of numbers nearly every cluster
+/// is a candidate for such a rule, and nearly none has its words near.
+#[derive(Debug)]
+struct ContextWords {
+    /// ASCII case-insensitive, overlapping; `None` when no rule is gated.
+    ac: Option<aho_corasick::AhoCorasick>,
+    /// Per pattern, the bits of the gated rules it is a context word of.
+    masks: Vec<u64>,
+    longest: usize,
+    /// How far a gated rule's value may start before its cluster, plus the context reach.
+    reach_back: usize,
+}
+
+/// What a context word near a value adds to its rule's confidence.
+const CONTEXT_BOOST: f32 = 0.35;
+/// How far before and after a value [`Engine::check`] looks for context words, and a margin
+/// for the value's snapping out to char boundaries.
+const CONTEXT_BEFORE: usize = 96;
+const CONTEXT_AFTER: usize = 48;
+const SNAP: usize = 4;
+
+/// The context words found in the text so far, for [`ContextWords`]. Clusters come in order,
+/// so the text is searched once, forwards, and only where some gated rule asks.
+#[derive(Default)]
+struct ContextHits {
+    /// (start, end, mask) of every occurrence inside `covered`, by end.
+    hits: Vec<(usize, usize, u64)>,
+    /// Hits before this one end before any region still to be asked about.
+    head: usize,
+    covered: Range<usize>,
+}
+
+impl ContextHits {
+    /// Whether a word with `bit` lies wholly inside `region`. `cover_from` is at or before
+    /// `region.start`; the text is searched again from there if it lies before what the hits
+    /// still cover (they come in cluster order, so that is rare).
+    fn any(
+        &mut self,
+        words: &ContextWords,
+        bytes: &[u8],
+        cover_from: usize,
+        region: Range<usize>,
+        bit: u64,
+    ) -> bool {
+        let Some(ac) = &words.ac else {
+            return false;
+        };
+        if cover_from > self.covered.end
+            || cover_from < self.covered.start
+            || self.covered.is_empty()
+        {
+            self.hits.clear();
+            self.head = 0;
+            self.covered = cover_from..cover_from;
+        }
+        if region.end > self.covered.end {
+            // Words ending inside what was covered are in `hits` already; ones that cross its
+            // end were not wholly inside it, and are found now.
+            let from = self
+                .covered
+                .end
+                .saturating_sub(words.longest)
+                .max(self.covered.start);
+            let input = aho_corasick::Input::new(bytes).range(from..region.end);
+            for m in ac.find_overlapping_iter(input) {
+                if m.end() > self.covered.end {
+                    self.hits
+                        .push((m.start(), m.end(), words.masks[m.pattern().as_usize()]));
+                }
+            }
+            self.covered.end = region.end;
+        }
+        // Hits end in order; those ending at or before `cover_from` are of no use now, and
+        // everything from there on is still covered.
+        while self.head < self.hits.len() && self.hits[self.head].1 <= cover_from {
+            self.head += 1;
+        }
+        self.covered.start = cover_from;
+        if self.head > 4096 && self.head * 2 > self.hits.len() {
+            self.hits.drain(..self.head);
+            self.head = 0;
+        }
+        self.hits[self.head..]
+            .iter()
+            .take_while(|h| h.1 <= region.end)
+            .any(|&(s, _, mask)| s >= region.start && mask & bit != 0)
+    }
+}
+
 /// Neighbouring digit clusters whose windows overlap, searched together.
 struct DigitGroup {
     /// The hull of the members' windows.
     span: Range<usize>,
-    /// (cluster start, cluster end, rule, pattern in the shared automaton).
-    members: Vec<(usize, usize, u32, PatternID)>,
+    members: Vec<Member>,
     set: regex_automata::PatternSet,
+    context: ContextHits,
+}
+
+/// A cluster that is a candidate for a rule of the shared automaton.
+struct Member {
+    start: usize,
+    end: usize,
+    rule: u32,
+    id: PatternID,
+    gate: Gate,
 }
 
 /// A finding before it is resolved against overlaps and turned into a [`Finding`].
@@ -230,17 +352,65 @@ impl Engine {
             .collect();
         by_digits.sort_unstable();
         let mut digit_patterns: Vec<&str> = Vec::new();
-        let digit_rules: Vec<(u8, u32, Option<PatternID>)> = by_digits
-            .into_iter()
-            .map(|(d, ri)| {
-                let rule = &rules[ri as usize];
-                let id = (!rule.solo).then(|| {
-                    digit_patterns.push(&rule.pattern);
-                    PatternID::must(digit_patterns.len() - 1)
-                });
-                (d, ri, id)
-            })
-            .collect();
+        let mut gated = 0u32;
+        let mut words: Vec<(Vec<u8>, u64)> = Vec::new();
+        let mut reach_back = 0;
+        let mut digit_rules = Vec::new();
+        for (min, ri) in by_digits {
+            let rule = &rules[ri as usize];
+            // The confidence `check` gives a value with a context word near, the most it gives.
+            let with_context = (rule.confidence + CONTEXT_BOOST).clamp(0.0, 1.0);
+            let gate = if rule.confidence >= min_confidence {
+                Gate::Open
+            } else if with_context < min_confidence || rule.context.is_empty() {
+                Gate::Never
+            } else if gated < 64 {
+                let bit = 1u64 << gated;
+                gated += 1;
+                for w in rule.context.iter().filter(|w| !w.is_empty()) {
+                    match words.iter_mut().find(|(x, _)| x == w) {
+                        Some((_, mask)) => *mask |= bit,
+                        None => words.push((w.clone(), bit)),
+                    }
+                }
+                reach_back = reach_back.max(rule.before + CONTEXT_BEFORE + SNAP);
+                Gate::Context(bit)
+            } else {
+                Gate::Open
+            };
+            if gate == Gate::Never {
+                continue;
+            }
+            let id = (!rule.solo).then(|| {
+                digit_patterns.push(&rule.pattern);
+                PatternID::must(digit_patterns.len() - 1)
+            });
+            digit_rules.push(DigitRule {
+                min,
+                rule: ri,
+                id,
+                gate,
+            });
+        }
+        let ac = if words.is_empty() {
+            None
+        } else {
+            Some(
+                aho_corasick::AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(words.iter().map(|(w, _)| w))
+                    .map_err(|e| InspectError::Rule {
+                        rule: "context words".into(),
+                        message: e.to_string(),
+                    })?,
+            )
+        };
+        let context = ContextWords {
+            ac,
+            masks: words.iter().map(|&(_, m)| m).collect(),
+            longest: words.iter().map(|(w, _)| w.len()).max().unwrap_or(0),
+            reach_back,
+        };
         let digit_set = rules::pattern_builder(
             regex_automata::meta::Regex::config()
                 .match_kind(regex_automata::MatchKind::All)
@@ -262,6 +432,7 @@ impl Engine {
             keywords,
             patterns,
             digit_rules,
+            context,
             digit_set,
             min_confidence,
             global_allow,
@@ -427,6 +598,7 @@ impl Engine {
                 span: 0..0,
                 members: Vec::new(),
                 set: regex_automata::PatternSet::new(self.digit_set.pattern_len()),
+                context: ContextHits::default(),
             };
             digit_clusters_in(bytes, &digit_blocks, |start, end, digits| {
                 // The automaton searches the union of the candidates' own windows: a match a
@@ -434,10 +606,11 @@ impl Engine {
                 // bytes around it is not searched 40 bytes before and 48 after.
                 let (mut before, mut after) = (0, 0);
                 let first = group.members.len();
-                for &(min, ri, id) in &self.digit_rules {
-                    if digits < min as usize {
+                for dr in &self.digit_rules {
+                    if digits < dr.min as usize {
                         break;
                     }
+                    let (ri, id) = (dr.rule, dr.id);
                     let rule = &self.rules[ri as usize];
                     if let Some(pc) = rule.precheck {
                         if !precheck(pc, text, rule, start, end) {
@@ -445,12 +618,24 @@ impl Engine {
                         }
                     }
                     let Some(id) = id else {
+                        if let Gate::Context(bit) = dr.gate {
+                            let ctx = &mut group.context;
+                            if !self.context_near(text, ctx, rule, start, end, bit) {
+                                continue;
+                            }
+                        }
                         self.push_window(text, ri, rule.window(start, end), &mut pending, out);
                         continue;
                     };
                     before = before.max(rule.before);
                     after = after.max(rule.after);
-                    group.members.push((start, end, ri, id));
+                    group.members.push(Member {
+                        start,
+                        end,
+                        rule: ri,
+                        id,
+                        gate: dr.gate,
+                    });
                 }
                 if group.members.len() == first {
                     return;
@@ -481,6 +666,12 @@ impl Engine {
     /// One search of the digit rules' shared automaton over a group of neighbouring clusters'
     /// windows (its first `n` members; the rest, if any, start the next group); each member
     /// whose rule matched somewhere in it gets its own window queued.
+    ///
+    /// A member whose rule needs a context word gets its window only with one near. That is
+    /// asked after the search, of the few whose rule matched, unless every member needs one:
+    /// then before, so a group with no word near any member is not searched at all (a table
+    /// of numbers). Asking before every search cost more than it saved on text where most
+    /// groups have some other candidate too.
     fn search_group(
         &self,
         text: &str,
@@ -489,16 +680,68 @@ impl Engine {
         pending: &mut Vec<Option<(usize, usize)>>,
         out: &mut Vec<Raw>,
     ) {
-        group.set.clear();
-        let input = regex_automata::Input::new(text.as_bytes()).range(group.span.clone());
-        self.digit_set
-            .which_overlapping_matches(&input, &mut group.set);
-        for (start, end, ri, id) in group.members.drain(..n) {
-            if group.set.contains(id) {
-                let w = self.rules[ri as usize].window(start, end);
-                self.push_window(text, ri, w, pending, out);
+        let DigitGroup {
+            span,
+            members,
+            set,
+            context,
+        } = group;
+        if members[..n].iter().all(|m| m.gate != Gate::Open) {
+            let mut any = false;
+            for m in &mut members[..n] {
+                let rule = &self.rules[m.rule as usize];
+                m.gate = match m.gate {
+                    Gate::Context(bit)
+                        if self.context_near(text, context, rule, m.start, m.end, bit) =>
+                    {
+                        any = true;
+                        Gate::Open
+                    }
+                    _ => Gate::Never,
+                };
+            }
+            if !any {
+                members.drain(..n);
+                return;
             }
         }
+        set.clear();
+        let input = regex_automata::Input::new(text.as_bytes()).range(span.clone());
+        self.digit_set.which_overlapping_matches(&input, set);
+        for m in members.drain(..n) {
+            if !set.contains(m.id) {
+                continue;
+            }
+            let rule = &self.rules[m.rule as usize];
+            let near = match m.gate {
+                Gate::Open => true,
+                Gate::Context(bit) => self.context_near(text, context, rule, m.start, m.end, bit),
+                Gate::Never => false,
+            };
+            if near {
+                self.push_window(text, m.rule, rule.window(m.start, m.end), pending, out);
+            }
+        }
+    }
+
+    /// Whether a context word of the gated rule (`bit`) lies where [`Engine::check`] would look
+    /// for one around any value the rule's window at cluster `start..end` can find.
+    fn context_near(
+        &self,
+        text: &str,
+        context: &mut ContextHits,
+        rule: &CompiledRule,
+        start: usize,
+        end: usize,
+        bit: u64,
+    ) -> bool {
+        let bytes = text.as_bytes();
+        let (ws, we) = rule.window(start, end);
+        let we = window_end(text, we.min(bytes.len()), !rule.keywords.is_empty());
+        let region =
+            ws.saturating_sub(CONTEXT_BEFORE + SNAP)..(we + CONTEXT_AFTER + SNAP).min(bytes.len());
+        let cover_from = start.saturating_sub(self.context.reach_back);
+        context.any(&self.context, bytes, cover_from, region, bit)
     }
 
     /// Queues a regex window for a rule, merging it with that rule's previous window when they
@@ -645,11 +888,11 @@ impl Engine {
         }
         let mut conf = rule.confidence;
         if !rule.context.is_empty() || !rule.negative_context.is_empty() {
-            let cs = vs.saturating_sub(96);
-            let ce = (ve + 48).min(bytes.len());
+            let cs = vs.saturating_sub(CONTEXT_BEFORE);
+            let ce = (ve + CONTEXT_AFTER).min(bytes.len());
             let around = &bytes[cs..ce];
             if context_hit(around, &rule.context, false) {
-                conf += 0.35;
+                conf += CONTEXT_BOOST;
             }
             // Negative words count only on the match's own line and as whole words, so
             // `release.tar.gz` two lines up does not sink an IP address.
@@ -983,6 +1226,9 @@ fn precheck(pc: Precheck, text: &str, rule: &CompiledRule, start: usize, end: us
                 }
             })
         }
+        // The rule's matches put a separator the clusters join on between digit groups, so
+        // the cluster holding a match's digits holds it too (and triggers on its own).
+        Precheck::Separated => !bytes[start..end].iter().all(u8::is_ascii_digit),
         Precheck::Ipv6 => {
             matches!(bytes[start], b'2' | b'3')
                 && bytes[start..(start + 5).min(bytes.len())].contains(&b':')
@@ -1101,6 +1347,33 @@ mod tests {
         hidden
     }
 
+    /// A match of rule `id` that a cluster with enough digits finds in its window, but that no
+    /// such cluster whose precheck passes has inside its window: a match the precheck loses.
+    fn lost_match(s: &str, id: &str) -> Option<Range<usize>> {
+        let (_, r) = rule(engine(), id);
+        let pc = r.precheck.unwrap_or_else(|| panic!("{id} has no precheck"));
+        let bytes = s.as_bytes();
+        let (mut found, mut kept) = (Vec::new(), Vec::new());
+        digit_clusters(bytes, |start, end, digits| {
+            if digits < r.digits.unwrap_or(0) as usize {
+                return;
+            }
+            let w = digit_window(s, r, start, end);
+            for m in r
+                .regex
+                .find_iter(regex_automata::Input::new(bytes).range(w.clone()))
+            {
+                found.push(m.range());
+            }
+            if precheck(pc, s, r, start, end) {
+                kept.push(w);
+            }
+        });
+        found
+            .into_iter()
+            .find(|m| !kept.iter().any(|w| w.start <= m.start && m.end <= w.end))
+    }
+
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
 
@@ -1116,6 +1389,17 @@ mod tests {
         fn intl_prefix_precheck_never_hides_a_match(s in "[0-9+ ().a-z_-]{0,60}") {
             let hidden = hidden_match(&s, "phone-international", Precheck::IntlPrefix);
             proptest::prop_assert_eq!(hidden, None);
+        }
+
+        /// The separated precheck loses no match: the cluster holding a match's digits holds
+        /// its separators too.
+        #[test]
+        fn separated_precheck_never_hides_a_match(
+            s in "([a-z:,(]{0,2} ?[0-9]{1,4}[ .-]{0,2}[0-9]{2,4}[ .\t-][0-9]{2,4}([ .-][0-9]{2}){0,3}[ )]?){1,4}"
+        ) {
+            for id in ["us-ssn", "ca-sin", "phone-fr", "phone-jp"] {
+                proptest::prop_assert_eq!(lost_match(&s, id), None, "{}", id);
+            }
         }
 
         /// Skipping by the digit-block map finds the same clusters as reading every byte.
@@ -1189,6 +1473,52 @@ mod tests {
                 let hits = found.iter().filter(|f| f.rule_id == rule).count();
                 assert_eq!(hits, 5, "{rule} in column {column}: {found:?}");
                 assert_eq!(found.len(), 5, "{rule} in column {column}: {found:?}");
+            }
+        }
+    }
+
+    /// A phone format that needs a context word is found with the word as far back as `check`
+    /// looks (96 bytes before the value), however much text lies between, and not one byte
+    /// further: the cluster pass skips the rule only where `check` would have dropped it.
+    #[test]
+    fn context_gate_reaches_exactly_as_far_as_the_check() {
+        let number = ["612", "345", "678"].join(" ");
+        for gap in [0usize, 40, 90, 91, 92, 200] {
+            // `tel `, then `gap` bytes of filler and a space, then the number.
+            let text = format!("tel {} {number} ok\n", "x".repeat(gap));
+            let at = text.find(&number).expect("the number");
+            let found = engine().find_all(&text);
+            let hit = found.iter().any(|f| f.rule_id == "phone-es");
+            assert_eq!(hit, at <= 96, "word {at} bytes before: {found:?}");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 256, ..Default::default() })]
+
+        /// The context index, asked about regions mostly in cluster order (now and then one
+        /// further back), answers what a search of each region on its own would.
+        #[test]
+        fn context_hits_match_a_search_of_each_region(
+            text in "([a-z ]{0,30}(tel|Phone|ssn|MOBIL|mob|t)[a-z ]{0,9}){0,12}",
+            asks in proptest::collection::vec((-10isize..40, 0usize..120, 0usize..3), 0..24),
+        ) {
+            let e = engine();
+            let words = &e.context;
+            let bytes = text.as_bytes();
+            let mut hits = ContextHits::default();
+            let mut at = 0usize;
+            for (step, len, which) in asks {
+                at = at.saturating_add_signed(step);
+                let cover_from = at.min(bytes.len());
+                let region = cover_from..(cover_from + len).min(bytes.len());
+                let bit = 1u64 << which;
+                let want = words.ac.as_ref().is_some_and(|ac| {
+                    ac.find_overlapping_iter(&bytes[region.clone()])
+                        .any(|m| words.masks[m.pattern().as_usize()] & bit != 0)
+                });
+                let got = hits.any(words, bytes, cover_from, region.clone(), bit);
+                proptest::prop_assert_eq!(got, want, "{:?} bit {}", region, which);
             }
         }
     }

@@ -51,6 +51,9 @@ pub enum Precheck {
     /// A `+` before a digit, or `00` and a digit at a word start, in the rule's window:
     /// international phone numbers.
     IntlPrefix,
+    /// The cluster holds a separator (space, `-`, `.`, `(`, `)`, `/`): formats whose digit
+    /// groups are always written apart (`123-45-6789`), so a bare run of digits is none.
+    Separated,
 }
 
 /// One rule as written in a rule file (`[[rule]]`) or in user config.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The ledger's cost on the request path: the same build run twice side by side, once with the
 # ledger on (the default) and once with `[ledger] enabled = false`, under the same load, in
-# interleaved rounds so drift on a shared machine hits both alike.
+# interleaved rounds (in alternating order) so drift on a shared machine hits both alike.
 #
 #   scripts/with-keyring.sh bench/ledger-load.sh            # 5 rounds (about 3 minutes)
 #   ROUNDS=2 DUR=5s scripts/with-keyring.sh bench/ledger-load.sh
@@ -51,7 +51,14 @@ for mode in "${MODES[@]}"; do
   TICKS0[$mode]=$(writer_ticks "${SERVER[$mode]}" "${WRITER[$mode]}")
 done
 for r in $(seq "$ROUNDS"); do
-  for mode in "${MODES[@]}"; do
+  # The instances take turns in one order in odd rounds and the reverse in even ones, so
+  # whatever drifts within a round (the host, the first instance's warm caches) does not
+  # always favour the same one.
+  order=("${MODES[@]}")
+  if (( r % 2 == 0 )); then
+    order=(); for (( i=${#MODES[@]}-1; i>=0; i-- )); do order+=("${MODES[$i]}"); done
+  fi
+  for mode in "${order[@]}"; do
     KEY=${KEYS[$mode]}
     url="http://127.0.0.1:${PORT[$mode]}/openai/v1/chat/completions"
     run "warm-$mode" "$url" "$WORK/body.json" -n 500 -c 4

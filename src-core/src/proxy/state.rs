@@ -443,21 +443,42 @@ fn seed_spend(spend: &SpendBook, store: &KeyStore) -> Result<(), StateError> {
         .map_err(crate::keys::StoreError::from)?;
     let today = crate::ledger::query::cost_since(conn, p.day_start_ms)
         .map_err(crate::keys::StoreError::from)?;
-    let mut lifetimes = Vec::new();
-    for (k, _) in store.live_with_hashes()? {
-        if k.budget_micros.is_some() {
-            let spent: i64 = conn
-                .query_row(
-                    "SELECT COALESCE(SUM(cost_micros), 0) FROM requests WHERE key_name = ?1",
-                    [&k.name],
-                    |r| r.get(0),
-                )
-                .map_err(crate::keys::StoreError::from)?;
-            lifetimes.push((k.name.clone(), spent));
-        }
-    }
+    let budgeted: Vec<String> = store
+        .live_with_hashes()?
+        .into_iter()
+        .filter(|(k, _)| k.budget_micros.is_some())
+        .map(|(k, _)| k.name)
+        .collect();
+    let lifetimes = lifetime_spend(conn, &budgeted).map_err(crate::keys::StoreError::from)?;
     spend.seed(now, &month, &today, &lifetimes);
     Ok(())
+}
+
+/// What each of `keys` has spent over its whole life. No index serves `key_name` (every row
+/// would pay for one), so the table is read once for all of them, not once per key.
+fn lifetime_spend(
+    conn: &rusqlite::Connection,
+    keys: &[String],
+) -> rusqlite::Result<Vec<(String, i64)>> {
+    let mut spent: Vec<(String, i64)> = keys.iter().map(|k| (k.clone(), 0)).collect();
+    // SQLite takes at most 32,766 parameters a statement.
+    for chunk in keys.chunks(1000) {
+        let marks = vec!["?"; chunk.len()].join(", ");
+        let mut stmt = conn.prepare(&format!(
+            "SELECT key_name, COALESCE(SUM(cost_micros), 0) FROM requests
+             WHERE key_name IN ({marks}) GROUP BY key_name"
+        ))?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(chunk), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (name, sum) = row?;
+            if let Some(slot) = spent.iter_mut().find(|(k, _)| *k == name) {
+                slot.1 = sum;
+            }
+        }
+    }
+    Ok(spent)
 }
 
 /// Reads the admin token from the keyring, creating it on first use.

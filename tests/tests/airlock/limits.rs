@@ -132,6 +132,66 @@ async fn key_daily_budget_stops_mid_run_in_the_provider_format_and_never_reaches
     }
 }
 
+/// A key's lifetime budget survives a crash: at start the server takes what each budgeted key
+/// has spent from the ledger (the rows the dead server had spooled included), so after
+/// `kill -9` the key is refused at the same request as it would have been without a restart,
+/// and the admin API reports each key's spend to the micro-dollar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifetime_budgets_are_taken_from_the_ledger_after_a_crash() {
+    let table = PriceTable::load().expect("prices");
+    let text = prompt(150);
+    let (model, price_key) = pricey(Provider::OpenAi);
+    let each = generation_usage(&text, Extra::default()).cost_micros(&table.price(price_key));
+    // Room for five requests and a half: the sixth passes (5 × each < budget), the seventh not.
+    let budget = format!("{:.6}usd", (each * 11 / 2) as f64 / 1e6);
+    let (mut a, mut b) = (String::new(), String::new());
+    let mut env = start("", |s| {
+        a = s.issue("life-a", &["--budget", &budget]).expect("issue");
+        b = s.issue("life-b", &["--budget", &budget]).expect("issue");
+    });
+    for (key, n) in [(&a, 4), (&b, 1)] {
+        for i in 0..n {
+            let res = call(&env, Provider::OpenAi, key, model, &text).await;
+            assert_eq!(res.status, 200, "request {i}: {}", res.text());
+        }
+    }
+    env.airlock.kill9_and_restart().expect("restart");
+    let admin = Admin::new(&env.airlock).expect("admin");
+    let limits = admin.get_json("limits").await;
+    let spent = |name: &str| {
+        limits["keys"]
+            .as_array()
+            .and_then(|ks| ks.iter().find(|k| k["key"] == name))
+            .and_then(|k| k["lifetime_spent_micros"].as_i64())
+            .unwrap_or_else(|| panic!("no lifetime spend for {name}: {limits}"))
+    };
+    assert_eq!(spent("life-a"), 4 * each, "{limits}");
+    assert_eq!(spent("life-b"), each, "{limits}");
+    env.mock.reset();
+    for i in 5..=6 {
+        let res = call(&env, Provider::OpenAi, &a, model, &text).await;
+        assert_eq!(
+            res.status,
+            200,
+            "request {i} after the restart: {}",
+            res.text()
+        );
+    }
+    let res = call(&env, Provider::OpenAi, &a, model, &text).await;
+    Provider::OpenAi.assert_error(&res, 429);
+    assert_eq!(
+        res.json().pointer("/error/code").and_then(Value::as_str),
+        Some("airlock_key_budget_exceeded"),
+        "{}",
+        res.text()
+    );
+    assert_eq!(
+        env.mock.requests().len(),
+        2,
+        "the refused request reached the mock"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_lifetime_budget_refuses_the_child_once_spent() {
     // `exec` hands the child base URLs built from `listen`, so it needs a real port.

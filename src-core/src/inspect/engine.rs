@@ -1478,8 +1478,9 @@ mod tests {
     }
 
     /// A phone format that needs a context word is found with the word as far back as `check`
-    /// looks (96 bytes before the value), however much text lies between, and not one byte
-    /// further: the cluster pass skips the rule only where `check` would have dropped it.
+    /// looks (96 bytes before the value) or as far on (the word ending 48 bytes after it),
+    /// however much text lies between, and not one byte further: the cluster pass skips the
+    /// rule only where `check` would have dropped it.
     #[test]
     fn context_gate_reaches_exactly_as_far_as_the_check() {
         let number = ["612", "345", "678"].join(" ");
@@ -1491,6 +1492,146 @@ mod tests {
             let hit = found.iter().any(|f| f.rule_id == "phone-es");
             assert_eq!(hit, at <= 96, "word {at} bytes before: {found:?}");
         }
+        for gap in [0usize, 20, 42, 43, 44, 200] {
+            // The number, a space, `gap` bytes of filler, a space and `tel`.
+            let text = format!("ok {number} {} tel\n", "x".repeat(gap));
+            let word_end = text.rfind("tel").expect("the word") + 3;
+            let after = word_end - (text.find(&number).expect("the number") + number.len());
+            let found = engine().find_all(&text);
+            let hit = found.iter().any(|f| f.rule_id == "phone-es");
+            assert_eq!(
+                hit,
+                after <= 48,
+                "word ending {after} bytes after: {found:?}"
+            );
+        }
+    }
+
+    /// The findings of an engine that searches every weak rule everywhere (min_confidence 0,
+    /// so nothing is gated), cut at this engine's min_confidence and resolved as it resolves.
+    fn ungated_findings(text: &str) -> Vec<(u32, Range<usize>)> {
+        static REFERENCE: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
+        let reference = REFERENCE.get_or_init(|| {
+            let overrides = RuleOverrides {
+                min_confidence: Some(0.0),
+                ..Default::default()
+            };
+            let e = EngineBuilder::new().overrides(overrides).build();
+            e.unwrap_or_else(|e| panic!("{e}"))
+        });
+        assert!(reference.digit_rules.iter().all(|d| d.gate == Gate::Open));
+        let e = engine();
+        let mut raw = Vec::new();
+        reference.collect(text, true, &mut raw);
+        raw.retain(|r| r.confidence >= e.min_confidence);
+        e.resolve(&mut raw);
+        raw.into_iter().map(|r| (r.rule, r.span)).collect()
+    }
+
+    /// The gate changes no finding on text full of numbers in every national format, ids and
+    /// tables, with context words near some and far from others: what an engine that searches
+    /// every weak rule everywhere finds at min_confidence 0.5, this one finds.
+    #[test]
+    fn the_context_gate_changes_no_finding() {
+        let mut g = crate::inspect::testgen::Gen::new(11);
+        let numbers = [
+            "6{{d:2}} {{d:3}} {{d:3}}",
+            "3{{d:2}}-{{d:3}}-{{d:4}}",
+            "0{{d:3}} {{d:6}}",
+            "07{{d:3}} {{d:6}}",
+            "06-{{d:8}}",
+            "9{{d:4}} {{d:5}}",
+            "04{{d:2}} {{d:3}} {{d:3}}",
+            "0{{d:2}}/{{d:7}}",
+            "{{d:3}} {{d:3}} {{d:3}}",
+            "{{d:9}}",
+            "{{d:12}}",
+            "{{d:3}}-{{d:2}}-{{d:4}}",
+            "2025-{{d:2}}-{{d:2}}",
+            "{{d:2}}.{{d:6}}",
+        ];
+        let words = [
+            "tel", "phone", "call", "mobile", "ssn", "sin", "contact", "order", "the", "and",
+            "was", "telefono", "bellen", "number", "invoice", "id",
+        ];
+        let seps = [" ", " ", ", ", "\n", "\t", ",", " - ", "; "];
+        let mut text = String::new();
+        while text.len() < 200_000 {
+            if g.below(3) == 0 {
+                let template = *g.pick(&numbers);
+                let n = g.expand(template);
+                text.push_str(&n.unwrap_or_else(|e| panic!("{e}")));
+            } else {
+                for _ in 0..1 + g.below(12) {
+                    let w = *g.pick(&words);
+                    text.push_str(w);
+                    text.push(' ');
+                }
+            }
+            let sep = *g.pick(&seps);
+            text.push_str(sep);
+        }
+        let e = engine();
+        let gated: Vec<(u32, Range<usize>)> = e
+            .find_all(&text)
+            .into_iter()
+            .map(|f| (rule(e, f.rule_id).0, f.span))
+            .collect();
+        let reference = ungated_findings(&text);
+        assert!(reference.len() > 400, "{} findings", reference.len());
+        if gated != reference {
+            let only = |a: &[(u32, Range<usize>)], b: &[(u32, Range<usize>)]| {
+                a.iter()
+                    .filter(|x| !b.contains(x))
+                    .map(|(r, sp)| {
+                        format!(
+                            "{} {:?} {:?}",
+                            e.rules[*r as usize].id,
+                            sp,
+                            &text[sp.clone()]
+                        )
+                    })
+                    .take(5)
+                    .collect::<Vec<_>>()
+            };
+            panic!(
+                "gated only: {:?}\nungated only: {:?}",
+                only(&gated, &reference),
+                only(&reference, &gated)
+            );
+        }
+    }
+
+    /// Past 4,096 spent hits the index drops them; the answers stay those of a search of each
+    /// region, also for regions that start after where the index was asked to cover from.
+    #[test]
+    fn context_hits_stay_right_over_a_long_text() {
+        let e = engine();
+        let words = &e.context;
+        let ac = words.ac.as_ref().expect("gated rules have words");
+        let text = "tel x phone yy ssn zzz mob ".repeat(2_000);
+        let bytes = text.as_bytes();
+        let mut hits = ContextHits::default();
+        let mut g = crate::inspect::testgen::Gen::new(5);
+        let mut at = 0;
+        while at + 200 < bytes.len() {
+            let region = at + g.below(40)..at + 40 + g.below(160);
+            let bit = 1u64 << g.below(4);
+            let want = ac
+                .find_overlapping_iter(&bytes[region.clone()])
+                .any(|m| words.masks[m.pattern().as_usize()] & bit != 0);
+            assert_eq!(
+                hits.any(words, bytes, at, region.clone(), bit),
+                want,
+                "{region:?}"
+            );
+            at += g.below(30);
+        }
+        assert!(
+            hits.hits.len() < 4_096 * 2 + 64,
+            "{} hits kept",
+            hits.hits.len()
+        );
     }
 
     proptest::proptest! {

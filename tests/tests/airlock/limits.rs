@@ -148,6 +148,7 @@ async fn lifetime_budgets_are_taken_from_the_ledger_after_a_crash() {
     let mut env = start("", |s| {
         a = s.issue("life-a", &["--budget", &budget]).expect("issue");
         b = s.issue("life-b", &["--budget", &budget]).expect("issue");
+        s.issue("life-c", &["--budget", &budget]).expect("issue");
     });
     for (key, n) in [(&a, 4), (&b, 1)] {
         for i in 0..n {
@@ -167,6 +168,7 @@ async fn lifetime_budgets_are_taken_from_the_ledger_after_a_crash() {
     };
     assert_eq!(spent("life-a"), 4 * each, "{limits}");
     assert_eq!(spent("life-b"), each, "{limits}");
+    assert_eq!(spent("life-c"), 0, "a budgeted key with no rows: {limits}");
     env.mock.reset();
     for i in 5..=6 {
         let res = call(&env, Provider::OpenAi, &a, model, &text).await;

@@ -1402,6 +1402,18 @@ mod tests {
             }
         }
 
+        /// Phone numbers have spaces, dots, dashes or slashes between their digit groups, never
+        /// a tab or a line break: numbers on two lines of a table are not one number.
+        #[test]
+        fn phone_matches_never_cross_a_tab_or_a_line(s in "[0-9 \t\n()+./-]{0,40}") {
+            for r in engine().rules.iter().filter(|r| &*r.family == "phone") {
+                for m in r.regex.find_iter(s.as_bytes()) {
+                    let text = &s[m.range()];
+                    proptest::prop_assert!(!text.contains(['\n', '\t']), "{} {:?}", r.id, text);
+                }
+            }
+        }
+
         /// Skipping by the digit-block map finds the same clusters as reading every byte.
         #[test]
         fn digit_block_map_finds_every_cluster(s in "([a-z ]{0,700}[0-9 .()/-]{0,12}[a-z0-9]{0,3}){0,6}") {

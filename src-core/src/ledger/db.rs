@@ -329,6 +329,9 @@ mod tests {
         assert_eq!(indexes, 0);
         let p = plan(&conn, crate::ledger::query::COST_SINCE_SQL);
         assert!(p.contains("USING INDEX requests_ts (ts>?)"), "{p}");
+        // A budgeted key's lifetime spend at start: its rows from its creation on, not a scan.
+        let p = plan(&conn, crate::ledger::query::KEY_SPEND_SINCE_SQL);
+        assert!(p.contains("USING INDEX requests_ts (ts>?)"), "{p}");
     }
 
     #[test]

@@ -263,6 +263,11 @@ pub fn recent(
 /// (account, provider, micro-dollars) spent: one row of [`cost_since`].
 pub type CostRow = (Option<String>, Option<String>, i64);
 
+/// What one key has spent since it was issued (`?1` its name, `?2` its creation time):
+/// searched through the time index from there on, as no index serves `key_name`.
+pub(crate) const KEY_SPEND_SINCE_SQL: &str =
+    "SELECT COALESCE(SUM(cost_micros), 0) FROM requests WHERE ts >= ?2 AND key_name = ?1";
+
 pub(crate) const COST_SINCE_SQL: &str = "SELECT account, provider, SUM(COALESCE(cost_micros, 0)) \
     FROM requests WHERE ts >= ?1 GROUP BY account, provider";
 

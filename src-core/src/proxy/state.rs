@@ -443,42 +443,32 @@ fn seed_spend(spend: &SpendBook, store: &KeyStore) -> Result<(), StateError> {
         .map_err(crate::keys::StoreError::from)?;
     let today = crate::ledger::query::cost_since(conn, p.day_start_ms)
         .map_err(crate::keys::StoreError::from)?;
-    let budgeted: Vec<String> = store
+    let budgeted: Vec<(String, i64)> = store
         .live_with_hashes()?
         .into_iter()
         .filter(|(k, _)| k.budget_micros.is_some())
-        .map(|(k, _)| k.name)
+        .map(|(k, _)| (k.name, k.created_at))
         .collect();
     let lifetimes = lifetime_spend(conn, &budgeted).map_err(crate::keys::StoreError::from)?;
     spend.seed(now, &month, &today, &lifetimes);
     Ok(())
 }
 
-/// What each of `keys` has spent over its whole life. No index serves `key_name` (every row
-/// would pay for one), so the table is read once for all of them, not once per key.
+/// What each key of `keys` (name, creation time) has spent since it was issued: rows of an
+/// earlier, revoked key of the same name are not its spend. Each key's rows are searched from
+/// its creation on through the time index, so a short-lived `exec` key reads only its own
+/// minutes of the ledger.
 fn lifetime_spend(
     conn: &rusqlite::Connection,
-    keys: &[String],
+    keys: &[(String, i64)],
 ) -> rusqlite::Result<Vec<(String, i64)>> {
-    let mut spent: Vec<(String, i64)> = keys.iter().map(|k| (k.clone(), 0)).collect();
-    // SQLite takes at most 32,766 parameters a statement.
-    for chunk in keys.chunks(1000) {
-        let marks = vec!["?"; chunk.len()].join(", ");
-        let mut stmt = conn.prepare(&format!(
-            "SELECT key_name, COALESCE(SUM(cost_micros), 0) FROM requests
-             WHERE key_name IN ({marks}) GROUP BY key_name"
-        ))?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(chunk), |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-        })?;
-        for row in rows {
-            let (name, sum) = row?;
-            if let Some(slot) = spent.iter_mut().find(|(k, _)| *k == name) {
-                slot.1 = sum;
-            }
-        }
-    }
-    Ok(spent)
+    let mut stmt = conn.prepare_cached(crate::ledger::query::KEY_SPEND_SINCE_SQL)?;
+    keys.iter()
+        .map(|(name, since)| {
+            let spent = stmt.query_row(rusqlite::params![name, since], |r| r.get(0))?;
+            Ok((name.clone(), spent))
+        })
+        .collect()
 }
 
 /// Reads the admin token from the keyring, creating it on first use.

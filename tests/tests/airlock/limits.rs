@@ -133,9 +133,10 @@ async fn key_daily_budget_stops_mid_run_in_the_provider_format_and_never_reaches
 }
 
 /// A key's lifetime budget survives a crash: at start the server takes what each budgeted key
-/// has spent from the ledger (the rows the dead server had spooled included), so after
-/// `kill -9` the key is refused at the same request as it would have been without a restart,
-/// and the admin API reports each key's spend to the micro-dollar.
+/// has spent since it was issued from the ledger (the rows the dead server had spooled
+/// included), so after `kill -9` the key is refused at the same request as it would have been
+/// without a restart, and the admin API reports each key's spend to the micro-dollar; a key
+/// revoked and issued again under the same name starts from nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifetime_budgets_are_taken_from_the_ledger_after_a_crash() {
     let table = PriceTable::load().expect("prices");
@@ -156,6 +157,15 @@ async fn lifetime_budgets_are_taken_from_the_ledger_after_a_crash() {
             assert_eq!(res.status, 200, "request {i}: {}", res.text());
         }
     }
+    // `life-b` is revoked and issued again: the new key has spent nothing, whatever rows the
+    // old one of that name left.
+    let setup = &env.airlock.setup;
+    setup
+        .run_ok(&["keys", "revoke", "life-b"], None)
+        .expect("revoke");
+    setup
+        .issue("life-b", &["--budget", &budget])
+        .expect("issue again");
     env.airlock.kill9_and_restart().expect("restart");
     let admin = Admin::new(&env.airlock).expect("admin");
     let limits = admin.get_json("limits").await;
@@ -167,7 +177,11 @@ async fn lifetime_budgets_are_taken_from_the_ledger_after_a_crash() {
             .unwrap_or_else(|| panic!("no lifetime spend for {name}: {limits}"))
     };
     assert_eq!(spent("life-a"), 4 * each, "{limits}");
-    assert_eq!(spent("life-b"), each, "{limits}");
+    assert_eq!(
+        spent("life-b"),
+        0,
+        "a key issued again under its old name: {limits}"
+    );
     assert_eq!(spent("life-c"), 0, "a budgeted key with no rows: {limits}");
     env.mock.reset();
     for i in 5..=6 {

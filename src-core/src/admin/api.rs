@@ -256,7 +256,7 @@ async fn limits(state: &Arc<State>, config: &Config) -> Response<ProxyBody> {
             "monthly_limit_micros": kl.budget.monthly_micros,
             "monthly_spent_micros": month,
             "lifetime_limit_micros": k.budget_micros,
-            "lifetime_spent_micros": k.budget_micros.map(|_| state.spend.key_lifetime(&k.name)),
+            "lifetime_spent_micros": k.budget_micros.map(|_| state.spend.key_lifetime(k.id)),
             "rpm": k.rpm.or(kl.rpm),
             "tpm": kl.tpm,
             "tokens_last_minute": state.rates.tokens_last_minute(&k.name, instant),

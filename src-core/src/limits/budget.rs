@@ -43,7 +43,8 @@ struct Book {
     month: String,
     day_sums: HashMap<Scope, i64>,
     month_sums: HashMap<Scope, i64>,
-    key_lifetime: HashMap<String, i64>,
+    /// By key id: a name can be issued again after a revoke, and the new key starts at nothing.
+    key_lifetime: HashMap<i64, i64>,
     /// (scope, period, level) already alerted in the current period.
     alerted: HashSet<(Scope, &'static str, &'static str)>,
 }
@@ -59,6 +60,8 @@ pub struct Charge<'a> {
     pub provider: Option<&'a str>,
     /// The key's own name (not its parent's), for per-key lifetime budgets.
     pub key_name: Option<&'a str>,
+    /// The key's id, which its lifetime spend is counted under.
+    pub key_id: Option<i64>,
 }
 
 impl Book {
@@ -104,7 +107,7 @@ impl SpendBook {
         now_ms: i64,
         month: &[(Option<String>, Option<String>, i64)],
         today: &[(Option<String>, Option<String>, i64)],
-        key_lifetimes: &[(String, i64)],
+        key_lifetimes: &[(i64, i64)],
     ) {
         let Ok(mut b) = self.inner.lock() else { return };
         b.roll(&periods(now_ms));
@@ -114,6 +117,7 @@ impl SpendBook {
                     account: account.as_deref(),
                     provider: provider.as_deref(),
                     key_name: None,
+                    key_id: None,
                 };
                 for s in scopes(&c) {
                     let sums = if day {
@@ -125,8 +129,8 @@ impl SpendBook {
                 }
             }
         }
-        for (k, m) in key_lifetimes {
-            b.key_lifetime.insert(k.clone(), *m);
+        for &(id, m) in key_lifetimes {
+            b.key_lifetime.insert(id, m);
         }
     }
 
@@ -143,8 +147,8 @@ impl SpendBook {
             return Ok(());
         };
         b.roll(&p);
-        if let (Some(limit), Some(key)) = (key_budget, c.key_name) {
-            let spent = b.key_lifetime.get(key).copied().unwrap_or(0);
+        if let (Some(limit), Some(key), Some(id)) = (key_budget, c.key_name, c.key_id) {
+            let spent = b.key_lifetime.get(&id).copied().unwrap_or(0);
             if spent >= limit {
                 return Err(LimitError::KeyBudget {
                     key: key.to_owned(),
@@ -195,9 +199,9 @@ impl SpendBook {
         };
         b.roll(&p);
         let mut alerts = Vec::new();
-        if let Some(key) = c.key_name {
+        if let (Some(key), Some(id)) = (c.key_name, c.key_id) {
             let total = {
-                let e = b.key_lifetime.entry(key.to_owned()).or_default();
+                let e = b.key_lifetime.entry(id).or_default();
                 *e += micros;
                 *e
             };
@@ -267,11 +271,12 @@ impl SpendBook {
         )
     }
 
-    pub fn key_lifetime(&self, key: &str) -> i64 {
+    /// What the key with this id has spent over its life.
+    pub fn key_lifetime(&self, key_id: i64) -> i64 {
         self.inner
             .lock()
             .ok()
-            .and_then(|b| b.key_lifetime.get(key).copied())
+            .and_then(|b| b.key_lifetime.get(&key_id).copied())
             .unwrap_or(0)
     }
 }
@@ -324,6 +329,7 @@ mod tests {
             account: Some("app"),
             provider: Some("openai"),
             key_name: Some("app"),
+            key_id: Some(1),
         };
         assert!(book.check(&l, NOW, &c, None).is_ok());
         let a = book.add(&l, NOW, &c, 8_500, None);
@@ -361,6 +367,7 @@ mod tests {
             account: Some("other"),
             provider: Some("openai"),
             key_name: Some("other"),
+            key_id: Some(2),
         };
         assert!(book.check(&l, NOW, &other, None).is_ok());
         assert!(book.check(&l, NOW + 86_400_000, &c, None).is_ok());
@@ -381,6 +388,7 @@ mod tests {
             account: Some("b"),
             provider: Some("anthropic"),
             key_name: Some("b"),
+            key_id: Some(3),
         };
         assert!(matches!(
             book.check(&l, NOW, &ant, None),
@@ -390,6 +398,7 @@ mod tests {
             account: Some("b"),
             provider: Some("openai"),
             key_name: Some("b"),
+            key_id: Some(3),
         };
         assert!(book.check(&l, NOW, &oai, None).is_ok());
         book.add(&l, NOW, &oai, 500_000, None);
@@ -407,11 +416,19 @@ mod tests {
             account: Some("parent"),
             provider: Some("openai"),
             key_name: Some("exec-1"),
+            key_id: Some(4),
         };
         book.add(&l, NOW, &c, 2_000_000, Some(2_000_000));
         assert!(matches!(
             book.check(&l, NOW, &c, Some(2_000_000)),
             Err(LimitError::KeyBudget { .. })
         ));
+        // The name revoked and issued again: another key, which has spent nothing.
+        let again = Charge {
+            key_id: Some(5),
+            ..c
+        };
+        assert!(book.check(&l, NOW, &again, Some(2_000_000)).is_ok());
+        assert_eq!((book.key_lifetime(4), book.key_lifetime(5)), (2_000_000, 0));
     }
 }

@@ -10,14 +10,16 @@ use crate::ledger::{Record, Verdict};
 use crate::limits::budget::Charge;
 
 /// Finishes a request. `message` is the refusal or failure message (never a secret).
-/// `key_budget` is the key's own lifetime budget (`airlock exec --budget`), if any.
+/// `key` is the id of the key the request came with and its own lifetime budget
+/// (`airlock exec --budget`, `keys issue --budget`), if any.
 pub fn finish(
     state: &State,
     config: &Config,
     r: Record,
     message: Option<String>,
-    key_budget: Option<i64>,
+    key: Option<(i64, Option<i64>)>,
 ) -> Option<crate::ledger::writer::Committed> {
+    let key_budget = key.and_then(|(_, budget)| budget);
     state
         .metrics
         .in_flight
@@ -30,6 +32,7 @@ pub fn finish(
             account: Some(account),
             provider: r.provider.as_deref(),
             key_name: r.key_name.as_deref(),
+            key_id: key.map(|(id, _)| id),
         };
         if let Some(cost) = r.cost_micros.filter(|c| *c > 0) {
             for a in state

@@ -131,8 +131,9 @@ impl RequestCtx {
         }
     }
 
-    fn key_budget(&self) -> Option<i64> {
-        self.identity.as_ref().and_then(|i| i.budget_micros)
+    /// The request's key id and its own lifetime budget, for [`record::finish`].
+    fn own_key(&self) -> Option<(i64, Option<i64>)> {
+        self.identity.as_ref().map(|i| (i.key_id, i.budget_micros))
     }
 }
 
@@ -626,6 +627,7 @@ async fn admit_limits(
         account: Some(account),
         provider: Some(&provider.name),
         key_name: Some(&identity.key_name),
+        key_id: Some(identity.key_id),
     };
     state.spend.check(
         &config.limits,
@@ -892,8 +894,8 @@ fn respond(
             r.reason = Some(format!("upstream_{}", status.as_u16()));
             r.error_source = Some("upstream".into());
         }
-        let budget = done.key_budget();
-        record::finish(&st, &config, r, None, budget)
+        let key = done.own_key();
+        record::finish(&st, &config, r, None, key)
     };
     let on_end: body::OnEnd = Box::new(move |end, bytes, metered, notes| {
         // A stream cut short is counted with a tokenizer (its first use loads tables for a
@@ -1109,7 +1111,7 @@ fn fail(
         config,
         ctx.record(status, Some(&err)),
         Some(message),
-        ctx.key_budget(),
+        ctx.own_key(),
     );
     (resp, committed)
 }

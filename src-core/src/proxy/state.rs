@@ -443,30 +443,30 @@ fn seed_spend(spend: &SpendBook, store: &KeyStore) -> Result<(), StateError> {
         .map_err(crate::keys::StoreError::from)?;
     let today = crate::ledger::query::cost_since(conn, p.day_start_ms)
         .map_err(crate::keys::StoreError::from)?;
-    let budgeted: Vec<(String, i64)> = store
+    let budgeted: Vec<(i64, String, i64)> = store
         .live_with_hashes()?
         .into_iter()
         .filter(|(k, _)| k.budget_micros.is_some())
-        .map(|(k, _)| (k.name, k.created_at))
+        .map(|(k, _)| (k.id, k.name, k.created_at))
         .collect();
     let lifetimes = lifetime_spend(conn, &budgeted).map_err(crate::keys::StoreError::from)?;
     spend.seed(now, &month, &today, &lifetimes);
     Ok(())
 }
 
-/// What each key of `keys` (name, creation time) has spent since it was issued: rows of an
+/// What each key of `keys` (id, name, creation time) has spent since it was issued: rows of an
 /// earlier, revoked key of the same name are not its spend. Each key's rows are searched from
 /// its creation on through the time index, so a short-lived `exec` key reads only its own
 /// minutes of the ledger.
 fn lifetime_spend(
     conn: &rusqlite::Connection,
-    keys: &[(String, i64)],
-) -> rusqlite::Result<Vec<(String, i64)>> {
+    keys: &[(i64, String, i64)],
+) -> rusqlite::Result<Vec<(i64, i64)>> {
     let mut stmt = conn.prepare_cached(crate::ledger::query::KEY_SPEND_SINCE_SQL)?;
     keys.iter()
-        .map(|(name, since)| {
+        .map(|(id, name, since)| {
             let spent = stmt.query_row(rusqlite::params![name, since], |r| r.get(0))?;
-            Ok((name.clone(), spent))
+            Ok((*id, spent))
         })
         .collect()
 }

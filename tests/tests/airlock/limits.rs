@@ -136,7 +136,7 @@ async fn key_daily_budget_stops_mid_run_in_the_provider_format_and_never_reaches
 /// has spent since it was issued from the ledger (the rows the dead server had spooled
 /// included), so after `kill -9` the key is refused at the same request as it would have been
 /// without a restart, and the admin API reports each key's spend to the micro-dollar; a key
-/// revoked and issued again under the same name starts from nothing.
+/// revoked and issued again under the same name starts from nothing, before and after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifetime_budgets_are_taken_from_the_ledger_after_a_crash() {
     let table = PriceTable::load().expect("prices");
@@ -166,16 +166,27 @@ async fn lifetime_budgets_are_taken_from_the_ledger_after_a_crash() {
     setup
         .issue("life-b", &["--budget", &budget])
         .expect("issue again");
-    env.airlock.kill9_and_restart().expect("restart");
-    let admin = Admin::new(&env.airlock).expect("admin");
-    let limits = admin.get_json("limits").await;
-    let spent = |name: &str| {
+    let spent_in = |limits: &Value, name: &str| {
         limits["keys"]
             .as_array()
             .and_then(|ks| ks.iter().find(|k| k["key"] == name))
             .and_then(|k| k["lifetime_spent_micros"].as_i64())
             .unwrap_or_else(|| panic!("no lifetime spend for {name}: {limits}"))
     };
+    let before = Admin::new(&env.airlock)
+        .expect("admin")
+        .get_json("limits")
+        .await;
+    assert_eq!(spent_in(&before, "life-a"), 4 * each, "{before}");
+    assert_eq!(
+        spent_in(&before, "life-b"),
+        0,
+        "issued again, same server: {before}"
+    );
+    env.airlock.kill9_and_restart().expect("restart");
+    let admin = Admin::new(&env.airlock).expect("admin");
+    let limits = admin.get_json("limits").await;
+    let spent = |name: &str| spent_in(&limits, name);
     assert_eq!(spent("life-a"), 4 * each, "{limits}");
     assert_eq!(
         spent("life-b"),

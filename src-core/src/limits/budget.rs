@@ -200,6 +200,13 @@ impl SpendBook {
         b.roll(&p);
         let mut alerts = Vec::new();
         if let (Some(key), Some(id)) = (c.key_name, c.key_id) {
+            if !b.key_lifetime.contains_key(&id) {
+                // A key's first charge: if its name belonged to a revoked key, the alerts sent
+                // for that one are not this key's.
+                let scope = Scope::Key(key.to_owned());
+                b.alerted
+                    .retain(|(s, period, _)| !(*period == "lifetime" && *s == scope));
+            }
             let total = {
                 let e = b.key_lifetime.entry(id).or_default();
                 *e += micros;
@@ -423,12 +430,20 @@ mod tests {
             book.check(&l, NOW, &c, Some(2_000_000)),
             Err(LimitError::KeyBudget { .. })
         ));
-        // The name revoked and issued again: another key, which has spent nothing.
+        // The name revoked and issued again: another key, which has spent nothing, and whose
+        // own budget alerts again.
         let again = Charge {
             key_id: Some(5),
             ..c
         };
         assert!(book.check(&l, NOW, &again, Some(2_000_000)).is_ok());
         assert_eq!((book.key_lifetime(4), book.key_lifetime(5)), (2_000_000, 0));
+        let alerts = book.add(&l, NOW, &again, 1_800_000, Some(2_000_000));
+        let levels: Vec<_> = alerts
+            .iter()
+            .filter(|a| a.period == "lifetime")
+            .map(|a| a.level)
+            .collect();
+        assert_eq!(levels, ["soft"], "{alerts:?}");
     }
 }

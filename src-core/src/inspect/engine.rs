@@ -736,10 +736,9 @@ impl Engine {
         bit: u64,
     ) -> bool {
         let bytes = text.as_bytes();
-        let (ws, we) = rule.window(start, end);
-        let we = window_end(text, we.min(bytes.len()), !rule.keywords.is_empty());
-        let region =
-            ws.saturating_sub(CONTEXT_BEFORE + SNAP)..(we + CONTEXT_AFTER + SNAP).min(bytes.len());
+        let w = digit_window(text, rule, start, end);
+        let region = w.start.saturating_sub(CONTEXT_BEFORE + SNAP)
+            ..(w.end + CONTEXT_AFTER + SNAP).min(bytes.len());
         let cover_from = start.saturating_sub(self.context.reach_back);
         context.any(&self.context, bytes, cover_from, region, bit)
     }
@@ -1159,10 +1158,12 @@ fn digit_clusters_in(bytes: &[u8], blocks: &[u64], mut f: impl FnMut(usize, usiz
     }
 }
 
-/// The bytes a digit rule's window around the cluster `start..end` reads ([`window_end`]).
+/// The bytes a digit rule's window around the cluster `start..end` reads: what
+/// [`Engine::run_window`] searches for it ([`window_end`], to the token's end only for a rule
+/// that also has keywords).
 fn digit_window(text: &str, rule: &CompiledRule, start: usize, end: usize) -> Range<usize> {
     let (s, e) = rule.window(start, end);
-    s..window_end(text, e, false)
+    s..window_end(text, e, !rule.keywords.is_empty())
 }
 
 /// How far a window ending at `e` is searched: to the end of its token ([`token_end`]) when

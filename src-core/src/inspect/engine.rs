@@ -783,7 +783,11 @@ impl Engine {
         // the token. A rule triggered by digits alone has an `after` that covers its longest
         // match (its examples are found through the engine in the rule tests).
         let e = window_end(text, e, !rule.keywords.is_empty());
-        let mut caps = rule.secret_group.map(|g| (g, rule.regex.create_captures()));
+        // A capture search only where the value's bounds do not follow from the match.
+        let mut caps = match rule.value_span {
+            None => rule.secret_group.map(|g| (g, rule.regex.create_captures())),
+            Some(_) => None,
+        };
         let mut at = s;
         while at < e {
             let input = regex_automata::Input::new(bytes).range(at..e);
@@ -796,12 +800,17 @@ impl Engine {
                     let group = caps.get_group(*g).map(|sp| (sp.start, sp.end));
                     (m.start(), m.end(), group)
                 }
-                // No capture group: the cheaper find path (no capture engine at all).
+                // No capture group, or one read from the match: the cheaper find path (no
+                // capture engine at all).
                 None => {
                     let Some(m) = rule.regex.search(&input) else {
                         break;
                     };
-                    (m.start(), m.end(), None)
+                    let group = rule
+                        .value_span
+                        .as_ref()
+                        .map(|v| v.within(bytes, m.start(), m.end()));
+                    (m.start(), m.end(), group)
                 }
             };
             at = if me > ms { me } else { ms + 1 };
@@ -841,6 +850,10 @@ impl Engine {
         let end = window_end(text, at + rule.after, true);
         let input = Input::new(bytes).range(at..end).anchored(Anchored::Yes);
         let (vs, ve) = match rule.secret_group {
+            Some(_) if rule.value_span.is_some() => match (re.search(&input), &rule.value_span) {
+                (Some(m), Some(v)) => v.within(bytes, m.start(), m.end()),
+                _ => return,
+            },
             Some(g) => {
                 let mut caps = re.create_captures();
                 re.search_captures(&input, &mut caps);

@@ -1,6 +1,7 @@
 //! Rules as data: the TOML schema, user overrides, and compilation into [`CompiledRule`]s.
 
 use super::validate::Validator;
+use super::value_span::ValueSpan;
 use super::InspectError;
 use serde::{Deserialize, Serialize};
 
@@ -221,6 +222,9 @@ pub struct CompiledRule {
     /// hit (no window), which stops after a few bytes when the text does not continue as a key.
     pub anchored: bool,
     pub secret_group: Option<usize>,
+    /// The `secret` group's bounds follow from the match alone: no capture search is needed
+    /// (see [`ValueSpan`]).
+    pub value_span: Option<ValueSpan>,
     pub validator: Option<Validator>,
     pub entropy: Option<f32>,
     pub allowlist: Vec<regex::bytes::Regex>,
@@ -495,6 +499,7 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
     let secret_group = regex
         .group_info()
         .to_index(regex_automata::PatternID::ZERO, "secret");
+    let value_span = secret_group.and_then(|_| ValueSpan::of(&pattern));
     let anchored = spec.digits.is_none() && starts_with_keyword(&pattern, &spec.keywords);
     let validator = match &spec.validator {
         Some(name) => Some(
@@ -532,6 +537,7 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         regex,
         pattern: pattern.into(),
         anchored,
+        value_span,
         secret_group,
         validator,
         entropy: spec.entropy,

@@ -1628,6 +1628,51 @@ mod tests {
         }
     }
 
+    /// An engine whose rules all take the capture search finds what this one finds, where 55
+    /// rules read their value from the match instead: on every rule's examples and negatives,
+    /// expanded five times over, one after another.
+    #[test]
+    fn values_read_from_the_match_change_no_finding() {
+        let e = engine();
+        let mut rules: Vec<CompiledRule> = rules::embedded_rules()
+            .and_then(|specs| specs.into_iter().map(rules::compile).collect())
+            .unwrap_or_else(|e: InspectError| panic!("{e}"));
+        let read: Vec<u32> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.value_span.is_some())
+            .map(|(i, _)| i as u32)
+            .collect();
+        assert!(read.len() >= 40, "{} rules", read.len());
+        rules.iter_mut().for_each(|r| r.value_span = None);
+        let captured = Engine::from_rules(rules, e.min_confidence, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut g = crate::inspect::testgen::Gen::new(23);
+        let mut text = String::new();
+        for _ in 0..5 {
+            for r in &e.rules {
+                for t in r.examples.iter().chain(&r.negatives) {
+                    text.push_str(&g.expand(t).unwrap_or_else(|e| panic!("{e}")));
+                    let sep = g.pick(&["\n", " ", "; ", "\t", ", "]);
+                    text.push_str(sep);
+                }
+            }
+        }
+        let spans = |e: &Engine| -> Vec<(u32, Range<usize>)> {
+            e.find_all(&text)
+                .into_iter()
+                .map(|f| (rule(e, f.rule_id).0, f.span))
+                .collect()
+        };
+        let (now, before) = (spans(e), spans(&captured));
+        let from_match = now.iter().filter(|(r, _)| read.contains(r)).count();
+        assert!(
+            from_match > 250,
+            "{from_match} findings of rules read from the match"
+        );
+        assert!(now == before, "findings differ from the capture search's");
+    }
+
     /// Past 4,096 spent hits the index drops them; the answers stay those of a search of each
     /// region, also for regions that start after where the index was asked to cover from.
     #[test]

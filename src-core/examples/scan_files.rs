@@ -2,8 +2,9 @@
 //!
 //! `scan_files [--iters N] FILE...` scans each file N times (default 1) and prints the finding
 //! count and the fastest scan. `scan_files --dump FILE...` prints every finding instead (rule,
-//! span, encoding, confidence, preview), one a line, to compare two builds' findings. `bench/engine-instructions.sh` runs it under callgrind to count
-//! instructions per scan, which holds still on a host whose speed drifts.
+//! span, encoding, confidence, preview), one a line, to compare two builds' findings.
+//! `bench/engine-instructions.sh` runs it under callgrind to count instructions per scan, which
+//! holds still on a host whose speed drifts.
 
 use airlock::inspect::Engine;
 use std::time::Instant;

@@ -783,38 +783,14 @@ impl Engine {
         // the token. A rule triggered by digits alone has an `after` that covers its longest
         // match (its examples are found through the engine in the rule tests).
         let e = window_end(text, e, !rule.keywords.is_empty());
-        // A capture search only where the value's bounds do not follow from the match.
-        let mut caps = match rule.value_span {
-            None => rule.secret_group.map(|g| (g, rule.regex.create_captures())),
-            Some(_) => None,
-        };
+        let mut caps = captures_for(rule);
         let mut at = s;
         while at < e {
             let input = regex_automata::Input::new(bytes).range(at..e);
-            let (ms, me, group) = match caps.as_mut() {
-                Some((g, caps)) => {
-                    rule.regex.search_captures(&input, caps);
-                    let Some(m) = caps.get_match() else {
-                        break;
-                    };
-                    let group = caps.get_group(*g).map(|sp| (sp.start, sp.end));
-                    (m.start(), m.end(), group)
-                }
-                // No capture group, or one read from the match: the cheaper find path (no
-                // capture engine at all).
-                None => {
-                    let Some(m) = rule.regex.search(&input) else {
-                        break;
-                    };
-                    let group = rule
-                        .value_span
-                        .as_ref()
-                        .map(|v| v.within(bytes, m.start(), m.end()));
-                    (m.start(), m.end(), group)
-                }
+            let Some((m, (vs, ve))) = next_value(rule, bytes, &input, &mut caps) else {
+                break;
             };
-            at = if me > ms { me } else { ms + 1 };
-            let (vs, ve) = group.unwrap_or((ms, me));
+            at = if m.end > m.start { m.end } else { m.start + 1 };
             if ve <= vs {
                 continue;
             }
@@ -841,7 +817,6 @@ impl Engine {
     fn run_anchored(&self, text: &str, ri: u32, at: usize, out: &mut Vec<Raw>) {
         use regex_automata::{Anchored, Input};
         let rule = &self.rules[ri as usize];
-        let re = &rule.regex;
         let bytes = text.as_bytes();
         if !text.is_char_boundary(at) {
             return;
@@ -849,24 +824,8 @@ impl Engine {
         // As far as the window would reach.
         let end = window_end(text, at + rule.after, true);
         let input = Input::new(bytes).range(at..end).anchored(Anchored::Yes);
-        let (vs, ve) = match rule.secret_group {
-            Some(_) if rule.value_span.is_some() => match (re.search(&input), &rule.value_span) {
-                (Some(m), Some(v)) => v.within(bytes, m.start(), m.end()),
-                _ => return,
-            },
-            Some(g) => {
-                let mut caps = re.create_captures();
-                re.search_captures(&input, &mut caps);
-                match (caps.get_match(), caps.get_group(g)) {
-                    (Some(_), Some(span)) => (span.start, span.end),
-                    (Some(m), None) => (m.start(), m.end()),
-                    _ => return,
-                }
-            }
-            None => match re.search(&input) {
-                Some(m) => (m.start(), m.end()),
-                None => return,
-            },
+        let Some((_, (vs, ve))) = next_value(rule, bytes, &input, &mut captures_for(rule)) else {
+            return;
         };
         if ve <= vs {
             return;
@@ -1168,6 +1127,41 @@ fn digit_clusters_in(bytes: &[u8], blocks: &[u64], mut f: impl FnMut(usize, usiz
         }
         f(start, end, digits);
         i = i.max(end);
+    }
+}
+
+/// A capture buffer for a rule whose value takes a capture search: one with a `secret` group
+/// whose bounds do not follow from the match ([`CompiledRule::value_span`]).
+fn captures_for(rule: &CompiledRule) -> Option<regex_automata::util::captures::Captures> {
+    (rule.secret_group.is_some() && rule.value_span.is_none()).then(|| rule.regex.create_captures())
+}
+
+/// The rule's first match in `input` and its value's span: the `secret` group (by a capture
+/// search into `caps`, from [`captures_for`], or read from the match), else the whole match.
+fn next_value(
+    rule: &CompiledRule,
+    bytes: &[u8],
+    input: &regex_automata::Input<'_>,
+    caps: &mut Option<regex_automata::util::captures::Captures>,
+) -> Option<(Range<usize>, (usize, usize))> {
+    match (caps, rule.secret_group) {
+        (Some(caps), Some(g)) => {
+            rule.regex.search_captures(input, caps);
+            let m = caps.get_match()?;
+            let value = caps
+                .get_group(g)
+                .map_or((m.start(), m.end()), |v| (v.start, v.end));
+            Some((m.range(), value))
+        }
+        // No capture engine at all: no group, or one read from the match.
+        _ => {
+            let m = rule.regex.search(input)?;
+            let value = match &rule.value_span {
+                Some(v) => v.within(bytes, m.start(), m.end()),
+                None => (m.start(), m.end()),
+            };
+            Some((m.range(), value))
+        }
     }
 }
 
@@ -1533,6 +1527,14 @@ mod tests {
         }
     }
 
+    /// Each finding of `e` in `text` as (rule index, span).
+    fn rule_spans(e: &Engine, text: &str) -> Vec<(u32, Range<usize>)> {
+        e.find_all(text)
+            .into_iter()
+            .map(|f| (rule(e, f.rule_id).0, f.span))
+            .collect()
+    }
+
     /// The findings of an engine that searches every weak rule everywhere (min_confidence 0,
     /// so nothing is gated), cut at this engine's min_confidence and resolved as it resolves.
     fn ungated_findings(text: &str) -> Vec<(u32, Range<usize>)> {
@@ -1598,11 +1600,7 @@ mod tests {
             text.push_str(sep);
         }
         let e = engine();
-        let gated: Vec<(u32, Range<usize>)> = e
-            .find_all(&text)
-            .into_iter()
-            .map(|f| (rule(e, f.rule_id).0, f.span))
-            .collect();
+        let gated = rule_spans(e, &text);
         let reference = ungated_findings(&text);
         assert!(reference.len() > 400, "{} findings", reference.len());
         if gated != reference {
@@ -1658,13 +1656,7 @@ mod tests {
                 }
             }
         }
-        let spans = |e: &Engine| -> Vec<(u32, Range<usize>)> {
-            e.find_all(&text)
-                .into_iter()
-                .map(|f| (rule(e, f.rule_id).0, f.span))
-                .collect()
-        };
-        let (now, before) = (spans(e), spans(&captured));
+        let (now, before) = (rule_spans(e, &text), rule_spans(&captured, &text));
         let from_match = now.iter().filter(|(r, _)| read.contains(r)).count();
         assert!(
             from_match > 250,

@@ -49,6 +49,7 @@ pub mod rules;
 #[doc(hidden)]
 pub mod testgen;
 pub mod validate;
+pub mod value_bound;
 pub mod value_span;
 
 pub use engine::{mask, Encoding, Engine, EngineBuilder, Finding};

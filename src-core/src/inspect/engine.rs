@@ -1138,15 +1138,52 @@ fn captures_for(rule: &CompiledRule) -> Option<regex_automata::util::captures::C
 
 /// The rule's first match in `input` and its value's span: the `secret` group (by a capture
 /// search into `caps`, from [`captures_for`], or read from the match), else the whole match.
+///
+/// A rule whose regex has its value's length bound dropped ([`CompiledRule::bounded`]), searched
+/// over more bytes than the bound, finds the match first: one no longer than the bound has a
+/// value no longer either, which is the pattern's own, and only then is the value looked for
+/// in it. A longer one (a long run of value bytes) is searched again with the pattern as
+/// written, without a capture search of the run first.
 fn next_value(
     rule: &CompiledRule,
     bytes: &[u8],
     input: &regex_automata::Input<'_>,
     caps: &mut Option<regex_automata::util::captures::Captures>,
 ) -> Option<(Range<usize>, (usize, usize))> {
+    let Some(b) = rule
+        .bounded
+        .as_ref()
+        .filter(|b| input.get_span().len() > b.max_value)
+    else {
+        // No bound dropped, or no match in `input` long enough to pass it.
+        return search_value(rule, &rule.regex, bytes, input, caps);
+    };
+    let m = rule.regex.search(input)?;
+    if m.len() > b.max_value {
+        let mut caps = caps.as_ref().map(|_| b.regex.create_captures());
+        return search_value(rule, &b.regex, bytes, input, &mut caps);
+    }
+    if caps.is_none() {
+        return Some((m.range(), value_in(rule, bytes, m.range())));
+    }
+    let found = input
+        .clone()
+        .range(m.range())
+        .anchored(regex_automata::Anchored::Yes);
+    search_value(rule, &rule.regex, bytes, &found, caps)
+}
+
+/// [`next_value`] with one of the rule's regexes.
+fn search_value(
+    rule: &CompiledRule,
+    regex: &regex_automata::meta::Regex,
+    bytes: &[u8],
+    input: &regex_automata::Input<'_>,
+    caps: &mut Option<regex_automata::util::captures::Captures>,
+) -> Option<(Range<usize>, (usize, usize))> {
     match (caps, rule.secret_group) {
         (Some(caps), Some(g)) => {
-            rule.regex.search_captures(input, caps);
+            regex.search_captures(input, caps);
             let m = caps.get_match()?;
             let value = caps
                 .get_group(g)
@@ -1155,13 +1192,18 @@ fn next_value(
         }
         // No capture engine at all: no group, or one read from the match.
         _ => {
-            let m = rule.regex.search(input)?;
-            let value = match &rule.value_span {
-                Some(v) => v.within(bytes, m.start(), m.end()),
-                None => (m.start(), m.end()),
-            };
-            Some((m.range(), value))
+            let m = regex.search(input)?;
+            Some((m.range(), value_in(rule, bytes, m.range())))
         }
+    }
+}
+
+/// The value in the match `m` of a rule searched without captures: read from the match
+/// ([`CompiledRule::value_span`]), or the whole match.
+fn value_in(rule: &CompiledRule, bytes: &[u8], m: Range<usize>) -> (usize, usize) {
+    match &rule.value_span {
+        Some(v) => v.within(bytes, m.start, m.end),
+        None => (m.start, m.end),
     }
 }
 
@@ -1632,19 +1674,14 @@ mod tests {
     #[test]
     fn values_read_from_the_match_change_no_finding() {
         let e = engine();
-        let mut rules: Vec<CompiledRule> = rules::embedded_rules()
-            .and_then(|specs| specs.into_iter().map(rules::compile).collect())
-            .unwrap_or_else(|e: InspectError| panic!("{e}"));
-        let read: Vec<u32> = rules
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.value_span.is_some())
-            .map(|(i, _)| i as u32)
-            .collect();
+        let mut read = Vec::new();
+        let captured = engine_with(|rules| {
+            read = (0..rules.len() as u32)
+                .filter(|&i| rules[i as usize].value_span.is_some())
+                .collect();
+            rules.iter_mut().for_each(|r| r.value_span = None);
+        });
         assert!(read.len() >= 40, "{} rules", read.len());
-        rules.iter_mut().for_each(|r| r.value_span = None);
-        let captured = Engine::from_rules(rules, e.min_confidence, Vec::new())
-            .unwrap_or_else(|e| panic!("{e}"));
         let mut g = crate::inspect::testgen::Gen::new(23);
         let mut text = String::new();
         for _ in 0..5 {
@@ -1663,6 +1700,76 @@ mod tests {
             "{from_match} findings of rules read from the match"
         );
         assert!(now == before, "findings differ from the capture search's");
+    }
+
+    /// The built-in rules, changed by `change`, in an engine like [`engine`]'s.
+    fn engine_with(change: impl FnOnce(&mut Vec<CompiledRule>)) -> Engine {
+        let mut rules: Vec<CompiledRule> = rules::embedded_rules()
+            .and_then(|specs| specs.into_iter().map(rules::compile).collect())
+            .unwrap_or_else(|e: InspectError| panic!("{e}"));
+        change(&mut rules);
+        Engine::from_rules(rules, engine().min_confidence, Vec::new())
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// An engine whose rules all search with their patterns as written finds what this one
+    /// finds, where the rules with a long value search without its length bound
+    /// ([`super::super::value_bound`]): on every such rule's examples with the value cut or
+    /// stretched to about its bound, with and without `&` in it (a byte that may end the
+    /// generic assignments' values), where the relaxed pattern alone would take more.
+    #[test]
+    fn dropped_value_bounds_change_no_finding() {
+        let e = engine();
+        let mut relaxed = Vec::new();
+        let written = engine_with(|rules| {
+            for (i, r) in rules.iter_mut().enumerate() {
+                if let Some(b) = r.bounded.take() {
+                    relaxed.push((i as u32, b.max_value));
+                    r.regex = b.regex;
+                }
+            }
+        });
+        assert!(relaxed.len() >= 30, "{} rules", relaxed.len());
+        let mut g = crate::inspect::testgen::Gen::new(29);
+        let (mut texts, mut at_bound, mut past_bound) = (0, 0, 0);
+        for &(ri, max) in &relaxed {
+            let r = &e.rules[ri as usize];
+            for ex in &r.examples {
+                let text = g.expand(ex).unwrap_or_else(|e| panic!("{e}"));
+                let Some((_, span)) = rule_spans(e, &text).into_iter().find(|f| f.0 == ri) else {
+                    panic!("{}: no finding in its example {text:?}", r.id);
+                };
+                let value = &text[span.clone()];
+                for amp in [false, true] {
+                    let mut fill: Vec<char> = value[value.len() / 2..].chars().collect();
+                    if amp {
+                        fill.insert(fill.len() / 2, '&');
+                    }
+                    for len in [max - 2, max - 1, max, max + 1, max + 2, max + 9, 2 * max] {
+                        let grown: String = (value.chars().chain(fill.iter().copied().cycle()))
+                            .take(len)
+                            .collect();
+                        let t = format!("{}{grown}{}", &text[..span.start], &text[span.end..]);
+                        let now = rule_spans(e, &t);
+                        assert!(
+                            now == rule_spans(&written, &t),
+                            "{}: findings differ on {t:?}",
+                            r.id
+                        );
+                        texts += 1;
+                        let own = |f: &&(u32, Range<usize>)| f.0 == ri;
+                        at_bound += now.iter().filter(own).filter(|f| f.1.len() == max).count();
+                        let long = r.regex.find_iter(t.as_bytes()).any(|m| m.len() > max + 8);
+                        past_bound += usize::from(long);
+                    }
+                }
+            }
+        }
+        assert!(texts > 500, "{texts} texts");
+        // Values right at the bound are found, and most rules' longer values reach the second
+        // search.
+        assert!(at_bound > 30, "{at_bound} findings at the bound");
+        assert!(past_bound > 100, "{past_bound} texts past the bound");
     }
 
     /// Past 4,096 spent hits the index drops them; the answers stay those of a search of each

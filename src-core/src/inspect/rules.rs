@@ -1,6 +1,7 @@
 //! Rules as data: the TOML schema, user overrides, and compilation into [`CompiledRule`]s.
 
 use super::validate::Validator;
+use super::value_bound;
 use super::value_span::ValueSpan;
 use super::InspectError;
 use serde::{Deserialize, Serialize};
@@ -216,7 +217,11 @@ pub struct CompiledRule {
     /// Searched over a span of the whole text (`Input::range`), never a cut-off slice, so `$`
     /// and `\b` see what really follows a window.
     pub regex: regex_automata::meta::Regex,
-    /// The pattern `regex` was built from (macros expanded).
+    /// Set when `regex` is the pattern with its value's length bound dropped
+    /// ([`value_bound`]): its match stands when the value is at most `max_value` bytes long,
+    /// and a longer one is searched again with this, the pattern as written.
+    pub bounded: Option<Bounded>,
+    /// The pattern as written (macros expanded).
     pub pattern: Box<str>,
     /// Every match starts with one of the keywords: a hit needs only an anchored search at the
     /// hit (no window), which stops after a few bytes when the text does not continue as a key.
@@ -237,6 +242,13 @@ pub struct CompiledRule {
     pub priority: i8,
     pub examples: Vec<String>,
     pub negatives: Vec<String>,
+}
+
+/// A rule's own pattern, when its [`CompiledRule::regex`] has the value's bound dropped.
+#[derive(Debug)]
+pub struct Bounded {
+    pub regex: regex_automata::meta::Regex,
+    pub max_value: usize,
 }
 
 impl CompiledRule {
@@ -489,13 +501,23 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         return Err(bad("`solo` applies to digit rules only"));
     }
     let pattern = expand_macros(&spec.regex);
-    let regex =
-        pattern_builder(regex_automata::meta::Regex::config().nfa_size_limit(Some(4 << 20)))
-            .build(&pattern)
-            .map_err(|e| InspectError::Regex {
-                rule: spec.id.clone(),
-                message: e.to_string(),
-            })?;
+    let builder =
+        pattern_builder(regex_automata::meta::Regex::config().nfa_size_limit(Some(4 << 20)));
+    let regex_error = |e: regex_automata::meta::BuildError| InspectError::Regex {
+        rule: spec.id.clone(),
+        message: e.to_string(),
+    };
+    let exact = builder.build(&pattern).map_err(regex_error)?;
+    let (regex, bounded) = match value_bound::relax(&pattern) {
+        Some(relaxed) => (
+            builder.build_from_hir(&relaxed.hir).map_err(regex_error)?,
+            Some(Bounded {
+                regex: exact,
+                max_value: relaxed.max_value,
+            }),
+        ),
+        None => (exact, None),
+    };
     let secret_group = regex
         .group_info()
         .to_index(regex_automata::PatternID::ZERO, "secret");
@@ -535,6 +557,7 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         precheck: spec.precheck,
         solo: spec.solo.unwrap_or(false),
         regex,
+        bounded,
         pattern: pattern.into(),
         anchored,
         value_span,

@@ -69,12 +69,7 @@ impl ValueSpan {
     /// `Some` when `pattern` (parsed as rule patterns are: ASCII classes, bytes) has the shape
     /// above with its `secret` group as `VALUE`.
     pub fn of(pattern: &str) -> Option<ValueSpan> {
-        let hir = regex_syntax::ParserBuilder::new()
-            .unicode(false)
-            .utf8(false)
-            .build()
-            .parse(pattern)
-            .ok()?;
+        let hir = super::value_bound::parse(pattern)?;
         let HirKind::Concat(parts) = hir.kind() else {
             return None;
         };

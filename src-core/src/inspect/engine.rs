@@ -1160,8 +1160,10 @@ fn next_value(
     };
     let m = rule.regex.search(input)?;
     if m.len() > b.max_value {
-        let mut caps = caps.as_ref().map(|_| b.regex.create_captures());
-        return search_value(rule, &b.regex, bytes, input, &mut caps);
+        if let Some(exact) = b.regex(&rule.pattern) {
+            let mut caps = caps.as_ref().map(|_| exact.create_captures());
+            return search_value(rule, exact, bytes, input, &mut caps);
+        }
     }
     if caps.is_none() {
         return Some((m.range(), value_in(rule, bytes, m.range())));
@@ -1725,7 +1727,8 @@ mod tests {
             for (i, r) in rules.iter_mut().enumerate() {
                 if let Some(b) = r.bounded.take() {
                     relaxed.push((i as u32, b.max_value));
-                    r.regex = b.regex;
+                    r.regex = (b.regex(&r.pattern).cloned())
+                        .unwrap_or_else(|| panic!("{} does not build", r.id));
                 }
             }
         });

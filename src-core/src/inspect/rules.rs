@@ -247,8 +247,26 @@ pub struct CompiledRule {
 /// A rule's own pattern, when its [`CompiledRule::regex`] has the value's bound dropped.
 #[derive(Debug)]
 pub struct Bounded {
-    pub regex: regex_automata::meta::Regex,
+    /// Built at the first value past the bound: rare, and the bound's NFA states cost more to
+    /// build than the rest of the rule.
+    regex: std::sync::OnceLock<Option<regex_automata::meta::Regex>>,
     pub max_value: usize,
+}
+
+impl Bounded {
+    /// The rule's `pattern` as written; `None` if it cannot be built (a user rule whose bound
+    /// passes the NFA size limit), and then the relaxed pattern's match stands, longer value
+    /// and all: more reported, never less.
+    pub fn regex(&self, pattern: &str) -> Option<&regex_automata::meta::Regex> {
+        self.regex
+            .get_or_init(|| rule_builder().build(pattern).ok())
+            .as_ref()
+    }
+}
+
+/// How rule regexes are built: [`pattern_builder`] with a 4 MB NFA size limit.
+fn rule_builder() -> regex_automata::meta::Builder {
+    pattern_builder(regex_automata::meta::Regex::config().nfa_size_limit(Some(4 << 20)))
 }
 
 impl CompiledRule {
@@ -501,22 +519,20 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         return Err(bad("`solo` applies to digit rules only"));
     }
     let pattern = expand_macros(&spec.regex);
-    let builder =
-        pattern_builder(regex_automata::meta::Regex::config().nfa_size_limit(Some(4 << 20)));
+    let builder = rule_builder();
     let regex_error = |e: regex_automata::meta::BuildError| InspectError::Regex {
         rule: spec.id.clone(),
         message: e.to_string(),
     };
-    let exact = builder.build(&pattern).map_err(regex_error)?;
     let (regex, bounded) = match value_bound::relax(&pattern) {
         Some(relaxed) => (
             builder.build_from_hir(&relaxed.hir).map_err(regex_error)?,
             Some(Bounded {
-                regex: exact,
+                regex: std::sync::OnceLock::new(),
                 max_value: relaxed.max_value,
             }),
         ),
-        None => (exact, None),
+        None => (builder.build(&pattern).map_err(regex_error)?, None),
     };
     let secret_group = regex
         .group_info()

@@ -318,6 +318,43 @@ allowlist = ["^AKIAQQ"]
         .is_err());
 }
 
+/// A user rule whose value's bound is too wide to build (the NFA size limit) searches without
+/// it, and a value past the bound (in a window as wide as the rule asks) is reported whole:
+/// more reported, never less.
+#[test]
+fn a_bound_too_wide_to_build_reports_the_longer_value() {
+    let file = r#"
+[[rule]]
+id = "wide-bound"
+kind = "secret"
+family = "x"
+keywords = ["zq_"]
+after = 100000
+regex = '(?P<secret>zq_[A-Za-z0-9]{12,40000})(?:\s|$)'
+"#;
+    let specs = rules::parse_rule_file(file).unwrap_or_else(|e| panic!("{e}"));
+    let rule = rules::compile(specs[0].clone()).unwrap_or_else(|e| panic!("{e}"));
+    let bounded = rule.bounded.as_ref();
+    assert_eq!(bounded.map(|b| b.max_value), Some(40_003));
+    assert!(bounded.and_then(|b| b.regex(&rule.pattern)).is_none());
+    let e = EngineBuilder::new()
+        .overrides(RuleOverrides {
+            rules: specs,
+            ..Default::default()
+        })
+        .build()
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut g = Gen::new(31);
+    for len in [40, 50_000] {
+        let text = expand(&mut g, &format!("x zq_{{{{a:{len}}}}} y"));
+        let spans: Vec<_> = (e.find_all(&text).into_iter())
+            .filter(|f| f.rule_id == "wide-bound")
+            .map(|f| f.span)
+            .collect();
+        assert_eq!(spans, vec![2..5 + len], "{len}");
+    }
+}
+
 #[test]
 fn keywordless_rules_state_a_reason() {
     let bad = r#"

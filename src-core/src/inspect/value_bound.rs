@@ -17,8 +17,8 @@
 //! leftmost: a start where the original matches is one where the relaxed pattern does.
 //!
 //! A longer value (a run of value bytes past the bound, rare) tells nothing about the original's
-//! match, and the rule searches again with the original pattern
-//! ([`CompiledRule::bounded`](super::rules::CompiledRule::bounded)).
+//! match, and the rule searches again with the original pattern, built the first time it is
+//! needed ([`CompiledRule::bounded`](super::rules::CompiledRule::bounded)).
 
 use regex_syntax::hir::{Capture, Hir, HirKind, Repetition};
 

@@ -318,6 +318,35 @@ allowlist = ["^AKIAQQ"]
         .is_err());
 }
 
+/// A GitHub token is random base62 with a CRC32 at the end; one whose random part happens to
+/// spell a placeholder word (about 1 in 17,000 tokens spells `fake` or `xxxx` in some case) is
+/// still a real token and is found, while the same token with a wrong checksum is not.
+#[test]
+fn a_github_token_spelling_a_placeholder_word_is_found() {
+    let mut g = Gen::new(37);
+    for word in ["fakE", "xXxX", "Dummy", "FAKE"] {
+        for prefix in ["ghp_", "gho_", "ghu_", "ghs_", "ghr_"] {
+            let head = expand(&mut g, "{{m:8}}");
+            let tail = expand(&mut g, &format!("{{{{m:{}}}}}", 22 - word.len()));
+            let body = format!("{head}{word}{tail}");
+            let sum = validate::base62_crc32(body.as_bytes());
+            let token = format!("{prefix}{body}{}", String::from_utf8_lossy(&sum));
+            let text = format!("GITHUB_TOKEN={token}\n");
+            let found: Vec<_> = engine()
+                .find_all(&text)
+                .into_iter()
+                .map(|f| f.span)
+                .collect();
+            assert_eq!(found, vec![13..13 + token.len()], "{token}");
+            let mut bad = token.clone().into_bytes();
+            let last = bad.len() - 1;
+            bad[last] = if bad[last] == b'0' { b'1' } else { b'0' };
+            let bad = String::from_utf8_lossy(&bad).into_owned();
+            assert!(engine().find_all(&format!("x {bad} y")).is_empty(), "{bad}");
+        }
+    }
+}
+
 /// A user rule whose value's bound is too wide to build (the NFA size limit) searches without
 /// it, and a value past the bound (in a window as wide as the rule asks) is reported whole:
 /// more reported, never less.

@@ -381,7 +381,31 @@ pub fn is_placeholder(value: &[u8]) -> bool {
     if value[0] == b'$' || value[0] == b'%' && value.last() == Some(&b'%') {
         return true;
     }
-    few_distinct(value) || placeholder_markers().is_match(value)
+    let markers = placeholder_markers();
+    few_distinct(value)
+        || markers.is_match(value)
+            && (markers.find_overlapping_iter(value)).any(|m| marks(value, m.start(), m.end()))
+}
+
+/// Whether a placeholder word found at `s..e` marks `value`. A short word (`fake`, `xxxx`,
+/// `dummy`: few enough letters for random text to spell, about once in 17,000 random base62
+/// tokens) counts only where a placeholder puts it: at the value's start or end, next to a
+/// non-alphanumeric byte (`sk-fake-1`, `ghp_xxxx…`, `FAKE_KEY`), or, for `xxxx`, in a run of
+/// eight or more. A real token's random part that happens to spell one is not a placeholder.
+fn marks(value: &[u8], s: usize, e: usize) -> bool {
+    let word = &value[s..e];
+    if word.len() > 5 || !word.iter().all(u8::is_ascii_alphanumeric) {
+        return true;
+    }
+    let edge = |i: Option<&u8>| i.is_none_or(|b| !b.is_ascii_alphanumeric());
+    if edge(s.checked_sub(1).map(|i| &value[i])) || edge(value.get(e)) {
+        return true;
+    }
+    let x = |b: &u8| b.eq_ignore_ascii_case(&b'x');
+    word.iter().all(x) && {
+        let before = value[..s].iter().rev().take_while(|b| x(b)).count();
+        before + 4 + value[e..].iter().take_while(|b| x(b)).count() >= 8
+    }
 }
 
 /// At most three distinct bytes: `aaaaaaaa`, `00000000`, `abababab`. Stops at the fourth.
@@ -1465,6 +1489,25 @@ mod tests {
         assert!(is_placeholder(b"\xff\x80\xff\x80\x7f\x7f"));
         assert!(!is_placeholder(b"abcdabcdabcd"));
         assert!(!is_placeholder(b"\xff\x80\x7f\x00\xff"));
+        // Short words count where a placeholder puts them, not inside random text.
+        for p in [
+            &b"sk-fake-1234567890"[..],
+            b"fakeToken9f8e7d6c",
+            b"q8Zr2pLx9TfV4mWcFAKE",
+            b"tok_DUMMY_9f8e7d6c5b",
+            b"AKIAXXXXXXXXXXXXXXXX",
+            b"ab12xxxxxxxxcd34",
+        ] {
+            assert!(is_placeholder(p), "{}", String::from_utf8_lossy(p));
+        }
+        for real in [
+            &b"q8Zr2pLx9fakEV4mWc7Ks1"[..],
+            b"3igKZSCe0hLoIoompVasMmSc7fakEE0BvIgO",
+            b"q8Zr2pLxXxXTfV4mWc7Ks1",
+            b"Zr2pLdummy9TfV4mWc7K",
+        ] {
+            assert!(!is_placeholder(real), "{}", String::from_utf8_lossy(real));
+        }
     }
 
     #[test]

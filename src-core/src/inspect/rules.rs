@@ -254,9 +254,10 @@ pub struct Bounded {
 }
 
 impl Bounded {
-    /// The rule's `pattern` as written; `None` if it cannot be built (a user rule whose bound
-    /// passes the NFA size limit), and then the relaxed pattern's match stands, longer value
-    /// and all: more reported, never less.
+    /// The rule's `pattern` as written (built at the first call; every caller passes the
+    /// rule's own); `None` if it cannot be built (a user rule whose bound passes the NFA size
+    /// limit, which compiling the rule used to refuse), and then the relaxed pattern's match
+    /// stands, longer value and all, checks and all.
     pub fn regex(&self, pattern: &str) -> Option<&regex_automata::meta::Regex> {
         self.regex
             .get_or_init(|| rule_builder().build(pattern).ok())

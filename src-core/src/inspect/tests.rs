@@ -347,9 +347,9 @@ fn a_github_token_spelling_a_placeholder_word_is_found() {
     }
 }
 
-/// A user rule whose value's bound is too wide to build (the NFA size limit) searches without
-/// it, and a value past the bound (in a window as wide as the rule asks) is reported whole:
-/// more reported, never less.
+/// A user rule whose value's bound is too wide to build (the NFA size limit) is accepted and
+/// searches without it, and a value past the bound (in a window as wide as the rule asks) is
+/// reported whole.
 #[test]
 fn a_bound_too_wide_to_build_reports_the_longer_value() {
     let file = r#"

@@ -389,22 +389,34 @@ pub fn is_placeholder(value: &[u8]) -> bool {
 
 /// Whether a placeholder word found at `s..e` marks `value`. A short word (`fake`, `xxxx`,
 /// `dummy`: few enough letters for random text to spell, about once in 17,000 random base62
-/// tokens) counts only where a placeholder puts it: at the value's start or end, next to a
-/// non-alphanumeric byte (`sk-fake-1`, `ghp_xxxx…`, `FAKE_KEY`), or, for `xxxx`, in a run of
-/// eight or more. A real token's random part that happens to spell one is not a placeholder.
+/// tokens) counts only where a placeholder puts it, not inside random text:
+///
+/// - at the value's start or end, or next to a non-alphanumeric byte (`sk-fake-1`,
+///   `ghp_xxxx…`, `FAKE_KEY`);
+/// - as a capitalised word after a lowercase letter (`MyFakeApiKey`, `AIzaSyDummyKey…`);
+/// - in capitals in a value without lowercase letters (`AKIAFAKEACCESSKEYID2`);
+/// - `xxxx` in a run of six or more (`AKIA12345XXXXXXX6789`).
 fn marks(value: &[u8], s: usize, e: usize) -> bool {
     let word = &value[s..e];
     if word.len() > 5 || !word.iter().all(u8::is_ascii_alphanumeric) {
         return true;
     }
     let edge = |i: Option<&u8>| i.is_none_or(|b| !b.is_ascii_alphanumeric());
-    if edge(s.checked_sub(1).map(|i| &value[i])) || edge(value.get(e)) {
+    let before = s.checked_sub(1).map(|i| value[i]);
+    if edge(before.as_ref()) || edge(value.get(e)) {
+        return true;
+    }
+    let capitalised = word[0].is_ascii_uppercase() && word[1..].iter().all(u8::is_ascii_lowercase);
+    if capitalised && before.is_some_and(|b| b.is_ascii_lowercase()) {
+        return true;
+    }
+    if word.iter().all(u8::is_ascii_uppercase) && !value.iter().any(u8::is_ascii_lowercase) {
         return true;
     }
     let x = |b: &u8| b.eq_ignore_ascii_case(&b'x');
     word.iter().all(x) && {
         let before = value[..s].iter().rev().take_while(|b| x(b)).count();
-        before + 4 + value[e..].iter().take_while(|b| x(b)).count() >= 8
+        before + 4 + value[e..].iter().take_while(|b| x(b)).count() >= 6
     }
 }
 
@@ -1496,7 +1508,12 @@ mod tests {
             b"q8Zr2pLx9TfV4mWcFAKE",
             b"tok_DUMMY_9f8e7d6c5b",
             b"AKIAXXXXXXXXXXXXXXXX",
-            b"ab12xxxxxxxxcd34",
+            b"ab12xxxxxxcd34",
+            b"MyFakeApiKey2024",
+            b"myFakePassword1",
+            b"AKIAFAKEACCESSKEYID2",
+            b"AIzaSyDummyKeyForLocalTesting123456789",
+            b"AKIA12345XXXXXXX6789",
         ] {
             assert!(is_placeholder(p), "{}", String::from_utf8_lossy(p));
         }
@@ -1505,6 +1522,8 @@ mod tests {
             b"3igKZSCe0hLoIoompVasMmSc7fakEE0BvIgO",
             b"q8Zr2pLxXxXTfV4mWc7Ks1",
             b"Zr2pLdummy9TfV4mWc7K",
+            b"Zr2pL9FakeTfV4mWc7K",
+            b"ZR2PL9FAKETFV4MWC7k",
         ] {
             assert!(!is_placeholder(real), "{}", String::from_utf8_lossy(real));
         }

@@ -23,8 +23,8 @@
 use regex_syntax::hir::{Capture, Hir, HirKind, Repetition};
 
 /// Repetitions with fewer optional repeats than this stay as they are: their NFA states cost
-/// little, and short values (an email's top-level domain, an IPv6 group count) would be
-/// searched twice too often.
+/// little, and short values (an email's top-level domain) would pass the bound, and be
+/// searched twice, too often.
 const MIN_SPREAD: u32 = 32;
 
 /// A rule pattern with its value's length bound dropped.

@@ -46,21 +46,24 @@ pub(crate) fn parse(pattern: &str) -> Option<Hir> {
         .ok()
 }
 
+/// The parts of a concatenation, and where among them its `secret` group is, when the group is
+/// one of them (at the top of the pattern, so in every match).
+pub(crate) fn secret_group(hir: &Hir) -> Option<(&[Hir], usize, &Capture)> {
+    let HirKind::Concat(parts) = hir.kind() else {
+        return None;
+    };
+    parts.iter().enumerate().find_map(|(at, h)| match h.kind() {
+        HirKind::Capture(c) if c.name.as_deref() == Some("secret") => Some((&parts[..], at, c)),
+        _ => None,
+    })
+}
+
 /// `Some` when `pattern` is a concatenation with its `secret` group at the top, and that group
 /// is, or directly holds, a counted repetition of something at least a byte long with
 /// [`MIN_SPREAD`] or more optional repeats; the one with the most loses its upper bound.
 pub fn relax(pattern: &str) -> Option<Relaxed> {
     let hir = parse(pattern)?;
-    let HirKind::Concat(parts) = hir.kind() else {
-        return None;
-    };
-    let at = parts.iter().position(|h| match h.kind() {
-        HirKind::Capture(c) => c.name.as_deref() == Some("secret"),
-        _ => false,
-    })?;
-    let HirKind::Capture(group) = parts[at].kind() else {
-        return None;
-    };
+    let (parts, at, group) = secret_group(&hir)?;
     let (sub, max_value) = match group.sub.kind() {
         HirKind::Repetition(r) => (unbounded(r)?, spread(r)?.1),
         HirKind::Concat(items) => {
@@ -88,7 +91,7 @@ pub fn relax(pattern: &str) -> Option<Relaxed> {
         }
         _ => return None,
     };
-    let mut parts = parts.clone();
+    let mut parts = parts.to_vec();
     parts[at] = Hir::capture(Capture {
         index: group.index,
         name: group.name.clone(),

@@ -70,16 +70,7 @@ impl ValueSpan {
     /// above with its `secret` group as `VALUE`.
     pub fn of(pattern: &str) -> Option<ValueSpan> {
         let hir = super::value_bound::parse(pattern)?;
-        let HirKind::Concat(parts) = hir.kind() else {
-            return None;
-        };
-        let at = parts.iter().position(|h| match h.kind() {
-            HirKind::Capture(c) => c.name.as_deref() == Some("secret"),
-            _ => false,
-        })?;
-        let HirKind::Capture(value) = parts[at].kind() else {
-            return None;
-        };
+        let (parts, at, value) = super::value_bound::secret_group(&hir)?;
         let (first, starts_empty) = edge(&value.sub, Side::First);
         let (last, ends_empty) = edge(&value.sub, Side::Last);
         if starts_empty || ends_empty {

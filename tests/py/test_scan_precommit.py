@@ -1,7 +1,8 @@
 """Airlock as a real `pre-commit` hook: a commit that adds a secret is refused, a clean one passes.
 
 Needs `pre-commit` importable by this Python (tests/py/requirements.txt) and the built binary in
-AIRLOCK_BIN (falls back to target/debug/airlock or target/release/airlock in this repository).
+AIRLOCK_BIN (falls back to $CARGO_TARGET_DIR/debug/airlock, or target/debug/airlock in this
+repository).
 Credentials are generated here at run time, so this file holds none.
 """
 
@@ -14,6 +15,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import harness
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
@@ -21,13 +23,10 @@ BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 
 def airlock_bin() -> Path:
-    env = os.environ.get("AIRLOCK_BIN")
-    candidates = [Path(env)] if env else []
-    candidates += [REPO / "target" / "debug" / "airlock", REPO / "target" / "release" / "airlock"]
-    for c in candidates:
-        if c.is_file() and os.access(c, os.X_OK):
-            return c
-    raise AssertionError(f"airlock binary not found; set AIRLOCK_BIN (tried {candidates})")
+    """The binary the other tests run (harness: AIRLOCK_BIN, else $CARGO_TARGET_DIR/debug)."""
+    binary = harness.airlock_bin()
+    assert binary.is_file() and os.access(binary, os.X_OK), f"airlock binary not found at {binary}"
+    return binary
 
 
 def github_token(rng: random.Random) -> str:

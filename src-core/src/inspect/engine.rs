@@ -1160,7 +1160,7 @@ fn next_value(
     };
     let m = rule.regex.search(input)?;
     if m.len() > b.max_value {
-        if let Some(exact) = b.regex(&rule.pattern) {
+        if let Some(exact) = rule.as_written() {
             let mut caps = caps.as_ref().map(|_| exact.create_captures());
             return search_value(rule, exact, bytes, input, &mut caps);
         }
@@ -1725,10 +1725,11 @@ mod tests {
         let mut relaxed = Vec::new();
         let written = engine_with(|rules| {
             for (i, r) in rules.iter_mut().enumerate() {
-                if let Some(b) = r.bounded.take() {
-                    relaxed.push((i as u32, b.max_value));
-                    r.regex = (b.regex(&r.pattern).cloned())
+                if let Some(max) = r.bounded.as_ref().map(|b| b.max_value) {
+                    relaxed.push((i as u32, max));
+                    r.regex = (r.as_written().cloned())
                         .unwrap_or_else(|| panic!("{} does not build", r.id));
+                    r.bounded = None;
                 }
             }
         });

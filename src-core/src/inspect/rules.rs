@@ -247,22 +247,10 @@ pub struct CompiledRule {
 /// A rule's own pattern, when its [`CompiledRule::regex`] has the value's bound dropped.
 #[derive(Debug)]
 pub struct Bounded {
-    /// Built at the first value past the bound: rare, and the bound's NFA states cost more to
-    /// build than the rest of the rule.
+    /// Built by [`CompiledRule::as_written`] at the first value past the bound: rare, and the
+    /// bound's NFA states cost more to build than the rest of the rule.
     regex: std::sync::OnceLock<Option<regex_automata::meta::Regex>>,
     pub max_value: usize,
-}
-
-impl Bounded {
-    /// The rule's `pattern` as written (built at the first call; every caller passes the
-    /// rule's own); `None` if it cannot be built (a user rule whose bound passes the NFA size
-    /// limit, which compiling the rule used to refuse), and then the relaxed pattern's match
-    /// stands, longer value and all, checks and all.
-    pub fn regex(&self, pattern: &str) -> Option<&regex_automata::meta::Regex> {
-        self.regex
-            .get_or_init(|| rule_builder().build(pattern).ok())
-            .as_ref()
-    }
 }
 
 /// How rule regexes are built: [`pattern_builder`] with a 4 MB NFA size limit.
@@ -271,6 +259,20 @@ fn rule_builder() -> regex_automata::meta::Builder {
 }
 
 impl CompiledRule {
+    /// The rule's pattern as written: `regex` itself, or for a rule whose `regex` has the
+    /// value's bound dropped, the pattern built at the first call. `None` if that cannot be
+    /// built (a user rule whose bound passes the NFA size limit, which compiling the rule used
+    /// to refuse): then the relaxed pattern's match stands, longer value and all, checks and
+    /// all.
+    pub fn as_written(&self) -> Option<&regex_automata::meta::Regex> {
+        match &self.bounded {
+            None => Some(&self.regex),
+            Some(b) => (b.regex)
+                .get_or_init(|| rule_builder().build(&self.pattern).ok())
+                .as_ref(),
+        }
+    }
+
     /// The window this rule's regex runs on around a trigger (a keyword hit or a digit cluster)
     /// at `start..end`, before it is extended to where the search stops.
     pub fn window(&self, start: usize, end: usize) -> (usize, usize) {
@@ -525,7 +527,13 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         rule: spec.id.clone(),
         message: e.to_string(),
     };
-    let (regex, bounded) = match value_bound::relax(&pattern) {
+    // Parsed once: the regex is built from the tree, and the value's bound and span are read
+    // from it.
+    let hir = value_bound::parse(&pattern).map_err(|message| InspectError::Regex {
+        rule: spec.id.clone(),
+        message,
+    })?;
+    let (regex, bounded) = match value_bound::relax(&hir) {
         Some(relaxed) => (
             builder.build_from_hir(&relaxed.hir).map_err(regex_error)?,
             Some(Bounded {
@@ -533,12 +541,12 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
                 max_value: relaxed.max_value,
             }),
         ),
-        None => (builder.build(&pattern).map_err(regex_error)?, None),
+        None => (builder.build_from_hir(&hir).map_err(regex_error)?, None),
     };
     let secret_group = regex
         .group_info()
         .to_index(regex_automata::PatternID::ZERO, "secret");
-    let value_span = secret_group.and_then(|_| ValueSpan::of(&pattern));
+    let value_span = secret_group.and_then(|_| ValueSpan::in_tree(&hir));
     let anchored = spec.digits.is_none() && starts_with_keyword(&pattern, &spec.keywords);
     let validator = match &spec.validator {
         Some(name) => Some(

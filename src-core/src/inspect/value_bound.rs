@@ -36,14 +36,17 @@ pub struct Relaxed {
     pub max_value: usize,
 }
 
-/// The pattern's syntax tree as rule patterns are parsed (ASCII classes, bytes).
-pub(crate) fn parse(pattern: &str) -> Option<Hir> {
+/// The pattern's syntax tree as rule patterns are parsed (ASCII classes, bytes): what a rule's
+/// regex is built from, and what [`relax`] and [`ValueSpan`](super::value_span::ValueSpan)
+/// look at.
+/// The error is the parser's message.
+pub(crate) fn parse(pattern: &str) -> Result<Hir, String> {
     regex_syntax::ParserBuilder::new()
         .unicode(false)
         .utf8(false)
         .build()
         .parse(pattern)
-        .ok()
+        .map_err(|e| e.to_string())
 }
 
 /// The parts of a concatenation, and where among them its `secret` group is, when the group is
@@ -58,12 +61,12 @@ pub(crate) fn secret_group(hir: &Hir) -> Option<(&[Hir], usize, &Capture)> {
     })
 }
 
-/// `Some` when `pattern` is a concatenation with its `secret` group at the top, and that group
-/// is, or directly holds, a counted repetition of something at least a byte long with
-/// [`MIN_SPREAD`] or more optional repeats; the one with the most loses its upper bound.
-pub fn relax(pattern: &str) -> Option<Relaxed> {
-    let hir = parse(pattern)?;
-    let (parts, at, group) = secret_group(&hir)?;
+/// `Some` when `hir` (a rule pattern, from [`parse`]) is a concatenation with its `secret` group
+/// at the top, and that group is, or directly holds, a counted repetition of something at least
+/// a byte long with [`MIN_SPREAD`] or more optional repeats; the one with the most loses its
+/// upper bound.
+pub fn relax(hir: &Hir) -> Option<Relaxed> {
+    let (parts, at, group) = secret_group(hir)?;
     let (sub, max_value) = match group.sub.kind() {
         HirKind::Repetition(r) => (unbounded(r)?, spread(r)?.1),
         HirKind::Concat(items) => {
@@ -123,15 +126,15 @@ mod tests {
     use super::*;
 
     fn max(pattern: &str) -> Option<usize> {
-        relax(pattern).map(|r| r.max_value)
+        relax(&tree(pattern)).map(|r| r.max_value)
     }
 
     fn tree(pattern: &str) -> Hir {
-        parse(pattern).unwrap_or_else(|| panic!("{pattern} does not parse"))
+        parse(pattern).unwrap_or_else(|e| panic!("{pattern} does not parse: {e}"))
     }
 
     fn relaxed(pattern: &str) -> Relaxed {
-        relax(pattern).unwrap_or_else(|| panic!("{pattern} is not relaxed"))
+        relax(&tree(pattern)).unwrap_or_else(|| panic!("{pattern} is not relaxed"))
     }
 
     #[test]

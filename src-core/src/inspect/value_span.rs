@@ -69,8 +69,12 @@ impl ValueSpan {
     /// `Some` when `pattern` (parsed as rule patterns are: ASCII classes, bytes) has the shape
     /// above with its `secret` group as `VALUE`.
     pub fn of(pattern: &str) -> Option<ValueSpan> {
-        let hir = super::value_bound::parse(pattern)?;
-        let (parts, at, value) = super::value_bound::secret_group(&hir)?;
+        Self::in_tree(&super::value_bound::parse(pattern).ok()?)
+    }
+
+    /// [`ValueSpan::of`] a pattern already parsed.
+    pub fn in_tree(hir: &Hir) -> Option<ValueSpan> {
+        let (parts, at, value) = super::value_bound::secret_group(hir)?;
         let (first, starts_empty) = edge(&value.sub, Side::First);
         let (last, ends_empty) = edge(&value.sub, Side::Last);
         if starts_empty || ends_empty {

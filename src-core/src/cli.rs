@@ -92,7 +92,7 @@ pub fn main() -> ExitCode {
         config_flag: cli.config,
     };
     let result = match cli.command {
-        Command::Scan(args) => return scan::run(args),
+        Command::Scan(args) => return scan::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Keys(cmd) => keys::run(&ctx, cmd),
         Command::Exec(args) => return exec::run_exec(&ctx, args),
@@ -116,9 +116,20 @@ pub fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("airlock: error: {e:#}");
+            eprintln!("airlock: error: {}", shown_error(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+/// An error as the terminal may see it: with its causes, and with anything the detection
+/// engine finds in it masked. Errors quote their input (a config value, a rule id, a path), and
+/// that input may be a secret pasted in the wrong place.
+pub(crate) fn shown_error(e: &anyhow::Error) -> String {
+    let text = format!("{e:#}");
+    match crate::inspect::Engine::new() {
+        Ok(engine) => engine.mask_findings(&text).into_owned(),
+        Err(_) => text,
     }
 }
 

@@ -279,7 +279,7 @@ impl Config {
             path: path
                 .map(Path::to_owned)
                 .unwrap_or_else(|| PathBuf::from("<inline>")),
-            message: describe_toml_error(text, &e),
+            message: crate::inspect::rules::describe_toml_error(text, &e),
         })?;
         file.resolve(path)
     }
@@ -300,20 +300,6 @@ impl Config {
             provider.name,
             provider.sdk_suffix
         )
-    }
-}
-
-/// toml's messages carry a span; turn it into "line N, column M: message".
-fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
-    let message = e.message().trim().to_owned();
-    match e.span() {
-        Some(span) => {
-            let before = &text[..span.start.min(text.len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-            format!("line {line}, column {col}: {message}")
-        }
-        None => message,
     }
 }
 

@@ -498,3 +498,310 @@ fn watch_reports_a_key_pasted_into_dotenv() {
     );
     assert!(!line.contains(&key[10..]));
 }
+
+fn fingerprints(stdout: &str) -> Vec<String> {
+    json_lines(stdout)
+        .iter()
+        .map(|f| f["fingerprint"].as_str().unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn each_secret_has_its_own_fingerprint_and_a_baseline_accepts_only_its_own() {
+    let d = tmp();
+    let mut g = Gen::new(21);
+    let (a, b) = (g.github("ghp_"), g.github("ghp_"));
+    write(d.path(), "a.env", &format!("TOKEN={a}\n"));
+    write(d.path(), "b.env", &format!("TOKEN={b}\n"));
+    let r = run(d.path(), &["scan", ".", "--format", "json"]);
+    let fps = fingerprints(&r.stdout);
+    assert_eq!(fps.len(), 2, "{}", r.stdout);
+    assert_ne!(fps[0], fps[1], "two different tokens, two fingerprints");
+    // The same token elsewhere has the same fingerprint.
+    write(d.path(), "c.env", &format!("X={a}\n"));
+    let r = run(d.path(), &["scan", "a.env", "c.env", "--format", "json"]);
+    let fps = fingerprints(&r.stdout);
+    assert_eq!(fps.len(), 2, "{}", r.stdout);
+    assert_eq!(fps[0], fps[1]);
+    // A baseline taken of a.env does not accept a new token added to it.
+    let r = run(
+        d.path(),
+        &["scan", "a.env", "--write-baseline", "base.json"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    write(
+        d.path(),
+        "a.env",
+        &format!("TOKEN={a}\nNEW={}\n", g.github("ghp_")),
+    );
+    let r = run(
+        d.path(),
+        &[
+            "scan",
+            "a.env",
+            "--baseline",
+            "base.json",
+            "--format",
+            "json",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), 1, "{}", r.stdout);
+    assert_eq!(found[0]["line"], 2);
+}
+
+#[test]
+fn a_file_of_exactly_one_chunk_is_scanned_to_its_end() {
+    let d = tmp();
+    let mut g = Gen::new(22);
+    let key = g.github("ghp_");
+    let size = 8 << 20;
+    let secret_line = format!("K={key}\n");
+    let mut text = "a\n".repeat((size - 600 - secret_line.len()) / 2);
+    text.push_str(&secret_line);
+    text.push_str(&"z".repeat(size - text.len() - 1));
+    text.push('\n');
+    assert_eq!(text.len(), size);
+    write(d.path(), "e.txt", &text);
+    let r = run(d.path(), &["scan", "e.txt", "--format", "json"]);
+    assert_eq!(
+        r.code, 1,
+        "the key in the last 32 KiB is found: {}",
+        r.stderr
+    );
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), 1);
+    let s = found[0]["start"].as_u64().unwrap_or(0) as usize;
+    assert_eq!(&text[s..s + key.len()], key);
+}
+
+#[test]
+fn columns_and_pragma_hold_on_a_line_longer_than_a_chunk() {
+    let d = tmp();
+    let mut g = Gen::new(23);
+    let key = g.github("ghp_");
+    let text = format!("a\n{}k {key}\n", "word ".repeat(2_000_000));
+    write(d.path(), "l.txt", &text);
+    let r = run(d.path(), &["scan", "l.txt", "--format", "json"]);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), 1, "{}", r.stderr);
+    assert_eq!(found[0]["line"], 2);
+    assert_eq!(found[0]["column"], 10_000_003);
+    // The pragma 10 MB before the key, on the same line, still counts.
+    let text = format!("# airlock:allow {}k {key}\n", "x".repeat(10 << 20));
+    write(d.path(), "p.txt", &text);
+    let r = run(d.path(), &["scan", "p.txt"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+#[test]
+fn a_pipe_named_on_the_command_line_is_read() {
+    let d = tmp();
+    let mut g = Gen::new(24);
+    let key = g.github("ghp_");
+    let out = airlock()
+        .current_dir(d.path())
+        .args(["scan", "/dev/stdin", "--format", "json"])
+        .write_stdin(format!("K={key}\n"))
+        .output()
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json_lines(&String::from_utf8_lossy(&out.stdout)).len(), 1);
+}
+
+#[test]
+fn a_path_named_twice_is_scanned_once() {
+    let d = tmp();
+    let mut g = Gen::new(25);
+    write(d.path(), "o.env", &format!("K={}\n", g.github("ghp_")));
+    let r = run(
+        d.path(),
+        &["scan", "o.env", "./o.env", ".", "--format", "json"],
+    );
+    assert_eq!(json_lines(&r.stdout).len(), 1, "{}", r.stdout);
+}
+
+#[test]
+fn errors_never_print_a_secret_from_the_input() {
+    let d = tmp();
+    let mut g = Gen::new(26);
+    let key = g.github("ghp_");
+    write(d.path(), "r.toml", &format!("k={key}\n"));
+    write(d.path(), "s.toml", &format!("disabled = \"{key}\"\n"));
+    write(d.path(), "t.toml", &format!("disabled = [\"{key}\"]\n"));
+    for file in ["r.toml", "s.toml", "t.toml"] {
+        let r = run(d.path(), &["scan", "--rules", file, "r.toml"]);
+        assert_eq!(r.code, 2, "{file}: {}", r.stderr);
+        assert!(!r.stderr.contains(&key[4..]), "{file}: {}", r.stderr);
+        assert!(r.stderr.contains(file), "{file}: {}", r.stderr);
+    }
+}
+
+#[test]
+fn bad_suppression_files_are_errors() {
+    let d = tmp();
+    let mut g = Gen::new(27);
+    write(d.path(), "o.env", &format!("K={}\n", g.github("ghp_")));
+    for shape in [
+        "[]",
+        "{\"findings\": \"x\"}",
+        "{\"findings\": [{\"path\": 1}]}",
+    ] {
+        write(d.path(), "w.json", shape);
+        let r = run(d.path(), &["scan", "--baseline", "w.json", "o.env"]);
+        assert_eq!(r.code, 2, "{shape}: {}", r.stderr);
+        assert!(r.stderr.contains("invalid baseline"), "{}", r.stderr);
+    }
+    let r = run(d.path(), &["scan", "--ignore-file", "missing", "o.env"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = run(d.path(), &["scan", "missing.env", "--format", "sarif"]);
+    assert_eq!(r.code, 2);
+    let doc: serde_json::Value = serde_json::from_str(&r.stdout).unwrap_or_default();
+    assert_eq!(
+        doc["runs"][0]["invocations"][0]["executionSuccessful"], false,
+        "{}",
+        r.stdout
+    );
+}
+
+#[test]
+fn a_new_baseline_keeps_what_the_old_one_accepted() {
+    let d = tmp();
+    let mut g = Gen::new(28);
+    write(d.path(), "b.env", &format!("S={}\n", g.github("ghp_")));
+    let r = run(d.path(), &["scan", "b.env", "--write-baseline", "b1.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    write(
+        d.path(),
+        "b.env",
+        &format!(
+            "{}O={}\n",
+            std::fs::read_to_string(d.path().join("b.env")).unwrap_or_default(),
+            g.github("gho_")
+        ),
+    );
+    let r = run(
+        d.path(),
+        &[
+            "scan",
+            "b.env",
+            "--baseline",
+            "b1.json",
+            "--write-baseline",
+            "b2.json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run(d.path(), &["scan", "b.env", "--baseline", "b2.json"]);
+    assert_eq!(r.code, 0, "both findings are in b2.json: {}", r.stdout);
+}
+
+#[test]
+fn the_config_rules_apply_to_scan() {
+    let d = tmp();
+    let mut g = Gen::new(29);
+    write(d.path(), "o.env", &format!("K={}\n", g.github("ghp_")));
+    write(d.path(), "c.toml", "[rules]\ndisabled = [\"github-pat\"]\n");
+    let r = run(d.path(), &["--config", "c.toml", "scan", "o.env"]);
+    assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
+    let r = run(d.path(), &["scan", "o.env"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+}
+
+/// A repository with one commit, for the staged tests.
+fn repo() -> tempfile::TempDir {
+    let d = tmp();
+    let dir = d.path();
+    git(dir, &["init", "-q"]);
+    git(dir, &["config", "user.email", "dev@localhost"]);
+    git(dir, &["config", "user.name", "dev"]);
+    write(dir, "README", "x\n");
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "init"]);
+    d
+}
+
+#[test]
+fn staged_paths_are_exact_whatever_their_names_and_diff_settings() {
+    let d = repo();
+    let dir = d.path();
+    let mut g = Gen::new(30);
+    let mut expected = Vec::new();
+    for name in ["my file.env", "q\"t.env", "sub dir/naïve.env", "notes.md"] {
+        let key = g.github("ghp_");
+        let text = if name == "notes.md" {
+            // An added line that reads like a file header.
+            format!("++ b/docs/x\nK={key}\n")
+        } else {
+            format!("x\ny\nK={key}\n")
+        };
+        write(dir, name, &text);
+        expected.push((name.to_string(), text, key));
+    }
+    git(dir, &["add", "-A"]);
+    for config in [
+        &[][..],
+        &["config", "diff.noprefix", "true"][..],
+        &["config", "diff.mnemonicPrefix", "true"][..],
+        &["config", "diff.relative", "true"][..],
+    ] {
+        if !config.is_empty() {
+            git(dir, config);
+        }
+        let r = run(dir, &["scan", "--staged", "--format", "json"]);
+        assert_eq!(r.code, 1, "{config:?}: {}", r.stderr);
+        let mut found: Vec<(String, usize, usize)> = json_lines(&r.stdout)
+            .iter()
+            .map(|f| {
+                (
+                    f["path"].as_str().unwrap_or_default().to_string(),
+                    f["start"].as_u64().unwrap_or(0) as usize,
+                    f["end"].as_u64().unwrap_or(0) as usize,
+                )
+            })
+            .collect();
+        found.sort();
+        let mut want: Vec<_> = expected.iter().map(|(p, _, _)| p.clone()).collect();
+        want.sort();
+        assert_eq!(
+            found.iter().map(|f| f.0.clone()).collect::<Vec<_>>(),
+            want,
+            "{config:?}"
+        );
+        for (path, s, e) in &found {
+            let (_, text, key) = expected.iter().find(|x| &x.0 == path).expect("listed");
+            assert_eq!(&text[*s..*e], key, "{config:?} {path}");
+        }
+    }
+    // `.airlockignore` names a staged path with a space, anchored, and run from a subdirectory.
+    write(dir, ".airlockignore", "/my file.env\n/sub dir/\n");
+    let sub = dir.join("sub dir");
+    let r = run(&sub, &["scan", "--staged", "--format", "json"]);
+    let paths: Vec<String> = json_lines(&r.stdout)
+        .iter()
+        .map(|f| f["path"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert!(
+        !paths
+            .iter()
+            .any(|p| p == "my file.env" || p.starts_with("sub dir")),
+        "{paths:?}"
+    );
+    assert_eq!(paths.len(), 2, "{paths:?}");
+}
+
+#[test]
+fn staged_type_change_from_symlink_to_file_is_scanned() {
+    let d = repo();
+    let dir = d.path();
+    std::os::unix::fs::symlink("README", dir.join("l.env")).unwrap_or_else(|e| panic!("{e}"));
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-qm", "link"]);
+    std::fs::remove_file(dir.join("l.env")).unwrap_or_else(|e| panic!("{e}"));
+    let mut g = Gen::new(31);
+    write(dir, "l.env", &format!("K={}\n", g.github("ghp_")));
+    git(dir, &["add", "l.env"]);
+    let r = run(dir, &["scan", "--staged"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+}

@@ -52,7 +52,7 @@ pub struct ScanArgs {
     #[arg(long, value_name = "FILE")]
     pub write_baseline: Option<PathBuf>,
     /// Keep watching these directories and report new findings as files change.
-    #[arg(long, value_name = "DIR", num_args = 1..)]
+    #[arg(long, value_name = "DIR", num_args = 1.., conflicts_with = "paths")]
     pub watch: Vec<PathBuf>,
     /// Suppression file of paths and fingerprints (default: `.airlockignore` in the current
     /// directory or repository root).
@@ -81,31 +81,49 @@ struct Hit {
     fingerprint: String,
 }
 
-pub fn run(args: ScanArgs) -> ExitCode {
-    match run_inner(args) {
+pub fn run(ctx: &super::Ctx, args: ScanArgs) -> ExitCode {
+    match run_inner(ctx, args) {
         Ok(true) => ExitCode::from(1),
         Ok(false) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("airlock scan: error: {e:#}");
+            eprintln!("airlock scan: error: {}", super::shown_error(&e));
             ExitCode::from(2)
         }
     }
 }
 
-/// Returns whether unsuppressed findings were reported.
-fn run_inner(args: ScanArgs) -> anyhow::Result<bool> {
-    let overrides = match &args.rules {
-        Some(p) => {
-            let text =
-                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            RuleOverrides::from_toml(&text).with_context(|| format!("parsing {}", p.display()))?
+/// The config's `[rules]` (the proxy's own rule set), then the `--rules` file's on top.
+fn rule_overrides(ctx: &super::Ctx, args: &ScanArgs) -> anyhow::Result<RuleOverrides> {
+    let mut o = ctx.load_config()?.rules;
+    if let Some(p) = &args.rules {
+        let text =
+            std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let extra =
+            RuleOverrides::from_toml(&text).with_context(|| format!("parsing {}", p.display()))?;
+        o.disabled.extend(extra.disabled);
+        o.disabled_families.extend(extra.disabled_families);
+        for rule in extra.rules {
+            o.rules.retain(|r| r.id != rule.id);
+            o.rules.push(rule);
         }
-        None => RuleOverrides::default(),
-    };
+        o.overrides.extend(extra.overrides);
+        o.min_confidence = extra.min_confidence.or(o.min_confidence);
+        o.allowlist.extend(extra.allowlist);
+        o.include_private_ips |= extra.include_private_ips;
+    }
+    Ok(o)
+}
+
+/// Returns whether unsuppressed findings were reported.
+fn run_inner(ctx: &super::Ctx, args: ScanArgs) -> anyhow::Result<bool> {
+    let overrides = rule_overrides(ctx, &args)?;
     let engine = EngineBuilder::new()
         .overrides(overrides)
         .build()
-        .context("building the engine")?;
+        .with_context(|| match &args.rules {
+            Some(p) => format!("the rules of the config and {}", p.display()),
+            None => "the rules of the config".to_string(),
+        })?;
     let root = if args.staged {
         git_root()?
     } else {
@@ -115,7 +133,17 @@ fn run_inner(args: ScanArgs) -> anyhow::Result<bool> {
         .ignore_file
         .clone()
         .unwrap_or_else(|| root.join(".airlockignore"));
-    let suppress = Suppressions::load(&ignore_path, &root, args.baseline.as_deref())?;
+    if let Some(p) = &args.ignore_file {
+        if !p.is_file() {
+            bail!("--ignore-file {}: no such file", p.display());
+        }
+    }
+    // A new baseline holds every current finding, the ones the old one accepted too.
+    let baseline = args
+        .baseline
+        .as_deref()
+        .filter(|_| args.write_baseline.is_none());
+    let suppress = Suppressions::load(&ignore_path, &root, baseline)?;
     let mut sink = Sink::new(args.format, args.write_baseline.is_some());
     let mut errors = 0usize;
 
@@ -134,22 +162,32 @@ fn run_inner(args: ScanArgs) -> anyhow::Result<bool> {
         } else {
             args.paths.clone()
         };
+        // A file named twice (`a.env ./a.env`, or a directory and a file in it) is scanned once.
+        let mut scanned: HashSet<PathBuf> = HashSet::new();
         for p in &paths {
             if p.as_os_str() == "-" {
                 let mut buf = Vec::new();
                 std::io::stdin()
                     .read_to_end(&mut buf)
                     .context("reading stdin")?;
-                for hit in scan_bytes(&engine, "-", &buf, &args)? {
-                    if !suppress.hides(&hit, line_of(&buf, hit.start)) {
-                        sink.emit(hit)?;
-                    }
-                }
+                emit_buffer(&engine, "-", &buf, &args, &suppress, &mut sink)?;
                 continue;
             }
-            if !p.exists() {
-                eprintln!("airlock scan: {}: no such file or directory", p.display());
-                errors += 1;
+            let meta = match std::fs::metadata(p) {
+                Ok(m) => m,
+                Err(e) => {
+                    eprintln!("airlock scan: {}: {}", p.display(), io_reason(&e));
+                    errors += 1;
+                    continue;
+                }
+            };
+            if !meta.is_dir() && !meta.is_file() {
+                // A pipe, FIFO or device named on the command line (`<(cmd)`, `/dev/stdin`):
+                // read it as a stream. Inside a directory such files are skipped, as git does.
+                if let Err(e) = scan_stream(&engine, p, &args, &suppress, &mut sink) {
+                    eprintln!("airlock scan: {}: {e:#}", p.display());
+                    errors += 1;
+                }
                 continue;
             }
             for entry in walker(p) {
@@ -168,6 +206,9 @@ fn run_inner(args: ScanArgs) -> anyhow::Result<bool> {
                 if suppress.ignores_path(path) {
                     continue;
                 }
+                if !scanned.insert(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())) {
+                    continue;
+                }
                 if let Err(e) = scan_file(&engine, path, &args, &suppress, &mut sink) {
                     eprintln!("airlock scan: {}: {e:#}", path.display());
                     errors += 1;
@@ -175,7 +216,7 @@ fn run_inner(args: ScanArgs) -> anyhow::Result<bool> {
             }
         }
     }
-    let found = sink.finish(args.write_baseline.as_deref())?;
+    let found = sink.finish(args.write_baseline.as_deref(), errors)?;
     if errors > 0 {
         bail!("{errors} path(s) could not be scanned");
     }
@@ -209,15 +250,17 @@ fn wanted(args: &ScanArgs, f: &Finding<'_>) -> bool {
 }
 
 /// Stable fingerprint: never the value, only a truncated SHA-256 of rule id and value.
-fn fingerprint(rule: &str, value: &str) -> String {
+fn fingerprint(rule: &str, value: &[u8]) -> String {
     let mut h = Sha256::new();
     h.update(rule.as_bytes());
     h.update([0]);
-    h.update(value.as_bytes());
+    h.update(value);
     hex::encode(&h.finalize()[..16])
 }
 
-/// The line (1-based) holding byte `offset`, and its text.
+const PRAGMA: &[u8] = b"airlock:allow";
+
+/// The line holding byte `offset`, without its line break.
 fn line_of(buf: &[u8], offset: usize) -> &[u8] {
     let offset = offset.min(buf.len());
     let start = memchr::memrchr(b'\n', &buf[..offset]).map_or(0, |i| i + 1);
@@ -225,19 +268,42 @@ fn line_of(buf: &[u8], offset: usize) -> &[u8] {
     &buf[start..end]
 }
 
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file or directory".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// Chars in UTF-8 `bytes`, counting each byte of an invalid sequence as one (as a lossy decode
+/// would, near enough), and exact however the text is cut into pieces.
+fn chars_in(bytes: &[u8]) -> usize {
+    bytes.iter().filter(|&&b| b & 0xC0 != 0x80).count()
+}
+
 /// Line/column tracker that walks forward through a buffer.
 struct Cursor {
     pos: usize,
     line: usize,
     line_start: usize,
+    /// Chars of the first line that lie before the buffer (a chunk starting mid-line).
+    first_col: usize,
+    first_line: usize,
 }
 
 impl Cursor {
     fn new(line: usize) -> Self {
+        Self::within_line(line, 0)
+    }
+
+    /// A cursor for a buffer that starts `col` chars into line `line`.
+    fn within_line(line: usize, col: usize) -> Self {
         Self {
             pos: 0,
             line,
             line_start: 0,
+            first_col: col,
+            first_line: line,
         }
     }
 
@@ -245,8 +311,8 @@ impl Cursor {
     fn at(&mut self, buf: &[u8], offset: usize) -> (usize, usize) {
         let offset = offset.min(buf.len());
         if offset < self.pos {
-            *self =
-                Cursor::new(self.line - memchr::memchr_iter(b'\n', &buf[offset..self.pos]).count());
+            let line = self.line - memchr::memchr_iter(b'\n', &buf[offset..self.pos]).count();
+            self.line = line;
             self.line_start = memchr::memrchr(b'\n', &buf[..offset]).map_or(0, |i| i + 1);
             self.pos = offset;
         }
@@ -255,36 +321,21 @@ impl Cursor {
             self.line_start = self.pos + i + 1;
         }
         self.pos = offset;
-        let col = String::from_utf8_lossy(&buf[self.line_start..offset])
-            .chars()
-            .count()
-            + 1;
-        (self.line, col)
+        let before = if self.line == self.first_line {
+            self.first_col
+        } else {
+            0
+        };
+        (
+            self.line,
+            before + chars_in(&buf[self.line_start..offset]) + 1,
+        )
     }
-}
-
-/// Scans an in-memory buffer (stdin, small files) and returns located hits.
-fn scan_bytes(
-    engine: &Engine,
-    path: &str,
-    buf: &[u8],
-    args: &ScanArgs,
-) -> anyhow::Result<Vec<Hit>> {
-    let mut hits = Vec::new();
-    let mut cur = Cursor::new(1);
-    engine.scan_bytes(buf, |f| {
-        if wanted(args, f) {
-            hits.push(locate(path, buf, 0, f, &mut cur));
-        }
-        true
-    });
-    Ok(hits)
 }
 
 fn locate(path: &str, buf: &[u8], base: usize, f: &Finding<'_>, cur: &mut Cursor) -> Hit {
     let (line, col) = cur.at(buf, f.span.start);
     let (end_line, end_col) = cur.at(buf, f.span.end);
-    let value = String::from_utf8_lossy(&buf[f.span.clone()]);
     Hit {
         path: path.to_string(),
         line,
@@ -298,8 +349,34 @@ fn locate(path: &str, buf: &[u8], base: usize, f: &Finding<'_>, cur: &mut Cursor
         family: f.family.to_string(),
         confidence: f.confidence,
         preview: f.preview().to_string(),
-        fingerprint: fingerprint(f.rule_id, &f.fingerprint_input(&value)),
+        fingerprint: fingerprint(f.rule_id, &f.fingerprint_bytes(buf)),
     }
+}
+
+/// Scans an in-memory buffer (stdin) and reports what no suppression hides.
+fn emit_buffer(
+    engine: &Engine,
+    path: &str,
+    buf: &[u8],
+    args: &ScanArgs,
+    suppress: &Suppressions,
+    sink: &mut Sink,
+) -> anyhow::Result<()> {
+    let mut hits = Vec::new();
+    let mut cur = Cursor::new(1);
+    engine.scan_bytes(buf, |f| {
+        if wanted(args, f) {
+            hits.push(locate(path, buf, 0, f, &mut cur));
+        }
+        true
+    });
+    for hit in hits {
+        let pragma = memchr::memmem::find(line_of(buf, hit.start), PRAGMA).is_some();
+        if !suppress.hides(&hit, pragma) {
+            sink.emit(hit)?;
+        }
+    }
+    Ok(())
 }
 
 /// Scans a file in overlapping chunks, so large files use bounded memory.
@@ -310,24 +387,71 @@ fn scan_file(
     suppress: &Suppressions,
     sink: &mut Sink,
 ) -> anyhow::Result<()> {
-    for hit in scan_path_hits(engine, path, args)? {
-        let line_text = line_text_in_file(path, hit.start)?;
-        if !suppress.hides(&hit, &line_text) {
+    let file = std::fs::File::open(path).context("open")?;
+    for (hit, pragma) in scan_reader(engine, &display_path(path), file, Some(path), args)? {
+        if !suppress.hides(&hit, pragma) {
             sink.emit(hit)?;
         }
     }
     Ok(())
 }
 
-fn line_text_in_file(path: &Path, offset: usize) -> anyhow::Result<Vec<u8>> {
+/// A pipe or device named on the command line: read once, front to back, like a file.
+fn scan_stream(
+    engine: &Engine,
+    path: &Path,
+    args: &ScanArgs,
+    suppress: &Suppressions,
+    sink: &mut Sink,
+) -> anyhow::Result<()> {
+    let stream = std::fs::File::open(path).context("open")?;
+    for (hit, pragma) in scan_reader(engine, &display_path(path), stream, None, args)? {
+        if !suppress.hides(&hit, pragma) {
+            sink.emit(hit)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the whole line of `path` holding byte `offset` has the pragma: read outwards from
+/// `offset` in blocks until both line breaks (for a line longer than a chunk).
+fn pragma_in_file(path: &Path, offset: usize) -> std::io::Result<bool> {
     use std::io::{Seek, SeekFrom};
+    const BLOCK: usize = 64 << 10;
     let mut f = std::fs::File::open(path)?;
-    let from = offset.saturating_sub(4096);
-    f.seek(SeekFrom::Start(from as u64))?;
-    let mut buf = vec![0u8; 8192];
-    let n = read_full(&mut f, &mut buf)?;
-    buf.truncate(n);
-    Ok(line_of(&buf, offset - from).to_vec())
+    let mut block = vec![0u8; BLOCK];
+    // Backwards to the line's start.
+    let mut start = offset;
+    let mut line: Vec<u8> = Vec::new();
+    while start > 0 {
+        let from = start.saturating_sub(BLOCK);
+        f.seek(SeekFrom::Start(from as u64))?;
+        let n = read_full(&mut f, &mut block[..start - from])?;
+        let got = &block[..n];
+        match memchr::memrchr(b'\n', got) {
+            Some(i) => {
+                line.splice(0..0, got[i + 1..].iter().copied());
+                break;
+            }
+            None => line.splice(0..0, got.iter().copied()),
+        };
+        start = from;
+    }
+    // Forwards to its end.
+    f.seek(SeekFrom::Start(offset as u64))?;
+    loop {
+        let n = read_full(&mut f, &mut block)?;
+        let got = &block[..n];
+        if let Some(i) = memchr::memchr(b'\n', got) {
+            line.extend_from_slice(&got[..i]);
+            break;
+        }
+        line.extend_from_slice(got);
+        if n < BLOCK {
+            break;
+        }
+    }
+    Ok(memchr::memmem::find(&line, PRAGMA).is_some())
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -343,17 +467,25 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn scan_path_hits(engine: &Engine, path: &Path, args: &ScanArgs) -> anyhow::Result<Vec<Hit>> {
-    let mut file = std::fs::File::open(path).context("open")?;
-    let shown = display_path(path);
+/// Every wanted finding in `reader` with whether its line carries the `airlock:allow` pragma,
+/// read in overlapping chunks. `file` is where to read a line longer than a chunk again from
+/// (`None` for a stream: such a line is judged by the part the chunk holds).
+fn scan_reader(
+    engine: &Engine,
+    shown: &str,
+    mut reader: impl Read,
+    file: Option<&Path>,
+    args: &ScanArgs,
+) -> anyhow::Result<Vec<(Hit, bool)>> {
     let mut hits = Vec::new();
     let mut buf = vec![0u8; CHUNK];
-    let mut filled = read_full(&mut file, &mut buf)?;
+    let mut filled = read_full(&mut reader, &mut buf)?;
     if buf[..filled.min(BINARY_SNIFF)].contains(&0) {
         return Ok(hits); // binary
     }
     let mut base = 0usize; // absolute offset of buf[0]
     let mut line_at_base = 1usize;
+    let mut col_at_base = 0usize;
     loop {
         let last = filled < buf.len();
         let chunk = &buf[..filled];
@@ -365,25 +497,41 @@ fn scan_path_hits(engine: &Engine, path: &Path, args: &ScanArgs) -> anyhow::Resu
         } else {
             filled - OVERLAP / 2
         };
-        let mut cur = Cursor::new(line_at_base);
+        let mut cur = Cursor::within_line(line_at_base, col_at_base);
+        let mut found = Vec::new();
         engine.scan_bytes(chunk, |f| {
             if (own_from..own_to).contains(&f.span.start) && wanted(args, f) {
-                hits.push(locate(&shown, chunk, base, f, &mut cur));
+                found.push(locate(shown, chunk, base, f, &mut cur));
             }
             true
         });
+        for hit in found {
+            let at = hit.start - base;
+            let line = line_of(chunk, at);
+            let line_start = line.as_ptr() as usize - chunk.as_ptr() as usize;
+            let cut = (line_start == 0 && base > 0) || (line_start + line.len() == filled && !last);
+            let pragma = match file {
+                Some(path) if cut => pragma_in_file(path, hit.start)?,
+                _ => memchr::memmem::find(line, PRAGMA).is_some(),
+            };
+            hits.push((hit, pragma));
+        }
         if last {
             break;
         }
         let keep_from = filled - OVERLAP;
-        line_at_base += memchr::memchr_iter(b'\n', &chunk[..keep_from]).count();
+        let dropped = &chunk[..keep_from];
+        line_at_base += memchr::memchr_iter(b'\n', dropped).count();
+        col_at_base = match memchr::memrchr(b'\n', dropped) {
+            Some(i) => chars_in(&dropped[i + 1..]),
+            None => col_at_base + chars_in(dropped),
+        };
         buf.copy_within(keep_from..filled, 0);
         base += keep_from;
-        let n = read_full(&mut file, &mut buf[OVERLAP..])?;
+        // At the end of the input the loop goes round once more, with `last` set, so the kept
+        // overlap's second half (owned by no chunk yet) is reported.
+        let n = read_full(&mut reader, &mut buf[OVERLAP..])?;
         filled = OVERLAP + n;
-        if n == 0 {
-            break;
-        }
     }
     Ok(hits)
 }
@@ -414,34 +562,109 @@ fn git_root() -> anyhow::Result<PathBuf> {
 /// One file's added lines: (path, [(new-file line number, text)]).
 type AddedLines = (String, Vec<(usize, Vec<u8>)>);
 
-/// Added lines per file from a `git diff -U0` patch.
+/// Added lines per file from a `git diff -U0` patch made with the prefixes `a/` and `b/`.
+///
+/// Inside a hunk the header's counts say how many removed and added lines follow, so a line of
+/// content never passes for a header (an added line reading `++ b/other` is the text
+/// `+ b/other`). A file's path comes from its `+++ b/…` line: quoted by git when it holds a
+/// quote, backslash or control character, and followed by a tab when it holds a space.
 fn parse_added_lines(diff: &[u8]) -> Vec<AddedLines> {
     let mut files: Vec<AddedLines> = Vec::new();
-    let mut next_line = 0usize;
+    let (mut removed_left, mut added_left, mut next_line) = (0usize, 0usize, 0usize);
     for line in diff.split(|&b| b == b'\n') {
-        if let Some(p) = line.strip_prefix(b"+++ ") {
-            let p = String::from_utf8_lossy(p);
-            let p = p.trim_matches('"');
-            let p = p.strip_prefix("b/").unwrap_or(p);
-            files.push((p.to_string(), Vec::new()));
-        } else if line.starts_with(b"@@ ") {
-            // @@ -a,b +c,d @@
-            let text = String::from_utf8_lossy(line);
-            next_line = text
-                .split(' ')
-                .find_map(|t| t.strip_prefix('+'))
-                .and_then(|t| t.split(',').next())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0);
-        } else if let Some(added) = line.strip_prefix(b"+") {
-            if let Some((_, lines)) = files.last_mut() {
-                lines.push((next_line, added.to_vec()));
+        if removed_left + added_left > 0 {
+            if removed_left > 0 && line.first() == Some(&b'-') {
+                removed_left -= 1;
+                continue;
+            }
+            if line.first() == Some(&b'\\') {
+                continue; // "\ No newline at end of file"
+            }
+            if let (true, Some(added)) = (added_left > 0, line.strip_prefix(b"+")) {
+                added_left -= 1;
+                if let Some((_, lines)) = files.last_mut() {
+                    lines.push((next_line, added.to_vec()));
+                }
                 next_line += 1;
+                continue;
+            }
+            // A malformed hunk: stop trusting its counts.
+            (removed_left, added_left) = (0, 0);
+        }
+        if let Some(p) = line.strip_prefix(b"+++ ") {
+            let path = diff_path(p);
+            files.push((path.unwrap_or_default(), Vec::new()));
+        } else if let Some(header) = line.strip_prefix(b"@@ -") {
+            // @@ -a[,b] +c[,d] @@
+            let text = String::from_utf8_lossy(header);
+            let mut parts = text.split(' ');
+            let count = |t: Option<&str>| -> Option<(usize, usize)> {
+                let t = t?;
+                let (start, n) = t.split_once(',').unwrap_or((t, "1"));
+                Some((start.parse().ok()?, n.parse().ok()?))
+            };
+            let old = count(parts.next());
+            let new = count(parts.next().and_then(|t| t.strip_prefix('+')));
+            if let (Some((_, b)), Some((c, d))) = (old, new) {
+                (removed_left, added_left, next_line) = (b, d, c);
             }
         }
     }
-    files.retain(|(p, lines)| p != "/dev/null" && !lines.is_empty());
+    files.retain(|(p, lines)| !p.is_empty() && !lines.is_empty());
     files
+}
+
+/// The path on a `+++ ` line: `b/` stripped, git's C-style quoting undone, and the tab git
+/// adds after a name with a space dropped. `None` for `/dev/null`.
+fn diff_path(raw: &[u8]) -> Option<String> {
+    let bytes: Vec<u8> = if raw.first() == Some(&b'"') {
+        unquote_c(&raw[1..])
+    } else {
+        let end = raw.iter().position(|&b| b == b'\t').unwrap_or(raw.len());
+        raw[..end].to_vec()
+    };
+    let path = bytes.strip_prefix(b"b/")?;
+    Some(String::from_utf8_lossy(path).into_owned())
+}
+
+/// Undoes git's quoting of a path (after the opening quote, up to the closing one):
+/// `\"`, `\\`, `\t`, `\n` and the other C escapes, and `\ooo` octal bytes.
+fn unquote_c(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'"' => break,
+            b'\\' if i + 1 < s.len() => {
+                let c = s[i + 1];
+                i += 2;
+                let octal = |b: u8| (b'0'..=b'7').contains(&b);
+                if octal(c) && i + 1 < s.len() && octal(s[i]) && octal(s[i + 1]) {
+                    let v = (u32::from(c - b'0') << 6)
+                        | (u32::from(s[i] - b'0') << 3)
+                        | u32::from(s[i + 1] - b'0');
+                    out.push(v as u8);
+                    i += 2;
+                    continue;
+                }
+                out.push(match c {
+                    b'a' => 7,
+                    b'b' => 8,
+                    b't' => b'\t',
+                    b'n' => b'\n',
+                    b'v' => 11,
+                    b'f' => 12,
+                    b'r' => b'\r',
+                    other => other,
+                });
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
 }
 
 fn scan_staged(
@@ -451,6 +674,9 @@ fn scan_staged(
     suppress: &Suppressions,
     sink: &mut Sink,
 ) -> anyhow::Result<()> {
+    // Every setting that changes the patch's shape is pinned: prefixes (`diff.noprefix`,
+    // `diff.mnemonicPrefix`), paths relative to the root (`diff.relative`), external and
+    // textconv drivers, colour. Type changes (a symlink replaced by a file) are scanned too.
     let diff = git(
         Some(root),
         &[
@@ -461,11 +687,15 @@ fn scan_staged(
             "-U0",
             "--no-color",
             "--no-ext-diff",
-            "--diff-filter=ACMR",
+            "--no-textconv",
+            "--no-relative",
+            "--src-prefix=a/",
+            "--dst-prefix=b/",
+            "--diff-filter=ACMRT",
         ],
     )?;
     for (path, lines) in parse_added_lines(&diff) {
-        if suppress.ignores_path(Path::new(&path)) {
+        if suppress.ignores_path(&root.join(&path)) {
             continue;
         }
         // Join the added lines; remember where each starts and which file line it is.
@@ -489,10 +719,7 @@ fn scan_staged(
                     f.family.to_string(),
                     f.confidence,
                     f.preview().to_string(),
-                    fingerprint(
-                        f.rule_id,
-                        &f.fingerprint_input(&String::from_utf8_lossy(&text[f.span.clone()])),
-                    ),
+                    fingerprint(f.rule_id, &f.fingerprint_bytes(&text)),
                 ));
             }
             true
@@ -501,13 +728,13 @@ fn scan_staged(
             continue;
         }
         // Byte offsets into the staged file need its line starts.
-        let blob = git(Some(root), &["show", &format!(":{path}")]).unwrap_or_default();
+        let blob = git(Some(root), &["cat-file", "blob", &format!(":{path}")])?;
         let mut line_starts = vec![0usize];
         line_starts.extend(memchr::memchr_iter(b'\n', &blob).map(|i| i + 1));
         let locate_at = |off: usize| {
             let idx = starts.partition_point(|&(s, _)| s <= off).saturating_sub(1);
             let (ls, no) = starts[idx];
-            let col = String::from_utf8_lossy(&text[ls..off]).chars().count() + 1;
+            let col = chars_in(&text[ls..off]) + 1;
             let file_off = line_starts.get(no.saturating_sub(1)).copied().unwrap_or(0) + (off - ls);
             (no, col, file_off, idx)
         };
@@ -529,7 +756,8 @@ fn scan_staged(
                 preview,
                 fingerprint: fp,
             };
-            if !suppress.hides(&hit, &lines[idx].1) {
+            let pragma = memchr::memmem::find(&lines[idx].1, PRAGMA).is_some();
+            if !suppress.hides(&hit, pragma) {
                 sink.emit(hit)?;
             }
         }
@@ -576,13 +804,24 @@ impl Suppressions {
                 .with_context(|| format!("reading baseline {}", b.display()))?;
             let doc: serde_json::Value =
                 serde_json::from_str(&text).context("baseline is not JSON")?;
-            for item in doc["findings"]
-                .as_array()
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-            {
-                let get = |k: &str| item[k].as_str().unwrap_or_default().to_string();
-                base.insert((get("path"), get("rule"), get("fingerprint")));
+            let bad = || {
+                anyhow::anyhow!(
+                "invalid baseline {}: expected {{\"findings\": [{{\"path\", \"rule\", \"fingerprint\"}}, …]}} as `--write-baseline` writes it",
+                b.display()
+            )
+            };
+            let items = doc
+                .get("findings")
+                .and_then(|f| f.as_array())
+                .ok_or_else(bad)?;
+            for item in items {
+                let get = |k: &str| item.get(k).and_then(|v| v.as_str()).map(str::to_string);
+                match (get("path"), get("rule"), get("fingerprint")) {
+                    (Some(p), Some(r), Some(f)) => {
+                        base.insert((p, r, f));
+                    }
+                    _ => return Err(bad()),
+                }
             }
         }
         Ok(Self {
@@ -597,8 +836,9 @@ impl Suppressions {
         gitignore_matches(&self.paths, &self.root, path)
     }
 
-    fn hides(&self, hit: &Hit, line: &[u8]) -> bool {
-        memchr::memmem::find(line, b"airlock:allow").is_some()
+    /// Whether a suppression hides `hit`; `pragma` is whether its line says `airlock:allow`.
+    fn hides(&self, hit: &Hit, pragma: bool) -> bool {
+        pragma
             || self.fingerprints.contains(&hit.fingerprint)
             || self.baseline.contains(&(
                 hit.path.clone(),
@@ -677,8 +917,9 @@ impl Sink {
         Ok(())
     }
 
-    /// Writes the SARIF document or baseline; returns whether anything was found.
-    fn finish(&mut self, write_baseline: Option<&Path>) -> anyhow::Result<bool> {
+    /// Writes the SARIF document or baseline; returns whether anything was found. `errors`
+    /// counts the paths that could not be scanned: a SARIF run with any says it did not succeed.
+    fn finish(&mut self, write_baseline: Option<&Path>, errors: usize) -> anyhow::Result<bool> {
         if let Some(path) = write_baseline {
             let mut items: Vec<_> = self
                 .hits
@@ -700,7 +941,7 @@ impl Sink {
             return Ok(!self.hits.is_empty());
         }
         if self.format == Format::Sarif {
-            let doc = sarif(&self.hits);
+            let doc = sarif(&self.hits, errors);
             writeln!(self.out.lock(), "{}", serde_json::to_string_pretty(&doc)?)?;
         }
         if self.format == Format::Text {
@@ -736,7 +977,7 @@ fn json_line(h: &Hit) -> String {
     v.to_string()
 }
 
-fn sarif(hits: &[Hit]) -> serde_json::Value {
+fn sarif(hits: &[Hit], errors: usize) -> serde_json::Value {
     let mut rule_ids: Vec<(&str, Kind, &str)> = hits
         .iter()
         .map(|h| (h.rule.as_str(), h.kind, h.family.as_str()))
@@ -792,7 +1033,23 @@ fn sarif(hits: &[Hit]) -> serde_json::Value {
         "runs": [{
             "tool": {"driver": {"name": "airlock", "version": env!("CARGO_PKG_VERSION"), "rules": rules}},
             "columnKind": "unicodeCodePoints",
+            "invocations": [invocation(errors)],
             "results": results
+        }]
+    })
+}
+
+/// Whether the run succeeded: a run that could not read some path must not pass for a clean
+/// one in a tool that reads only the SARIF.
+fn invocation(errors: usize) -> serde_json::Value {
+    if errors == 0 {
+        return serde_json::json!({"executionSuccessful": true});
+    }
+    serde_json::json!({
+        "executionSuccessful": false,
+        "toolExecutionNotifications": [{
+            "level": "error",
+            "message": {"text": format!("{errors} path(s) could not be scanned; see the tool's error output")}
         }]
     })
 }
@@ -828,7 +1085,7 @@ fn watch(
     let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = notify::recommended_watcher(tx).context("starting the file watcher")?;
     let mut seen: HashSet<(String, String, String)> = HashSet::new();
-    let mut gitignores = Vec::new();
+    let mut roots = Vec::new();
     for dir in &args.watch {
         if !dir.is_dir() {
             bail!("{}: not a directory", dir.display());
@@ -839,10 +1096,7 @@ fn watch(
         watcher
             .watch(&dir, RecursiveMode::Recursive)
             .with_context(|| format!("watching {}", dir.display()))?;
-        gitignores.push((
-            ignore::gitignore::Gitignore::new(dir.join(".gitignore")).0,
-            dir.clone(),
-        ));
+        roots.push(dir.clone());
         // Report what is already there, once.
         for entry in walker(&dir).flatten() {
             if entry.file_type().is_some_and(|t| t.is_file())
@@ -870,9 +1124,9 @@ fn watch(
         }
         for path in event.paths {
             let in_git = path.components().any(|c| c.as_os_str() == ".git");
-            let ignored = gitignores
+            let ignored = roots
                 .iter()
-                .any(|(g, root)| gitignore_matches(g, root, &path));
+                .any(|root| path.starts_with(root) && gitignored_under(root, &path));
             if in_git || ignored || !path.is_file() || suppress.ignores_path(&path) {
                 continue;
             }
@@ -880,6 +1134,37 @@ fn watch(
         }
     }
     Ok(!sink.hits.is_empty())
+}
+
+/// Whether the `.gitignore` files from `root` down to `path`'s directory ignore `path`, as a
+/// directory scan would (the deepest file that has a say decides). Read at each event, so a
+/// `.gitignore` written while watching counts.
+fn gitignored_under(root: &Path, path: &Path) -> bool {
+    let Ok(rel) = path.strip_prefix(root) else {
+        return false;
+    };
+    let mut dirs = vec![root.to_path_buf()];
+    let mut dir = root.to_path_buf();
+    for c in rel.parent().into_iter().flat_map(Path::components) {
+        dir.push(c);
+        dirs.push(dir.clone());
+    }
+    for d in dirs.iter().rev() {
+        let file = d.join(".gitignore");
+        if !file.is_file() {
+            continue;
+        }
+        let (gi, _) = ignore::gitignore::Gitignore::new(&file);
+        let Ok(inner) = path.strip_prefix(d) else {
+            continue;
+        };
+        match gi.matched_path_or_any_parents(inner, false) {
+            ignore::Match::Ignore(_) => return true,
+            ignore::Match::Whitelist(_) => return false,
+            ignore::Match::None => {}
+        }
+    }
+    false
 }
 
 fn report_new(
@@ -890,17 +1175,19 @@ fn report_new(
     sink: &mut Sink,
     seen: &mut HashSet<(String, String, String)>,
 ) {
-    let hits = match scan_path_hits(engine, path, args) {
+    let found = std::fs::File::open(path)
+        .context("open")
+        .and_then(|f| scan_reader(engine, &display_path(path), f, Some(path), args));
+    let hits = match found {
         Ok(h) => h,
         Err(e) => {
             eprintln!("airlock scan: {}: {e:#}", path.display());
             return;
         }
     };
-    for hit in hits {
+    for (hit, pragma) in hits {
         let key = (hit.path.clone(), hit.rule.clone(), hit.fingerprint.clone());
-        let line = line_text_in_file(path, hit.start).unwrap_or_default();
-        if suppress.hides(&hit, &line) || !seen.insert(key) {
+        if suppress.hides(&hit, pragma) || !seen.insert(key) {
             continue;
         }
         if let Err(e) = sink.emit(hit) {
@@ -947,8 +1234,54 @@ mod tests {
 
     #[test]
     fn fingerprints_do_not_contain_the_value() {
-        let fp = fingerprint("rule", "value-123");
+        let fp = fingerprint("rule", b"value-123");
         assert_eq!(fp.len(), 32);
         assert!(!fp.contains("value"));
+        assert_ne!(fp, fingerprint("rule", b"value-124"));
+    }
+
+    #[test]
+    fn added_lines_that_look_like_headers_are_content() {
+        let diff = b"diff --git a/notes.md b/notes.md\nnew file mode 100644\n--- /dev/null\n+++ b/notes.md\n@@ -0,0 +1,3 @@\n+++ b/docs/x\n+--- a/y\n+@@ -1 +1 @@\n";
+        let files = parse_added_lines(diff);
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].0, "notes.md");
+        let lines: Vec<(usize, &[u8])> =
+            files[0].1.iter().map(|(n, t)| (*n, t.as_slice())).collect();
+        assert_eq!(
+            lines,
+            vec![
+                (1, &b"++ b/docs/x"[..]),
+                (2, &b"--- a/y"[..]),
+                (3, &b"@@ -1 +1 @@"[..])
+            ]
+        );
+    }
+
+    #[test]
+    fn diff_paths_lose_their_quoting_and_tab() {
+        assert_eq!(diff_path(b"b/my file.env\t"), Some("my file.env".into()));
+        assert_eq!(diff_path(b"\"b/q\\\"t.env\""), Some("q\"t.env".into()));
+        assert_eq!(
+            diff_path(b"\"b/tab\\there\\303\\251\""),
+            Some("tab\there\u{e9}".into())
+        );
+        assert_eq!(
+            diff_path(b"\"b/back\\\\slash\""),
+            Some("back\\slash".into())
+        );
+        assert_eq!(diff_path(b"\"b/a\\tb\""), Some("a\tb".into()));
+        assert_eq!(diff_path(b"/dev/null"), None);
+        let diff = b"--- a/x\n+++ \"b/q\\\"t.env\"\n@@ -1,2 +1 @@\n-one\n-two\n+three\n\\ No newline at end of file\n";
+        let files = parse_added_lines(diff);
+        assert_eq!(files[0].0, "q\"t.env");
+        assert_eq!(files[0].1, vec![(1, b"three".to_vec())]);
+    }
+
+    #[test]
+    fn a_chunk_starting_mid_line_counts_columns_from_the_line() {
+        let mut c = Cursor::within_line(7, 100);
+        assert_eq!(c.at(b"abc\nde", 2), (7, 103));
+        assert_eq!(c.at(b"abc\nde", 5), (8, 2));
     }
 }

@@ -71,6 +71,15 @@ impl Finding<'_> {
             None => Cow::Borrowed(text.get(self.span.clone()).unwrap_or("")),
         }
     }
+
+    /// [`Finding::fingerprint_input`] for a finding from [`Engine::scan_bytes`]: `bytes` is the
+    /// whole scanned buffer, which the span indexes.
+    pub fn fingerprint_bytes<'t>(&self, bytes: &'t [u8]) -> Cow<'t, [u8]> {
+        match &self.canonical {
+            Some(c) => Cow::Owned(c.as_bytes().to_vec()),
+            None => Cow::Borrowed(bytes.get(self.span.clone()).unwrap_or_default()),
+        }
+    }
 }
 
 impl std::fmt::Debug for Finding<'_> {
@@ -486,6 +495,24 @@ impl Engine {
             }
             offset += valid.len() + chunk.invalid().len();
         }
+    }
+
+    /// `text` with every finding replaced by its masked preview: for showing text that may hold
+    /// a secret, such as a parser's message quoting a config file.
+    pub fn mask_findings<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        let found = self.find_all(text);
+        if found.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for f in &found {
+            out.push_str(&text[at..f.span.start]);
+            out.push_str(f.preview());
+            at = f.span.end;
+        }
+        out.push_str(&text[at..]);
+        Cow::Owned(out)
     }
 
     /// One call: every finding in `text`.

@@ -130,17 +130,40 @@ struct RuleFile {
 
 /// Parses a rule file (`[[rule]]` tables).
 pub fn parse_rule_file(toml_text: &str) -> Result<Vec<RuleSpec>, InspectError> {
-    let file: RuleFile =
-        toml::from_str(toml_text).map_err(|e| InspectError::RuleFile(e.to_string()))?;
+    let file: RuleFile = toml::from_str(toml_text)
+        .map_err(|e| InspectError::RuleFile(describe_toml_error(toml_text, &e)))?;
     Ok(file.rule)
+}
+
+/// A TOML parse error as "line N, column M: message", without the excerpt of the text that
+/// toml's own message quotes, and with any secret the message still quotes (`invalid type:
+/// string "…"`) masked: the text is a config or rule file, which may hold one.
+pub fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim();
+    let message = match crate::inspect::Engine::new() {
+        Ok(engine) => engine.mask_findings(message).into_owned(),
+        // The embedded rules always compile (a test checks); without them, say less.
+        Err(_) => "invalid value".to_string(),
+    };
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+            format!("line {line}, column {col}: {message}")
+        }
+        None => message,
+    }
 }
 
 /// The embedded rules, parsed.
 pub fn embedded_rules() -> Result<Vec<RuleSpec>, InspectError> {
     let mut all = Vec::new();
     for (name, text) in EMBEDDED_RULE_FILES {
-        let mut rules =
-            parse_rule_file(text).map_err(|e| InspectError::RuleFile(format!("{name}: {e}")))?;
+        // Not `parse_rule_file`: its error masks secrets with an engine built from these rules.
+        let file: RuleFile = toml::from_str(text)
+            .map_err(|e| InspectError::RuleFile(format!("{name}: {}", e.message())))?;
+        let mut rules = file.rule;
         all.append(&mut rules);
     }
     Ok(all)
@@ -184,7 +207,7 @@ pub struct RuleOverrides {
 impl RuleOverrides {
     /// Parses overrides from TOML text.
     pub fn from_toml(text: &str) -> Result<Self, InspectError> {
-        toml::from_str(text).map_err(|e| InspectError::RuleFile(e.to_string()))
+        toml::from_str(text).map_err(|e| InspectError::RuleFile(describe_toml_error(text, &e)))
     }
 }
 

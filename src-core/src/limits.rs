@@ -37,6 +37,17 @@ pub enum LimitError {
         limit: String,
         spent: String,
     },
+    /// Not used up yet, but what is spent plus what requests in flight hold reaches it.
+    #[error(
+        "{scope} {period} budget of {limit} is taken: {spent} spent and {held} held by requests still in flight (each holds its worst-case cost until it ends); retry when they finish"
+    )]
+    BudgetHeld {
+        scope: String,
+        period: &'static str,
+        limit: String,
+        spent: String,
+        held: String,
+    },
     #[error(
         "rate limit: key {key:?} may send {rpm} requests per minute; retry in {}",
         fmt_wait(retry_after)
@@ -74,6 +85,7 @@ impl LimitError {
             LimitError::Budget { retry_after, .. }
             | LimitError::Rpm { retry_after, .. }
             | LimitError::Tpm { retry_after, .. } => Some(*retry_after),
+            LimitError::BudgetHeld { .. } => Some(budget::HELD_RETRY_AFTER),
             _ => None,
         }
     }
@@ -82,6 +94,11 @@ impl LimitError {
         match self {
             LimitError::Budget { .. } => "airlock_budget_exceeded",
             LimitError::KeyBudget { .. } => "airlock_key_budget_exceeded",
+            // The same codes as a used-up budget: a client handles both alike.
+            LimitError::BudgetHeld {
+                period: "lifetime", ..
+            } => "airlock_key_budget_exceeded",
+            LimitError::BudgetHeld { .. } => "airlock_budget_exceeded",
             LimitError::Rpm { .. } => "airlock_rate_limited",
             LimitError::Tpm { .. } => "airlock_token_rate_limited",
             LimitError::MaxTokens { .. } => "airlock_max_tokens",

@@ -1,12 +1,47 @@
 //! Budget counters: spend per UTC day and month for the whole instance, each provider and each
 //! account, plus the lifetime spend of keys that carry their own budget (`airlock exec --budget`).
+//!
+//! Requests in flight count too. Admission ([`SpendBook::reserve`]) checks and, in the same lock,
+//! holds the request's worst-case cost against every budget it is subject to; the returned
+//! [`Reservation`] gives it back when dropped, after `record` has added the real cost. A request
+//! is admitted while `spent + held` is below each budget, so however many run at once, the
+//! spend can pass a budget by at most one request's cost, as in a sequential run.
 
 use super::calendar::{periods, Periods};
 use super::{fmt_usd, LimitError};
 use crate::config::{Budget, Limits};
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// Output tokens held for a request that sets no output cap (`max_tokens` and its spellings).
+/// Providers then allow up to the model's own maximum, which the price table does not carry;
+/// this is gpt-4o's, and more than most answers use.
+pub const UNCAPPED_OUTPUT_TOKENS: u64 = 16_384;
+
+/// Request body bytes per input token held: prose runs 4 or more bytes a token in every
+/// provider's tokenizer (Claude's included), code and JSON about 3, so this errs high without
+/// running a tokenizer on the hot path.
+pub const BODY_BYTES_PER_INPUT_TOKEN: u64 = 3;
+
+/// The most a request can cost, held against its budgets while it runs: input from the size of
+/// its body, output at the cap it asks for (or [`UNCAPPED_OUTPUT_TOKENS`]), at list price.
+pub fn worst_case_micros(
+    price: &crate::meter::ModelPrice,
+    body_len: usize,
+    max_tokens: Option<u64>,
+) -> i64 {
+    let usage = crate::meter::Usage {
+        input_tokens: (body_len as u64).div_ceil(BODY_BYTES_PER_INPUT_TOKEN),
+        output_tokens: max_tokens.unwrap_or(UNCAPPED_OUTPUT_TOKENS),
+        ..Default::default()
+    };
+    i64::try_from(crate::meter::cost(&usage, price).0).unwrap_or(i64::MAX)
+}
+
+/// `Retry-After` for a refusal caused by requests still in flight: they usually end within
+/// seconds, and then the budget is either free again or used up (and says so).
+pub const HELD_RETRY_AFTER: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(tag = "scope", content = "name", rename_all = "lowercase")]
@@ -47,11 +82,56 @@ struct Book {
     key_lifetime: HashMap<i64, i64>,
     /// (scope, period, level) already alerted in the current period.
     alerted: HashSet<(Scope, &'static str, &'static str)>,
+    /// Worst-case cost of the requests in flight, per scope (against its daily and monthly
+    /// budgets alike) and per key id (against lifetime budgets).
+    held: HashMap<Scope, i64>,
+    held_lifetime: HashMap<i64, i64>,
 }
 
 #[derive(Default)]
 pub struct SpendBook {
-    inner: Mutex<Book>,
+    inner: Arc<Mutex<Book>>,
+}
+
+/// A request's worst-case cost, held against its budgets until this is dropped.
+#[must_use = "dropping the reservation gives the held amount back at once"]
+pub struct Reservation {
+    book: Arc<Mutex<Book>>,
+    scopes: Vec<Scope>,
+    key_ids: Vec<i64>,
+    micros: i64,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        if self.micros == 0 {
+            return;
+        }
+        let Ok(mut b) = self.book.lock() else { return };
+        for s in self.scopes.drain(..) {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = b.held.entry(s) {
+                *e.get_mut() -= self.micros;
+                if *e.get() <= 0 {
+                    e.remove();
+                }
+            }
+        }
+        for id in self.key_ids.drain(..) {
+            if let std::collections::hash_map::Entry::Occupied(mut e) = b.held_lifetime.entry(id) {
+                *e.get_mut() -= self.micros;
+                if *e.get() <= 0 {
+                    e.remove();
+                }
+            }
+        }
+    }
+}
+
+impl Reservation {
+    /// What this reservation holds, in micro-dollars.
+    pub fn micros(&self) -> i64 {
+        self.micros
+    }
 }
 
 /// What one request is charged to.
@@ -134,21 +214,33 @@ impl SpendBook {
         }
     }
 
-    /// Refuses the request if any budget that applies to it is used up.
-    pub fn check(
+    /// Refuses the request if any budget that applies to it is used up, or taken by what is
+    /// spent plus what requests in flight hold; otherwise holds `estimate` micro-dollars (the
+    /// request's worst-case cost) against each of those budgets until the reservation drops.
+    pub fn reserve(
         &self,
         limits: &Limits,
         now_ms: i64,
         c: &Charge<'_>,
         key_budget: Option<i64>,
-    ) -> Result<(), LimitError> {
+        estimate: i64,
+    ) -> Result<Reservation, LimitError> {
         let p = periods(now_ms);
+        // A billion dollars is past any budget, and many of them cannot overflow the sums.
+        let estimate = estimate.clamp(0, 1_000_000_000_000_000);
+        let mut r = Reservation {
+            book: self.inner.clone(),
+            scopes: Vec::new(),
+            key_ids: Vec::new(),
+            micros: 0,
+        };
         let Ok(mut b) = self.inner.lock() else {
-            return Ok(());
+            return Ok(r);
         };
         b.roll(&p);
         if let (Some(limit), Some(key), Some(id)) = (key_budget, c.key_name, c.key_id) {
             let spent = b.key_lifetime.get(&id).copied().unwrap_or(0);
+            let held = b.held_lifetime.get(&id).copied().unwrap_or(0);
             if spent >= limit {
                 return Err(LimitError::KeyBudget {
                     key: key.to_owned(),
@@ -156,9 +248,23 @@ impl SpendBook {
                     spent: fmt_usd(spent),
                 });
             }
+            if spent.saturating_add(held) >= limit {
+                return Err(LimitError::BudgetHeld {
+                    scope: Scope::Key(key.to_owned()).to_string(),
+                    period: "lifetime",
+                    limit: fmt_usd(limit),
+                    spent: fmt_usd(spent),
+                    held: fmt_usd(held),
+                });
+            }
+            r.key_ids.push(id);
         }
         for scope in scopes(c) {
             let budget = budget_for(limits, &scope);
+            if !budget.is_set() {
+                continue;
+            }
+            let held = b.held.get(&scope).copied().unwrap_or(0);
             for (period, limit, sums, end) in [
                 ("daily", budget.daily_micros, &b.day_sums, p.day_end_ms),
                 (
@@ -179,9 +285,37 @@ impl SpendBook {
                         retry_after: Duration::from_millis((end - now_ms).max(1000) as u64),
                     });
                 }
+                if spent.saturating_add(held) >= limit {
+                    return Err(LimitError::BudgetHeld {
+                        scope: scope.to_string(),
+                        period,
+                        limit: fmt_usd(limit),
+                        spent: fmt_usd(spent),
+                        held: fmt_usd(held),
+                    });
+                }
             }
+            r.scopes.push(scope);
         }
-        Ok(())
+        if estimate > 0 {
+            for s in &r.scopes {
+                *b.held.entry(s.clone()).or_default() += estimate;
+            }
+            for id in &r.key_ids {
+                *b.held_lifetime.entry(*id).or_default() += estimate;
+            }
+            r.micros = estimate;
+        }
+        Ok(r)
+    }
+
+    /// What requests in flight hold against a scope's budgets.
+    pub fn held(&self, scope: &Scope) -> i64 {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|b| b.held.get(scope).copied())
+            .unwrap_or(0)
     }
 
     /// Adds a finished request's cost; returns the alerts it triggers (each once per period).
@@ -328,6 +462,18 @@ mod tests {
 
     const NOW: i64 = 1_790_000_000_000;
 
+    impl SpendBook {
+        fn check(
+            &self,
+            limits: &Limits,
+            now_ms: i64,
+            c: &Charge<'_>,
+            key_budget: Option<i64>,
+        ) -> Result<(), LimitError> {
+            self.reserve(limits, now_ms, c, key_budget, 0).map(drop)
+        }
+    }
+
     #[test]
     fn key_budget_blocks_once_used_and_alerts_once_at_the_soft_share() {
         let l = limits("[limits.keys.app]\ndaily_usd = 0.01\n");
@@ -413,6 +559,97 @@ mod tests {
             book.check(&l, NOW, &oai, None).is_err(),
             "global monthly budget reached"
         );
+    }
+
+    #[test]
+    fn requests_in_flight_hold_their_worst_case_until_dropped() {
+        let l = limits("[limits.keys.app]\ndaily_usd = 0.0001\n");
+        let book = SpendBook::default();
+        let c = Charge {
+            account: Some("app"),
+            provider: Some("anthropic"),
+            key_name: Some("app"),
+            key_id: Some(1),
+        };
+        // The first request on an empty budget goes, whatever its worst case.
+        let first = book.reserve(&l, NOW, &c, None, 7_500).expect("first");
+        assert_eq!(book.held(&Scope::Key("app".into())), 7_500);
+        let err = book
+            .reserve(&l, NOW, &c, None, 7_500)
+            .err()
+            .expect("held by the first");
+        assert!(
+            matches!(
+                err,
+                LimitError::BudgetHeld {
+                    period: "daily",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.code(), "airlock_budget_exceeded");
+        assert_eq!(err.retry_after(), Some(HELD_RETRY_AFTER));
+        // Other keys are not held up by it.
+        let other = Charge {
+            account: Some("other"),
+            key_name: Some("other"),
+            key_id: Some(2),
+            ..c
+        };
+        assert!(book.reserve(&l, NOW, &other, None, 7_500).is_ok());
+        // It ends cheaper than feared: its cost is added, then the hold goes.
+        book.add(&l, NOW, &c, 50, None);
+        drop(first);
+        assert_eq!(book.held(&Scope::Key("app".into())), 0);
+        assert!(
+            book.reserve(&l, NOW, &c, None, 7_500).is_ok(),
+            "50 of 100 spent"
+        );
+        book.add(&l, NOW, &c, 50, None);
+        assert!(matches!(
+            book.check(&l, NOW, &c, None),
+            Err(LimitError::Budget { .. })
+        ));
+    }
+
+    #[test]
+    fn a_lifetime_budget_is_held_too() {
+        let l = limits("");
+        let book = SpendBook::default();
+        let c = Charge {
+            account: Some("parent"),
+            provider: Some("openai"),
+            key_name: Some("exec-1"),
+            key_id: Some(4),
+        };
+        let small = book.reserve(&l, NOW, &c, Some(100), 60).expect("first");
+        let big = book
+            .reserve(&l, NOW, &c, Some(100), 500)
+            .expect("60 of 100 held");
+        let err = book.reserve(&l, NOW, &c, Some(100), 1).err().expect("held");
+        assert_eq!(err.code(), "airlock_key_budget_exceeded", "{err}");
+        drop(big);
+        let again = book
+            .reserve(&l, NOW, &c, Some(100), 1)
+            .expect("60 of 100 held");
+        drop((small, again));
+        assert_eq!(book.inner.lock().expect("lock").held_lifetime.len(), 0);
+    }
+
+    #[test]
+    fn worst_case_is_input_by_size_and_output_at_the_cap() {
+        let price = crate::meter::PriceTable::bundled()
+            .lookup(Some("anthropic"), "claude-opus-4-1")
+            .cloned()
+            .expect("priced");
+        // 300 bytes: 100 input tokens at $15/M, plus 100 output tokens at $75/M.
+        assert_eq!(worst_case_micros(&price, 300, Some(100)), 1_500 + 7_500);
+        assert_eq!(
+            worst_case_micros(&price, 0, None),
+            UNCAPPED_OUTPUT_TOKENS as i64 * 75
+        );
+        assert_eq!(worst_case_micros(&price, 0, Some(u64::MAX)), i64::MAX);
     }
 
     #[test]

@@ -116,6 +116,7 @@ impl ProxyError {
             Limit(l) => match l {
                 LimitError::Budget { .. }
                 | LimitError::KeyBudget { .. }
+                | LimitError::BudgetHeld { .. }
                 | LimitError::Rpm { .. }
                 | LimitError::Tpm { .. } => StatusCode::TOO_MANY_REQUESTS,
                 LimitError::MaxTokens { .. } => StatusCode::BAD_REQUEST,

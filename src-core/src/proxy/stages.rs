@@ -15,7 +15,7 @@ use crate::keys::snapshot::Identity;
 use crate::keys::{token, Verdict};
 use crate::ledger::{self, Tokens};
 use crate::limits::anomaly::Alert;
-use crate::limits::budget::Charge;
+use crate::limits::budget::{Charge, Reservation};
 use crate::limits::LimitError;
 use crate::protect::policy::Unparseable;
 use crate::providers::text::PromptFields;
@@ -63,6 +63,9 @@ pub struct RequestCtx {
     findings_header: Option<String>,
     verdict: Option<ledger::Verdict>,
     conversation: Option<crate::protect::pseudonym::ConversationKey>,
+    /// The request's worst-case cost held against its budgets until it ends; given back only
+    /// after `record` has added the real cost (dropping it on any other path gives it back too).
+    held: Option<Reservation>,
 }
 
 impl RequestCtx {
@@ -92,6 +95,7 @@ impl RequestCtx {
             findings_header: None,
             verdict: None,
             conversation: None,
+            held: None,
         }
     }
 
@@ -251,7 +255,7 @@ async fn run(
     let body = admit(config, &provider, ctx, &parts.headers, incoming).await?;
     let body = inspect_filter(state, rt, &provider, ctx, &parts.headers, body)?;
     if let Auth::Key(identity) = &auth {
-        admit_limits(state, config, &provider, ctx, identity).await?;
+        admit_limits(state, config, &provider, ctx, identity, body.len()).await?;
     }
     let upstream = forward(
         state,
@@ -589,6 +593,7 @@ async fn admit_limits(
     provider: &Provider,
     ctx: &mut RequestCtx,
     identity: &Arc<Identity>,
+    body_len: usize,
 ) -> Result<(), ProxyError> {
     if state.is_paused() {
         return Err(LimitError::Paused.into());
@@ -629,12 +634,25 @@ async fn admit_limits(
         key_name: Some(&identity.key_name),
         key_id: Some(identity.key_id),
     };
-    state.spend.check(
+    // Held, not only checked: requests in flight count against the budgets (docs/metering.md).
+    let worst_case = ctx
+        .model
+        .as_deref()
+        .and_then(|m| {
+            state
+                .prices
+                .load()
+                .lookup(Some(&provider.name), m)
+                .map(|p| crate::limits::budget::worst_case_micros(p, body_len, ctx.max_tokens))
+        })
+        .unwrap_or(0);
+    ctx.held = Some(state.spend.reserve(
         &config.limits,
         ctx.started_at,
         &charge,
         identity.budget_micros,
-    )?;
+        worst_case,
+    )?);
     let now = std::time::Instant::now();
     if let Some(tpm) = limits.tpm {
         state.rates.check_tpm(account, tpm, now)?;
@@ -895,7 +913,11 @@ fn respond(
             r.error_source = Some("upstream".into());
         }
         let key = done.own_key();
-        record::finish(&st, &config, r, None, key)
+        let held = done.held.take();
+        let committed = record::finish(&st, &config, r, None, key);
+        // Only now, with the real cost added: never a moment where neither counts.
+        drop(held);
+        committed
     };
     let on_end: body::OnEnd = Box::new(move |end, bytes, metered, notes| {
         // A stream cut short is counted with a tokenizer (its first use loads tables for a

@@ -570,3 +570,86 @@ async fn anomaly_auto_pause_blocks_the_key_until_keys_resume() {
         .expect("resume");
     until_status(&env, p, &key, 200).await;
 }
+
+/// `n` copies of one Anthropic request sent at once, each held 1 s by the mock; their statuses.
+async fn at_once(env: &TestEnv, key: &str, body: &Value, n: usize) -> Vec<HttpResponse> {
+    let p = Provider::Anthropic;
+    let (h, v) = p.auth_header(key);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let req = airlock_e2e::support::client::post(env.addr(), "/anthropic/v1/messages")
+            .headers(p.sdk_headers())
+            .header(h, &v)
+            .header("x-mock-scenario", "delay_ms=1000")
+            .json(body);
+        set.spawn(async move { req.send().await.expect("send") });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.expect("join"));
+    }
+    out
+}
+
+/// Regression (QA: 20 concurrent requests on a 100 µ$ budget all reached the upstream, 9600 µ$
+/// spent). An admitted request holds its worst-case cost against every budget it is subject to
+/// until it ends, so requests in flight count: on a budget smaller than one request, exactly one
+/// of 20 sent at once goes upstream (the one-request overshoot a sequential run allows too),
+/// for a key's own `--budget` and for a config daily budget alike, and the rest get the usual
+/// 429 in Anthropic's format.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_cannot_multiply_a_budget_overshoot() {
+    let cfg = "[limits.keys.conc-daily]\ndaily_usd = 0.0001\n";
+    let (mut life, mut daily) = (String::new(), String::new());
+    let env = start(cfg, |s| {
+        life = s
+            .issue("conc-life", &["--budget", "0.0001usd"])
+            .expect("issue");
+        daily = s.issue("conc-daily", &[]).expect("issue");
+    });
+    let table = PriceTable::load().expect("prices");
+    let text = "how much is this";
+    let one = generation_usage(text, Extra::default()).cost_micros(&table.price("claude-opus-4-1"));
+    assert!(one > 100, "one request ({one} µ$) must be over the budget");
+    let body = serde_json::json!({
+        "model": "claude-opus-4-1", "max_tokens": 100,
+        "messages": [{"role": "user", "content": text}]
+    });
+    for (name, key, code) in [
+        ("conc-life", &life, "airlock_key_budget_exceeded"),
+        ("conc-daily", &daily, "airlock_budget_exceeded"),
+    ] {
+        env.mock.reset();
+        let results = at_once(&env, key, &body, 20).await;
+        let ok = results.iter().filter(|r| r.status == 200).count();
+        assert_eq!(
+            ok,
+            1,
+            "{name}: {:?}",
+            results.iter().map(|r| r.status).collect::<Vec<_>>()
+        );
+        for r in results.iter().filter(|r| r.status != 200) {
+            Provider::Anthropic.assert_error(r, 429);
+            assert_eq!(reason(&env, r).await, code, "{name}: {}", r.text());
+        }
+        assert_eq!(
+            env.mock.requests().len(),
+            1,
+            "{name}: more than one request reached the mock"
+        );
+        // The one that went through spent the budget: the next is refused before upstream.
+        let res = at_once(&env, key, &body, 1).await.remove(0);
+        Provider::Anthropic.assert_error(&res, 429);
+        assert_eq!(
+            env.mock.requests().len(),
+            1,
+            "{name}: refused request reached the mock"
+        );
+    }
+    let spend = env.airlock.setup.spend_json(&[]).expect("spend");
+    assert_eq!(
+        spend["total"]["cost_micros"].as_i64(),
+        Some(2 * one),
+        "one request per key was charged: {spend}"
+    );
+}

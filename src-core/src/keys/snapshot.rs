@@ -24,9 +24,22 @@ pub struct Identity {
     /// This key's own lifetime budget and rate, from `airlock exec --budget/--rpm`.
     pub budget_micros: Option<i64>,
     pub rpm: Option<u32>,
+    /// For a child key (`airlock exec --as`, `env --as`): the parent, whose own budget and rpm
+    /// bind the child's requests too.
+    pub parent: Option<ParentKey>,
     /// The `[policy]` of the project the key was issued in (`airlock exec`), which can only
     /// tighten the configured policy.
     pub project_policy: Option<Arc<crate::protect::policy::LayerFile>>,
+}
+
+/// A child key's parent, as far as its limits go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParentKey {
+    pub key_id: i64,
+    pub name: String,
+    /// The parent's own lifetime budget and rate (`keys issue --budget/--rpm`).
+    pub budget_micros: Option<i64>,
+    pub rpm: Option<u32>,
 }
 
 /// The outcome of checking a presented Airlock key against the snapshot.
@@ -106,6 +119,12 @@ impl KeySnapshot {
                         }),
                     budget_micros: k.budget_micros,
                     rpm: k.rpm,
+                    parent: k.parent.as_ref().map(|_| ParentKey {
+                        key_id: scope_from.id,
+                        name: scope_from.name.clone(),
+                        budget_micros: scope_from.budget_micros,
+                        rpm: scope_from.rpm,
+                    }),
                     project_policy: k
                         .policy
                         .as_deref()
@@ -192,6 +211,7 @@ mod tests {
                 name: "app".into(),
                 providers: vec!["openai".into()],
                 models: vec!["gpt-4o*".into()],
+                rpm: Some(2),
                 ..Default::default()
             })
             .expect("app");
@@ -222,6 +242,12 @@ mod tests {
             panic!("child must verify")
         };
         assert_eq!(c.account, "app");
+        assert_eq!(
+            c.parent.as_ref().map(|p| (p.name.as_str(), p.rpm)),
+            Some(("app", Some(2))),
+            "the parent's own limits travel with the child"
+        );
+        assert!(id.parent.is_none());
         assert!(
             !c.allows_model("o3"),
             "child inherits the parent's model scope"

@@ -268,6 +268,10 @@ pub type CostRow = (Option<String>, Option<String>, i64);
 pub(crate) const KEY_SPEND_SINCE_SQL: &str =
     "SELECT COALESCE(SUM(cost_micros), 0) FROM requests WHERE ts >= ?2 AND key_name = ?1";
 
+/// A top-level key's spend: its own rows and its child keys' (attributed to it as `account`).
+pub(crate) const ACCOUNT_SPEND_SINCE_SQL: &str =
+    "SELECT COALESCE(SUM(cost_micros), 0) FROM requests WHERE account = ?1 AND ts >= ?2";
+
 pub(crate) const COST_SINCE_SQL: &str = "SELECT account, provider, SUM(COALESCE(cost_micros, 0)) \
     FROM requests WHERE ts >= ?1 GROUP BY account, provider";
 

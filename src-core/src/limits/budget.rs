@@ -142,6 +142,32 @@ pub struct Charge<'a> {
     pub key_name: Option<&'a str>,
     /// The key's id, which its lifetime spend is counted under.
     pub key_id: Option<i64>,
+    /// A child key's parent: its lifetime spend includes the child's, and its own lifetime
+    /// budget binds the child too.
+    pub parent: Option<ParentCharge<'a>>,
+}
+
+/// The parent key a child key's spend also counts under.
+#[derive(Clone, Copy)]
+pub struct ParentCharge<'a> {
+    pub name: &'a str,
+    pub id: i64,
+    pub budget: Option<i64>,
+}
+
+impl<'a> Charge<'a> {
+    /// The keys whose lifetime spend this request counts under: (name, id, own lifetime budget).
+    fn lifetimes(
+        &self,
+        key_budget: Option<i64>,
+    ) -> impl Iterator<Item = (&'a str, i64, Option<i64>)> {
+        let own = match (self.key_name, self.key_id) {
+            (Some(n), Some(id)) => Some((n, id, key_budget)),
+            _ => None,
+        };
+        own.into_iter()
+            .chain(self.parent.map(|p| (p.name, p.id, p.budget)))
+    }
 }
 
 impl Book {
@@ -198,6 +224,7 @@ impl SpendBook {
                     provider: provider.as_deref(),
                     key_name: None,
                     key_id: None,
+                    parent: None,
                 };
                 for s in scopes(&c) {
                     let sums = if day {
@@ -238,7 +265,8 @@ impl SpendBook {
             return Ok(r);
         };
         b.roll(&p);
-        if let (Some(limit), Some(key), Some(id)) = (key_budget, c.key_name, c.key_id) {
+        for (key, id, limit) in c.lifetimes(key_budget) {
+            let Some(limit) = limit else { continue };
             let spent = b.key_lifetime.get(&id).copied().unwrap_or(0);
             let held = b.held_lifetime.get(&id).copied().unwrap_or(0);
             if spent >= limit {
@@ -333,7 +361,7 @@ impl SpendBook {
         };
         b.roll(&p);
         let mut alerts = Vec::new();
-        if let (Some(key), Some(id)) = (c.key_name, c.key_id) {
+        for (key, id, limit) in c.lifetimes(key_budget) {
             if !b.key_lifetime.contains_key(&id) {
                 // A key's first charge: if its name belonged to a revoked key, the alerts sent
                 // for that one are not this key's.
@@ -346,7 +374,7 @@ impl SpendBook {
                 *e += micros;
                 *e
             };
-            if let Some(limit) = key_budget {
+            if let Some(limit) = limit {
                 let scope = Scope::Key(key.to_owned());
                 push_alert(
                     &mut b.alerted,
@@ -483,6 +511,7 @@ mod tests {
             provider: Some("openai"),
             key_name: Some("app"),
             key_id: Some(1),
+            parent: None,
         };
         assert!(book.check(&l, NOW, &c, None).is_ok());
         let a = book.add(&l, NOW, &c, 8_500, None);
@@ -521,6 +550,7 @@ mod tests {
             provider: Some("openai"),
             key_name: Some("other"),
             key_id: Some(2),
+            parent: None,
         };
         assert!(book.check(&l, NOW, &other, None).is_ok());
         assert!(book.check(&l, NOW + 86_400_000, &c, None).is_ok());
@@ -542,6 +572,7 @@ mod tests {
             provider: Some("anthropic"),
             key_name: Some("b"),
             key_id: Some(3),
+            parent: None,
         };
         assert!(matches!(
             book.check(&l, NOW, &ant, None),
@@ -552,6 +583,7 @@ mod tests {
             provider: Some("openai"),
             key_name: Some("b"),
             key_id: Some(3),
+            parent: None,
         };
         assert!(book.check(&l, NOW, &oai, None).is_ok());
         book.add(&l, NOW, &oai, 500_000, None);
@@ -570,6 +602,7 @@ mod tests {
             provider: Some("anthropic"),
             key_name: Some("app"),
             key_id: Some(1),
+            parent: None,
         };
         // The first request on an empty budget goes, whatever its worst case.
         let first = book.reserve(&l, NOW, &c, None, 7_500).expect("first");
@@ -595,6 +628,7 @@ mod tests {
             account: Some("other"),
             key_name: Some("other"),
             key_id: Some(2),
+            parent: None,
             ..c
         };
         assert!(book.reserve(&l, NOW, &other, None, 7_500).is_ok());
@@ -622,6 +656,7 @@ mod tests {
             provider: Some("openai"),
             key_name: Some("exec-1"),
             key_id: Some(4),
+            parent: None,
         };
         let small = book.reserve(&l, NOW, &c, Some(100), 60).expect("first");
         let big = book
@@ -653,6 +688,49 @@ mod tests {
     }
 
     #[test]
+    fn a_child_key_counts_against_its_parents_own_budget() {
+        let l = limits("");
+        let book = SpendBook::default();
+        let parent = Charge {
+            account: Some("qa9"),
+            provider: Some("anthropic"),
+            key_name: Some("qa9"),
+            key_id: Some(9),
+            parent: None,
+        };
+        let child = Charge {
+            key_name: Some("exec-1"),
+            key_id: Some(10),
+            parent: Some(ParentCharge {
+                name: "qa9",
+                id: 9,
+                budget: Some(500),
+            }),
+            ..parent
+        };
+        // The child has no budget of its own; its spend is the parent's too.
+        assert!(book.check(&l, NOW, &child, None).is_ok());
+        let alerts = book.add(&l, NOW, &child, 500, None);
+        assert_eq!(book.key_lifetime(9), 500);
+        assert!(
+            alerts
+                .iter()
+                .any(|a| a.level == "exhausted" && a.scope == Scope::Key("qa9".into())),
+            "{alerts:?}"
+        );
+        let err = book.check(&l, NOW, &child, None).expect_err("parent spent");
+        assert_eq!(err.code(), "airlock_key_budget_exceeded", "{err}");
+        assert!(err.to_string().contains("\"qa9\""), "{err}");
+        assert!(book.check(&l, NOW, &parent, Some(500)).is_err());
+        // And a child's in-flight hold holds the parent's budget.
+        let other = SpendBook::default();
+        let held = other.reserve(&l, NOW, &child, None, 600).expect("first");
+        assert!(other.check(&l, NOW, &parent, Some(500)).is_err());
+        drop(held);
+        assert!(other.check(&l, NOW, &parent, Some(500)).is_ok());
+    }
+
+    #[test]
     fn exec_key_lifetime_budget() {
         let l = limits("");
         let book = SpendBook::default();
@@ -661,6 +739,7 @@ mod tests {
             provider: Some("openai"),
             key_name: Some("exec-1"),
             key_id: Some(4),
+            parent: None,
         };
         book.add(&l, NOW, &c, 2_000_000, Some(2_000_000));
         assert!(matches!(
@@ -671,6 +750,7 @@ mod tests {
         // own budget alerts again.
         let again = Charge {
             key_id: Some(5),
+            parent: None,
             ..c
         };
         assert!(book.check(&l, NOW, &again, Some(2_000_000)).is_ok());

@@ -6,20 +6,21 @@ use super::state::State;
 use crate::admin::events::{BlockedFinding, Event};
 use crate::admin::metrics::Observation;
 use crate::config::Config;
+use crate::keys::snapshot::Identity;
 use crate::ledger::{Record, Verdict};
-use crate::limits::budget::Charge;
+use crate::limits::budget::{Charge, ParentCharge};
 
 /// Finishes a request. `message` is the refusal or failure message (never a secret).
-/// `key` is the id of the key the request came with and its own lifetime budget
-/// (`airlock exec --budget`, `keys issue --budget`), if any.
+/// `identity` is the key the request came with, whose lifetime spend (and, for a child key,
+/// its parent's) the cost counts under.
 pub fn finish(
     state: &State,
     config: &Config,
     r: Record,
     message: Option<String>,
-    key: Option<(i64, Option<i64>)>,
+    identity: Option<&Identity>,
 ) -> Option<crate::ledger::writer::Committed> {
-    let key_budget = key.and_then(|(_, budget)| budget);
+    let key_budget = identity.and_then(|i| i.budget_micros);
     state
         .metrics
         .in_flight
@@ -32,7 +33,14 @@ pub fn finish(
             account: Some(account),
             provider: r.provider.as_deref(),
             key_name: r.key_name.as_deref(),
-            key_id: key.map(|(id, _)| id),
+            key_id: identity.map(|i| i.key_id),
+            parent: identity
+                .and_then(|i| i.parent.as_ref())
+                .map(|p| ParentCharge {
+                    name: &p.name,
+                    id: p.key_id,
+                    budget: p.budget_micros,
+                }),
         };
         if let Some(cost) = r.cost_micros.filter(|c| *c > 0) {
             for a in state

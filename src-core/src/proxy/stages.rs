@@ -15,7 +15,7 @@ use crate::keys::snapshot::Identity;
 use crate::keys::{token, Verdict};
 use crate::ledger::{self, Tokens};
 use crate::limits::anomaly::Alert;
-use crate::limits::budget::{Charge, Reservation};
+use crate::limits::budget::{Charge, ParentCharge, Reservation};
 use crate::limits::LimitError;
 use crate::protect::policy::Unparseable;
 use crate::providers::text::PromptFields;
@@ -133,11 +133,6 @@ impl RequestCtx {
             prompt: None,
             findings: self.findings.clone(),
         }
-    }
-
-    /// The request's key id and its own lifetime budget, for [`record::finish`].
-    fn own_key(&self) -> Option<(i64, Option<i64>)> {
-        self.identity.as_ref().map(|i| (i.key_id, i.budget_micros))
     }
 }
 
@@ -633,6 +628,11 @@ async fn admit_limits(
         provider: Some(&provider.name),
         key_name: Some(&identity.key_name),
         key_id: Some(identity.key_id),
+        parent: identity.parent.as_ref().map(|p| ParentCharge {
+            name: &p.name,
+            id: p.key_id,
+            budget: p.budget_micros,
+        }),
     };
     // Held, not only checked: requests in flight count against the budgets (docs/metering.md).
     let worst_case = ctx
@@ -657,9 +657,15 @@ async fn admit_limits(
     if let Some(tpm) = limits.tpm {
         state.rates.check_tpm(account, tpm, now)?;
     }
-    // The key's own --rpm (from `airlock exec`) is counted under the key itself.
+    // A key's own --rpm is counted under the key itself; a child key's requests count
+    // against its parent's own --rpm as well.
     if let Some(rpm) = identity.rpm {
         state.rates.check_rpm(&identity.key_name, rpm)?;
+    }
+    if let Some(parent) = &identity.parent {
+        if let Some(rpm) = parent.rpm {
+            state.rates.check_rpm(&parent.name, rpm)?;
+        }
     }
     if let Some(rpm) = limits.rpm {
         state.rates.check_rpm(account, rpm)?;
@@ -912,9 +918,8 @@ fn respond(
             r.reason = Some(format!("upstream_{}", status.as_u16()));
             r.error_source = Some("upstream".into());
         }
-        let key = done.own_key();
         let held = done.held.take();
-        let committed = record::finish(&st, &config, r, None, key);
+        let committed = record::finish(&st, &config, r, None, done.identity.as_deref());
         // Only now, with the real cost added: never a moment where neither counts.
         drop(held);
         committed
@@ -1133,7 +1138,7 @@ fn fail(
         config,
         ctx.record(status, Some(&err)),
         Some(message),
-        ctx.own_key(),
+        ctx.identity.as_deref(),
     );
     (resp, committed)
 }

@@ -443,28 +443,35 @@ fn seed_spend(spend: &SpendBook, store: &KeyStore) -> Result<(), StateError> {
         .map_err(crate::keys::StoreError::from)?;
     let today = crate::ledger::query::cost_since(conn, p.day_start_ms)
         .map_err(crate::keys::StoreError::from)?;
-    let budgeted: Vec<(i64, String, i64)> = store
+    let budgeted: Vec<(i64, String, i64, bool)> = store
         .live_with_hashes()?
         .into_iter()
         .filter(|(k, _)| k.budget_micros.is_some())
-        .map(|(k, _)| (k.id, k.name, k.created_at))
+        .map(|(k, _)| (k.id, k.name, k.created_at, k.parent.is_none()))
         .collect();
     let lifetimes = lifetime_spend(conn, &budgeted).map_err(crate::keys::StoreError::from)?;
     spend.seed(now, &month, &today, &lifetimes);
     Ok(())
 }
 
-/// What each key of `keys` (id, name, creation time) has spent since it was issued: rows of an
-/// earlier, revoked key of the same name are not its spend. Each key's rows are searched from
-/// its creation on through the time index, so a short-lived `exec` key reads only its own
-/// minutes of the ledger.
+/// What each key of `keys` (id, name, creation time, top-level) has spent since it was issued:
+/// rows of an earlier, revoked key of the same name are not its spend. A top-level key's spend
+/// includes its child keys' (`exec --as`), whose rows carry its name as `account`. Each key's
+/// rows are searched from its creation on through the time index, so a short-lived `exec` key
+/// reads only its own minutes of the ledger.
 fn lifetime_spend(
     conn: &rusqlite::Connection,
-    keys: &[(i64, String, i64)],
+    keys: &[(i64, String, i64, bool)],
 ) -> rusqlite::Result<Vec<(i64, i64)>> {
-    let mut stmt = conn.prepare_cached(crate::ledger::query::KEY_SPEND_SINCE_SQL)?;
+    let mut own = conn.prepare_cached(crate::ledger::query::KEY_SPEND_SINCE_SQL)?;
+    let mut with_children = conn.prepare_cached(crate::ledger::query::ACCOUNT_SPEND_SINCE_SQL)?;
     keys.iter()
-        .map(|(id, name, since)| {
+        .map(|(id, name, since, top_level)| {
+            let stmt = if *top_level {
+                &mut with_children
+            } else {
+                &mut own
+            };
             let spent = stmt.query_row(rusqlite::params![name, since], |r| r.get(0))?;
             Ok((*id, spent))
         })

@@ -653,3 +653,78 @@ async fn concurrent_requests_cannot_multiply_a_budget_overshoot() {
         "one request per key was charged: {spend}"
     );
 }
+
+/// Regression (QA: `exec --as qa9` ran five requests on a key whose own `--budget` was used up,
+/// and `exec --as qar` ignored qar's `--rpm 2`). A child key's requests count against, and are
+/// limited by, its parent's own budget and rpm as well as its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_as_a_key_is_bound_by_that_keys_own_budget_and_rpm() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let table = PriceTable::load().expect("prices");
+    let text = prompt(150);
+    let each = generation_usage(&text, Extra::default()).cost_micros(&table.price("gpt-4o"));
+    // Room for one request and a half: the parent's second request is refused.
+    let budget = format!("{:.6}usd", (each * 3 / 2) as f64 / 1e6);
+    let (mut qa9, mut qar) = (String::new(), String::new());
+    let env = TestEnv::start_with(
+        |c| c.listen = format!("127.0.0.1:{port}"),
+        |s| {
+            qa9 = s.issue("qa9", &["--budget", &budget])?;
+            qar = s.issue("qar", &["--rpm", "2"])?;
+            Ok(())
+        },
+    )
+    .expect("start");
+    let oa = Provider::OpenAi;
+    for i in 0..2 {
+        let res = call(&env, oa, &qa9, "gpt-4o", &text).await;
+        assert_eq!(res.status, 200, "qa9 request {i}: {}", res.text());
+    }
+    let res = call(&env, oa, &qa9, "gpt-4o", &text).await;
+    oa.assert_error(&res, 429);
+    let body =
+        serde_json::json!({"model": "gpt-4o", "messages": [{"role": "user", "content": text}]});
+    let script = r#"for i in 1 2 3 4 5; do
+  curl -s -o /dev/null -w '%{http_code}\n' -H "authorization: Bearer $OPENAI_API_KEY" \
+    -H 'content-type: application/json' -d "$BODY" "$OPENAI_BASE_URL/chat/completions"
+done"#;
+    let exec_as = |name: &str| {
+        let out = env
+            .airlock
+            .setup
+            .command(["exec", "--as", name, "--", "sh", "-c", script])
+            .env("BODY", body.to_string())
+            .output()
+            .expect("exec");
+        assert!(
+            out.status.success(),
+            "exec failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    env.mock.reset();
+    assert_eq!(exec_as("qa9"), ["429"; 5], "qa9's budget is used up");
+    assert!(
+        env.mock.requests().is_empty(),
+        "a child of a spent key reached the mock"
+    );
+    assert_eq!(
+        exec_as("qar"),
+        ["200", "200", "429", "429", "429"],
+        "qar's rpm is 2"
+    );
+    assert_eq!(exec_as("qar"), ["429"; 5], "still within the same minute");
+    let res = call(&env, oa, &qar, "gpt-4o", "hi").await;
+    oa.assert_error(&res, 429);
+    assert_eq!(
+        res.json().pointer("/error/code").and_then(Value::as_str),
+        Some("airlock_rate_limited")
+    );
+}

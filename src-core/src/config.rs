@@ -214,6 +214,9 @@ pub struct Limits {
     /// Keys with their own settings, already merged over the defaults.
     pub keys: BTreeMap<String, KeyLimits>,
     pub soft_alert: f64,
+    /// `limits.allow_unpriced_models`: a model with no known price may be used where a USD
+    /// budget applies (uncounted). Off by default, so no budget is bypassed by one.
+    pub allow_unpriced_models: bool,
 }
 
 impl Limits {
@@ -440,6 +443,7 @@ impl ConfigFile {
                 .map(|(n, k)| Ok((n.clone(), key_limits(&format!("limits.keys.{n}"), k)?)))
                 .collect::<Result<_, ConfigError>>()?,
             soft_alert,
+            allow_unpriced_models: l.allow_unpriced_models.unwrap_or(false),
         };
         let a = &self.anomaly;
         let anomaly = Anomaly {
@@ -609,6 +613,15 @@ mod tests {
             Some("https://api.openai.com/".into())
         );
         assert!(!c.provider("ollama").expect("ollama").needs_key());
+    }
+
+    #[test]
+    fn unpriced_models_are_refused_under_a_budget_unless_allowed() {
+        let c = Config::from_toml("", None).expect("config");
+        assert!(!c.limits.allow_unpriced_models);
+        let c =
+            Config::from_toml("[limits]\nallow_unpriced_models = true\n", None).expect("config");
+        assert!(c.limits.allow_unpriced_models);
     }
 
     #[test]

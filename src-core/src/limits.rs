@@ -70,6 +70,10 @@ pub enum LimitError {
     MaxTokens { key: String, asked: u64, limit: u64 },
     #[error("model {model:?} is not allowed for key {key:?} by limits.keys.{key}.models_allow / models_deny")]
     ModelDenied { key: String, model: String },
+    #[error(
+        "model {model:?} has no known price, so Airlock cannot count it against the {budget} budget; add its price to the config ([prices.\"{model}\"] with input_per_mtok and output_per_mtok, USD per million tokens), or set limits.allow_unpriced_models = true to let unpriced models through uncounted"
+    )]
+    Unpriced { model: String, budget: String },
     #[error("Airlock is paused; resume it with `airlock resume` (or from the tray)")]
     Paused,
     #[error(
@@ -103,6 +107,7 @@ impl LimitError {
             LimitError::Tpm { .. } => "airlock_token_rate_limited",
             LimitError::MaxTokens { .. } => "airlock_max_tokens",
             LimitError::ModelDenied { .. } => "airlock_model_denied",
+            LimitError::Unpriced { .. } => "airlock_model_unpriced",
             LimitError::Paused => "airlock_paused",
             LimitError::KeyPaused { .. } => "airlock_key_paused",
         }

@@ -89,6 +89,9 @@ pub struct LimitsFile {
     pub max_tokens: Option<u64>,
     /// Share of a budget at which a soft alert fires (default 0.8).
     pub soft_alert: Option<f64>,
+    /// Let requests for models with no known price through even where a USD budget applies
+    /// (their cost is unknown, so no budget counts them). Default false: refused.
+    pub allow_unpriced_models: Option<bool>,
     pub providers: BTreeMap<String, BudgetFile>,
     pub keys: BTreeMap<String, KeyLimitsFile>,
 }

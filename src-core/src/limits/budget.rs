@@ -205,6 +205,23 @@ fn budget_for(limits: &Limits, scope: &Scope) -> Budget {
     }
 }
 
+/// The first USD budget `c` is subject to, named for a message (`key app lifetime`,
+/// `global daily`), if there is any.
+pub fn first_budget(limits: &Limits, c: &Charge<'_>, key_budget: Option<i64>) -> Option<String> {
+    if let Some((key, _, _)) = c.lifetimes(key_budget).find(|(_, _, b)| b.is_some()) {
+        return Some(format!("{} lifetime", Scope::Key(key.to_owned())));
+    }
+    scopes(c).into_iter().find_map(|s| {
+        let b = budget_for(limits, &s);
+        let period = if b.daily_micros.is_some() {
+            "daily"
+        } else {
+            "monthly"
+        };
+        b.is_set().then(|| format!("{s} {period}"))
+    })
+}
+
 impl SpendBook {
     /// Seeds the counters from the ledger: `rows` are (account, provider, micros) since the
     /// start of the month, `today` the same since the start of the day.
@@ -728,6 +745,49 @@ mod tests {
         assert!(other.check(&l, NOW, &parent, Some(500)).is_err());
         drop(held);
         assert!(other.check(&l, NOW, &parent, Some(500)).is_ok());
+    }
+
+    #[test]
+    fn first_budget_names_any_usd_budget_a_request_is_under() {
+        let c = Charge {
+            account: Some("app"),
+            provider: Some("openai"),
+            key_name: Some("app"),
+            key_id: Some(1),
+            parent: None,
+        };
+        assert_eq!(first_budget(&limits(""), &c, None), None);
+        assert_eq!(
+            first_budget(&limits(""), &c, Some(5)).as_deref(),
+            Some("key app lifetime")
+        );
+        let child = Charge {
+            parent: Some(ParentCharge {
+                name: "app",
+                id: 1,
+                budget: Some(5),
+            }),
+            key_name: Some("exec-1"),
+            ..c
+        };
+        assert_eq!(
+            first_budget(&limits(""), &child, None).as_deref(),
+            Some("key app lifetime")
+        );
+        for (toml, want) in [
+            ("[limits]\nmonthly_usd = 1.0\n", "global monthly"),
+            (
+                "[limits.providers.openai]\ndaily_usd = 1.0\n",
+                "provider openai daily",
+            ),
+            ("[limits.keys.app]\ndaily_usd = 1.0\n", "key app daily"),
+        ] {
+            assert_eq!(first_budget(&limits(toml), &c, None).as_deref(), Some(want));
+        }
+        assert_eq!(
+            first_budget(&limits("[limits.keys.other]\ndaily_usd = 1.0\n"), &c, None),
+            None
+        );
     }
 
     #[test]

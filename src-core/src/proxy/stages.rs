@@ -635,17 +635,29 @@ async fn admit_limits(
         }),
     };
     // Held, not only checked: requests in flight count against the budgets (docs/metering.md).
-    let worst_case = ctx
-        .model
-        .as_deref()
-        .and_then(|m| {
-            state
-                .prices
-                .load()
-                .lookup(Some(&provider.name), m)
-                .map(|p| crate::limits::budget::worst_case_micros(p, body_len, ctx.max_tokens))
-        })
-        .unwrap_or(0);
+    let worst_case = match ctx.model.as_deref() {
+        None => 0,
+        Some(model) => match state.prices.load().lookup(Some(&provider.name), model) {
+            Some(p) => crate::limits::budget::worst_case_micros(p, body_len, ctx.max_tokens),
+            // Its cost would be unknown, and no budget could count it.
+            None if !config.limits.allow_unpriced_models => {
+                let first = crate::limits::budget::first_budget(
+                    &config.limits,
+                    &charge,
+                    identity.budget_micros,
+                );
+                if let Some(budget) = first {
+                    return Err(LimitError::Unpriced {
+                        model: model.to_owned(),
+                        budget,
+                    }
+                    .into());
+                }
+                0
+            }
+            None => 0,
+        },
+    };
     ctx.held = Some(state.spend.reserve(
         &config.limits,
         ctx.started_at,

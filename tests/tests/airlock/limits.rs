@@ -728,3 +728,46 @@ done"#;
         Some("airlock_rate_limited")
     );
 }
+
+/// Regression (QA: a key with `--budget 0.0001usd` sent model "gpt-7-ultra", which has no price,
+/// five times: all went upstream and cost "$0.00"). A model with no known price is refused,
+/// naming the budget and how to add a price, wherever a USD budget applies; a key under no
+/// budget may still use it, and so may a budgeted one once the model has a configured price.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpriced_models_cannot_bypass_a_usd_budget() {
+    let cfg = "[limits.keys.cfg-budget]\ndaily_usd = 1.0\n\n[prices.\"gpt-7-priced\"]\ninput_per_mtok = 1.0\noutput_per_mtok = 2.0\n";
+    let (mut life, mut daily, mut free) = (String::new(), String::new(), String::new());
+    let env = start(cfg, |s| {
+        life = s
+            .issue("life-budget", &["--budget", "0.0001usd"])
+            .expect("issue");
+        daily = s.issue("cfg-budget", &[]).expect("issue");
+        free = s.issue("no-budget", &[]).expect("issue");
+    });
+    let oa = Provider::OpenAi;
+    for (key, scope) in [
+        (&life, "key life-budget lifetime"),
+        (&daily, "key cfg-budget daily"),
+    ] {
+        for model in ["gpt-7-ultra", "GPT-7-ULTRA"] {
+            let res = call(&env, oa, key, model, "hi").await;
+            oa.assert_error(&res, 403);
+            let err = &res.json()["error"];
+            assert_eq!(err["code"], "airlock_model_unpriced", "{}", res.text());
+            let msg = err["message"].as_str().unwrap_or("");
+            assert!(
+                msg.contains("no known price") && msg.contains(scope) && msg.contains("[prices."),
+                "{msg}"
+            );
+        }
+    }
+    assert!(
+        env.mock.requests().is_empty(),
+        "an unpriced request reached the mock"
+    );
+    let res = call(&env, oa, &free, "gpt-7-ultra", "hi").await;
+    assert_eq!(res.status, 200, "no budget applies: {}", res.text());
+    let res = call(&env, oa, &daily, "gpt-7-priced", "hi").await;
+    assert_eq!(res.status, 200, "priced in the config: {}", res.text());
+    assert_eq!(env.mock.requests().len(), 2);
+}

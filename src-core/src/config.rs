@@ -171,7 +171,7 @@ impl ModelGlobs {
     pub fn new(patterns: &[String]) -> Result<ModelGlobs, String> {
         let mut b = globset::GlobSetBuilder::new();
         for p in patterns {
-            b.add(globset::Glob::new(p).map_err(|e| format!("{p:?}: {e}"))?);
+            b.add(model_glob(p).map_err(|e| format!("{p:?}: {e}"))?);
         }
         let set = b.build().map_err(|e| e.to_string())?;
         Ok(ModelGlobs {
@@ -184,13 +184,25 @@ impl ModelGlobs {
         self.patterns.is_empty()
     }
 
+    /// Whether any pattern matches the model under any of its names: normalized
+    /// (`crate::providers::normalize_model`) and with provider prefixes peeled off, so
+    /// `O1-mini`, `" o1-mini"` and `openai/o1-mini` all meet `o1*`.
     pub fn matches(&self, model: &str) -> bool {
-        self.set.is_match(model)
+        let model = crate::providers::normalize_model(model);
+        let hit = crate::providers::model_names(&model).any(|name| self.set.is_match(name));
+        hit
     }
 
     pub fn patterns(&self) -> &[String] {
         &self.patterns
     }
+}
+
+/// A model-name glob; case-insensitive, since model names are compared lowercased.
+pub fn model_glob(pattern: &str) -> Result<globset::Glob, globset::Error> {
+    globset::GlobBuilder::new(pattern)
+        .case_insensitive(true)
+        .build()
 }
 
 /// The effective limits for one key: `[limits.keys.NAME]` over the `[limits]` defaults, merged

@@ -128,11 +128,56 @@ pub fn query_without_key(query: &str) -> String {
 }
 
 /// Gemini carries the model in the path: `/v1beta/models/gemini-2.0-flash:generateContent`.
-pub fn model_from_path(path: &str) -> Option<&str> {
+/// The path is percent-decoded first, as the upstream decodes it: `%67emini-2.5-pro` is
+/// `gemini-2.5-pro` there, and must be here.
+pub fn model_from_path(path: &str) -> Option<String> {
+    let path = percent_decode(path);
     let rest = path.split("/models/").nth(1)?;
     let end = rest.find([':', '/', '?']).unwrap_or(rest.len());
     let model = &rest[..end];
-    (!model.is_empty()).then_some(model)
+    (!model.is_empty()).then(|| model.to_owned())
+}
+
+/// `%XX` escapes decoded (invalid UTF-8 replaced); a `%` not followed by two hex digits stays.
+pub fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.contains('%') {
+        return s.into();
+    }
+    let b = s.as_bytes();
+    let hex = |c: u8| (c as char).to_digit(16);
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned().into()
+}
+
+/// A model name as limits and prices compare it: trimmed, ASCII-lowercased, without a leading
+/// `models/` (Gemini's resource name). Providers treat these spellings as one model, so a
+/// deny list must too.
+pub fn normalize_model(model: &str) -> String {
+    let m = model.trim().to_ascii_lowercase();
+    match m.strip_prefix("models/") {
+        Some(rest) => rest.to_owned(),
+        None => m,
+    }
+}
+
+/// The names a normalized model answers to, most specific first: itself, then with each
+/// provider prefix peeled off (`openrouter/openai/o1-mini` → `openai/o1-mini` → `o1-mini`).
+pub fn model_names(normalized: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(normalized), |m| {
+        m.split_once('/').map(|(_, rest)| rest)
+    })
 }
 
 /// Whether a client-sent key looks like a real provider key rather than a typo or a dummy.
@@ -192,13 +237,42 @@ mod tests {
     #[test]
     fn gemini_model_comes_from_the_path() {
         assert_eq!(
-            model_from_path("/v1beta/models/gemini-2.0-flash:streamGenerateContent"),
+            model_from_path("/v1beta/models/gemini-2.0-flash:streamGenerateContent").as_deref(),
             Some("gemini-2.0-flash")
         );
         assert_eq!(
-            model_from_path("/v1beta/models/text-embedding-004"),
+            model_from_path("/v1beta/models/text-embedding-004").as_deref(),
             Some("text-embedding-004")
         );
         assert_eq!(model_from_path("/v1beta/models"), None);
+    }
+
+    #[test]
+    fn gemini_model_in_an_escaped_path_is_decoded() {
+        for path in [
+            "/v1beta/models/%67emini-2.5-pro:generateContent",
+            "/v1beta/%6Dodels/gemini-2.5-pro:generateContent",
+            "/v1beta/models/gemini-2.5-pro%3AgenerateContent",
+        ] {
+            assert_eq!(
+                model_from_path(path).as_deref(),
+                Some("gemini-2.5-pro"),
+                "{path}"
+            );
+        }
+        assert_eq!(percent_decode("a%2"), "a%2");
+        assert_eq!(percent_decode("100%zz"), "100%zz");
+        assert_eq!(percent_decode("%e2%82%ac"), "€");
+    }
+
+    #[test]
+    fn model_names_normalize_and_peel_prefixes() {
+        assert_eq!(normalize_model(" Claude-Opus-4-1 "), "claude-opus-4-1");
+        assert_eq!(normalize_model("models/Gemini-2.5-Pro"), "gemini-2.5-pro");
+        assert_eq!(
+            model_names("openrouter/openai/o1-mini").collect::<Vec<_>>(),
+            ["openrouter/openai/o1-mini", "openai/o1-mini", "o1-mini"]
+        );
+        assert_eq!(model_names("gpt-4o").collect::<Vec<_>>(), ["gpt-4o"]);
     }
 }

@@ -2,7 +2,7 @@
 
 use super::store::{now_ms, IssuedKey};
 use super::token;
-use globset::{Glob, GlobSet, GlobSetBuilder};
+use globset::{GlobSet, GlobSetBuilder};
 use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -55,8 +55,14 @@ impl Identity {
         self.providers.is_empty() || self.providers.iter().any(|p| p == provider)
     }
 
+    /// Matched as the config's model lists are (`ModelGlobs::matches`): the normalized name or
+    /// any of its prefix-peeled names.
     pub fn allows_model(&self, model: &str) -> bool {
-        self.models.as_ref().is_none_or(|set| set.is_match(model))
+        self.models.as_ref().is_none_or(|set| {
+            let model = crate::providers::normalize_model(model);
+            let hit = crate::providers::model_names(&model).any(|name| set.is_match(name));
+            hit
+        })
     }
 
     pub fn providers(&self) -> &[String] {
@@ -189,7 +195,7 @@ fn compile_globs(patterns: &[String]) -> Option<GlobSet> {
     let mut b = GlobSetBuilder::new();
     for p in patterns {
         // Patterns were validated at issue time; one that no longer parses matches nothing.
-        if let Ok(g) = Glob::new(p) {
+        if let Ok(g) = crate::config::model_glob(p) {
             b.add(g);
         }
     }

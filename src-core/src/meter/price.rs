@@ -266,9 +266,9 @@ impl PriceTable {
     /// suffix, and the name without a provider prefix the client put on it (`gemini/…`,
     /// `openai/gpt-4o` through OpenRouter). A `models/` prefix (Gemini paths) is dropped first.
     pub fn lookup(&self, provider: Option<&str>, model: &str) -> Option<&ModelPrice> {
-        let model = model.trim().to_ascii_lowercase();
-        let model = model.strip_prefix("models/").unwrap_or(&model);
-        let candidates = candidates(provider, model);
+        // The same normal form the model allow and deny lists match.
+        let model = crate::providers::normalize_model(model);
+        let candidates = candidates(provider, &model);
         [&self.overrides, &self.models]
             .into_iter()
             .find_map(|map| candidates.iter().find_map(|c| map.get(c.as_str())))

@@ -460,7 +460,7 @@ async fn admit(
     }
 
     if provider.kind == ProviderKind::Gemini {
-        ctx.model = providers::model_from_path(&ctx.endpoint).map(str::to_owned);
+        ctx.model = providers::model_from_path(&ctx.endpoint);
         ctx.streamed = ctx.endpoint.contains(":streamGenerateContent");
     }
     if !body.is_empty() {

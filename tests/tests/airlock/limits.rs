@@ -771,3 +771,56 @@ async fn unpriced_models_cannot_bypass_a_usd_budget() {
     assert_eq!(res.status, 200, "priced in the config: {}", res.text());
     assert_eq!(env.mock.requests().len(), 2);
 }
+
+/// Regression (QA: `models_deny = ["o1*", "gemini-2.5-pro*", "claude-opus*"]` let through
+/// `%67emini-2.5-pro` in a Gemini path, `O1-mini`, `" o1-mini"`, `openai/o1-mini` and
+/// `Claude-Opus-4-1`, which the price lookup already read as the denied models). Allow and deny
+/// lists match the model as the upstream reads it: percent-decoded path, trimmed, any case,
+/// with or without a provider prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_lists_match_every_spelling_of_a_model() {
+    let cfg = r#"[limits.keys.qa6]
+models_deny = ["o1*", "gemini-2.5-pro*", "claude-opus*"]
+
+[limits.keys.only4o]
+models_allow = ["gpt-4o*"]
+"#;
+    let (mut qa6, mut only) = (String::new(), String::new());
+    let env = start(cfg, |s| {
+        qa6 = s.issue("qa6", &[]).expect("issue");
+        only = s.issue("only4o", &[]).expect("issue");
+    });
+    let denied = [
+        (Provider::Gemini, "%67emini-2.5-pro"),
+        (Provider::Gemini, "%67emini-2.5-pro%3AgenerateContent?x="),
+        (Provider::Gemini, "Gemini-2.5-Pro"),
+        (Provider::OpenAi, "O1-mini"),
+        (Provider::OpenAi, " o1-mini"),
+        (Provider::OpenAi, "openai/o1-mini"),
+        (Provider::Anthropic, "Claude-Opus-4-1"),
+    ];
+    for (p, model) in denied {
+        let res = call(&env, p, &qa6, model, "hi").await;
+        p.assert_error(&res, 403);
+        assert_eq!(
+            reason(&env, &res).await,
+            "airlock_model_denied",
+            "{} {model:?}",
+            p.name()
+        );
+    }
+    for (model, want) in [
+        ("GPT-4o", 200),
+        ("openai/gpt-4o-mini", 200),
+        ("O1-MINI", 403),
+        ("openai/o1", 403),
+    ] {
+        let res = call(&env, Provider::OpenAi, &only, model, "hi").await;
+        assert_eq!(res.status, want, "{model:?}: {}", res.text());
+    }
+    assert_eq!(
+        env.mock.requests().len(),
+        2,
+        "a denied model reached the mock"
+    );
+}

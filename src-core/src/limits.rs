@@ -68,6 +68,12 @@ pub enum LimitError {
     },
     #[error("max tokens {asked} is above the {limit} allowed per request for key {key:?} (limits.max_tokens)")]
     MaxTokens { key: String, asked: u64, limit: u64 },
+    #[error("{field} must be a non-negative integer: Airlock checks it against the {limit} allowed per request for key {key:?} (limits.max_tokens)")]
+    MaxTokensUnreadable {
+        key: String,
+        field: &'static str,
+        limit: u64,
+    },
     #[error("model {model:?} is not allowed for key {key:?} by limits.keys.{key}.models_allow / models_deny")]
     ModelDenied { key: String, model: String },
     #[error(
@@ -105,7 +111,9 @@ impl LimitError {
             LimitError::BudgetHeld { .. } => "airlock_budget_exceeded",
             LimitError::Rpm { .. } => "airlock_rate_limited",
             LimitError::Tpm { .. } => "airlock_token_rate_limited",
-            LimitError::MaxTokens { .. } => "airlock_max_tokens",
+            LimitError::MaxTokens { .. } | LimitError::MaxTokensUnreadable { .. } => {
+                "airlock_max_tokens"
+            }
             LimitError::ModelDenied { .. } => "airlock_model_denied",
             LimitError::Unpriced { .. } => "airlock_model_unpriced",
             LimitError::Paused => "airlock_paused",

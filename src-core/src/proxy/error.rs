@@ -119,7 +119,9 @@ impl ProxyError {
                 | LimitError::BudgetHeld { .. }
                 | LimitError::Rpm { .. }
                 | LimitError::Tpm { .. } => StatusCode::TOO_MANY_REQUESTS,
-                LimitError::MaxTokens { .. } => StatusCode::BAD_REQUEST,
+                LimitError::MaxTokens { .. } | LimitError::MaxTokensUnreadable { .. } => {
+                    StatusCode::BAD_REQUEST
+                }
                 _ => StatusCode::FORBIDDEN,
             },
         }

@@ -45,6 +45,8 @@ pub struct RequestCtx {
     sent_upstream: Option<Instant>,
     /// The `max_tokens`-like field the request asked for, in any provider's spelling.
     max_tokens: Option<u64>,
+    /// A `max_tokens`-like field whose value is not a non-negative integer.
+    max_tokens_unreadable: Option<&'static str>,
     /// The last user turn, for the anomaly detectors (never stored).
     prompt: Option<String>,
     pub tokens: Tokens,
@@ -83,6 +85,7 @@ impl RequestCtx {
             cors_origin: None,
             sent_upstream: None,
             max_tokens: None,
+            max_tokens_unreadable: None,
             prompt: None,
             tokens: Tokens::default(),
             cost_micros: None,
@@ -502,7 +505,10 @@ async fn admit(
             }
             ctx.streamed |=
                 fields.stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true);
-            ctx.max_tokens = fields.max_tokens();
+            match fields.max_tokens() {
+                Ok(n) => ctx.max_tokens = n,
+                Err(field) => ctx.max_tokens_unreadable = Some(field),
+            }
             if config.anomaly.enabled {
                 ctx.prompt = fields.prompt_fields().last_user_text();
             }
@@ -563,20 +569,37 @@ impl<'a> JsonFields<'a> {
         }
     }
 
-    /// The output cap the request asks for, in whichever spelling its API uses.
-    fn max_tokens(&self) -> Option<u64> {
-        [
-            self.max_tokens.as_ref(),
-            self.max_completion_tokens.as_ref(),
-            self.max_output_tokens.as_ref(),
-            self.generation_config
-                .as_ref()
-                .and_then(|g| g.max_output_tokens.as_ref()),
-        ]
-        .into_iter()
-        .flatten()
-        .filter_map(serde_json::Value::as_u64)
-        .max()
+    /// The output cap the request asks for, in whichever spelling its API uses (the largest, if
+    /// it uses several). `Err(field)` names a field whose value is not a non-negative integer
+    /// (`"5000"`, `-1`, `1.5`), which a cap check cannot read; `null` counts as absent and an
+    /// integral float (`1e9`) as its integer.
+    fn max_tokens(&self) -> Result<Option<u64>, &'static str> {
+        let fields = [
+            ("max_tokens", self.max_tokens.as_ref()),
+            ("max_completion_tokens", self.max_completion_tokens.as_ref()),
+            ("max_output_tokens", self.max_output_tokens.as_ref()),
+            (
+                "generationConfig.maxOutputTokens",
+                self.generation_config
+                    .as_ref()
+                    .and_then(|g| g.max_output_tokens.as_ref()),
+            ),
+        ];
+        let mut max = None;
+        for (name, value) in fields {
+            let n = match value {
+                None | Some(serde_json::Value::Null) => continue,
+                Some(v) => v.as_u64().or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0)
+                        // Saturates: anything past u64 is over every cap anyway.
+                        .map(|f| f as u64)
+                }),
+            };
+            let n = n.ok_or(name)?;
+            max = max.max(Some(n));
+        }
+        Ok(max)
     }
 }
 
@@ -612,6 +635,15 @@ async fn admit_limits(
             }
             .into());
         }
+    }
+    // Fail closed: a cap that cannot be read cannot be checked.
+    if let (Some(limit), Some(field)) = (limits.max_tokens, ctx.max_tokens_unreadable) {
+        return Err(LimitError::MaxTokensUnreadable {
+            key: account.to_owned(),
+            field,
+            limit,
+        }
+        .into());
     }
     if let (Some(limit), Some(asked)) = (limits.max_tokens, ctx.max_tokens) {
         if asked > limit {
@@ -1250,12 +1282,42 @@ mod tests {
         for (body, max, text) in cases {
             let f: JsonFields<'_> =
                 serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
-            assert_eq!(f.max_tokens(), max, "{body}");
+            assert_eq!(f.max_tokens(), Ok(max), "{body}");
             assert_eq!(
                 f.prompt_fields().last_user_text().as_deref(),
                 Some(text),
                 "{body}"
             );
+        }
+    }
+
+    #[test]
+    fn max_tokens_that_are_not_integers_are_unreadable() {
+        for (body, want) in [
+            (r#"{"max_tokens":1e9}"#, Ok(Some(1_000_000_000))),
+            (
+                r#"{"max_tokens":100.0,"max_completion_tokens":7}"#,
+                Ok(Some(100)),
+            ),
+            (r#"{"max_tokens":null}"#, Ok(None)),
+            (r#"{"max_tokens":"5000"}"#, Err("max_tokens")),
+            (r#"{"max_tokens":-1}"#, Err("max_tokens")),
+            (
+                r#"{"max_completion_tokens":1.5}"#,
+                Err("max_completion_tokens"),
+            ),
+            (r#"{"max_output_tokens":true}"#, Err("max_output_tokens")),
+            (
+                r#"{"generationConfig":{"maxOutputTokens":"9"}}"#,
+                Err("generationConfig.maxOutputTokens"),
+            ),
+            (r#"{"max_tokens":1e400}"#, Err("max_tokens")),
+        ] {
+            match serde_json::from_str::<JsonFields<'_>>(body) {
+                Ok(f) => assert_eq!(f.max_tokens(), want, "{body}"),
+                // serde_json refuses numbers out of f64 range outright: refused either way.
+                Err(e) => assert!(body.contains("1e400"), "{body}: {e}"),
+            }
         }
     }
 

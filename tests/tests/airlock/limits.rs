@@ -824,3 +824,83 @@ models_allow = ["gpt-4o*"]
         "a denied model reached the mock"
     );
 }
+
+/// Regression (QA: with `max_tokens = 100`, `"max_tokens": 1e9` and `"max_tokens": "5000"` were
+/// forwarded). Every field that carries the output cap, in every provider's API, is refused with
+/// a 400 in that provider's format when its value is not a non-negative integer, and an integral
+/// float is read as the integer it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_tokens_cap_fails_closed_on_values_it_cannot_read() {
+    let mut key = String::new();
+    let env = start("[limits.keys.capped]\nmax_tokens = 100\n", |s| {
+        key = s.issue("capped", &[]).expect("issue")
+    });
+    let msg = serde_json::json!([{"role": "user", "content": "hi"}]);
+    let gem = serde_json::json!([{"role": "user", "parts": [{"text": "hi"}]}]);
+    let cases = [
+        (
+            Provider::OpenAi,
+            "/openai/v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o", "messages": msg, "max_tokens": 1e9}),
+        ),
+        (
+            Provider::OpenAi,
+            "/openai/v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o", "messages": msg, "max_tokens": "5000"}),
+        ),
+        (
+            Provider::OpenAi,
+            "/openai/v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o", "messages": msg, "max_completion_tokens": "5000"}),
+        ),
+        (
+            Provider::OpenAi,
+            "/openai/v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o", "messages": msg, "max_tokens": -1}),
+        ),
+        (
+            Provider::OpenAi,
+            "/openai/v1/responses",
+            serde_json::json!({"model": "gpt-4o", "input": "hi", "max_output_tokens": "5000"}),
+        ),
+        (
+            Provider::OpenAi,
+            "/openai/v1/responses",
+            serde_json::json!({"model": "gpt-4o", "input": "hi", "max_output_tokens": 50.5}),
+        ),
+        (
+            Provider::Anthropic,
+            "/anthropic/v1/messages",
+            serde_json::json!({"model": "claude-sonnet-4-5", "messages": msg, "max_tokens": "5000"}),
+        ),
+        (
+            Provider::Gemini,
+            "/gemini/v1beta/models/gemini-2.5-flash:generateContent",
+            serde_json::json!({"contents": gem, "generationConfig": {"maxOutputTokens": "5000"}}),
+        ),
+    ];
+    for (p, path, body) in cases {
+        let (h, v) = p.auth_header(&key);
+        let res = airlock_e2e::support::client::post(env.addr(), path)
+            .headers(p.sdk_headers())
+            .header(h, &v)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        p.assert_error(&res, 400);
+        assert_eq!(reason(&env, &res).await, "airlock_max_tokens", "{body}");
+    }
+    assert!(
+        env.mock.requests().is_empty(),
+        "an unreadable cap reached the mock"
+    );
+    let ok = serde_json::json!({"model": "gpt-4o", "messages": msg, "max_tokens": 100.0});
+    let res = airlock_e2e::support::client::post(env.addr(), "/openai/v1/chat/completions")
+        .header("authorization", &format!("Bearer {key}"))
+        .json(&ok)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status, 200, "{}", res.text());
+}

@@ -546,31 +546,34 @@ impl Engine {
     /// Orders findings and keeps the best of any overlapping group.
     fn resolve(&self, raw: &mut Vec<Raw>) {
         raw.retain(|r| r.confidence >= self.min_confidence);
-        // The rule breaks ties, so which of two equal findings is kept does not depend on the
-        // order their windows ran in.
-        raw.sort_by(|a, b| {
-            a.span
-                .start
-                .cmp(&b.span.start)
-                .then(b.span.end.cmp(&a.span.end))
-                .then(a.rule.cmp(&b.rule))
-        });
+        // By start, longest first; the rule breaks ties, so which of two equal findings is
+        // kept does not depend on the order their windows ran in, and the index keeps the
+        // order of findings equal in all three. Sorting these keys and not the findings
+        // themselves (48 bytes each) halves the cost on text dense with findings.
+        let mut order: Vec<(usize, usize, u32, u32)> = raw
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.span.start, usize::MAX - r.span.end, r.rule, i as u32))
+            .collect();
+        order.sort_unstable();
         let score = |r: &Raw| {
             let rule = &self.rules[r.rule as usize];
             (rule.priority, (r.confidence * 1000.0) as i32, r.span.len())
         };
-        let mut kept: Vec<Raw> = Vec::with_capacity(raw.len());
-        for r in raw.drain(..) {
+        let mut kept: Vec<u32> = Vec::with_capacity(raw.len());
+        for &(.., i) in &order {
+            let r = &raw[i as usize];
             match kept.last_mut() {
-                Some(last) if r.span.start < last.span.end => {
-                    if score(&r) > score(last) {
-                        *last = r;
+                Some(last) if r.span.start < raw[*last as usize].span.end => {
+                    if score(r) > score(&raw[*last as usize]) {
+                        *last = i;
                     }
                 }
-                _ => kept.push(r),
+                _ => kept.push(i),
             }
         }
-        *raw = kept;
+        let mut taken: Vec<Option<Raw>> = raw.drain(..).map(Some).collect();
+        raw.extend(kept.iter().filter_map(|&i| taken[i as usize].take()));
     }
 
     /// Finds raw findings in `text`, through normalisation when the text needs it.

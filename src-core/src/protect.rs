@@ -10,9 +10,11 @@
 //! - [`restore`]: putting pseudonyms back and guarding output, in whole bodies and streams.
 //! - [`injection`]: prompt-injection heuristics with reasons.
 //! - [`request`]: one request's inspection, from body to rewritten body and findings.
+//! - [`mask`]: masking what the engine finds in text that is recorded (model, path, messages).
 
 pub mod injection;
 pub mod json_text;
+pub mod mask;
 pub mod paths;
 pub mod policy;
 pub mod pseudonym;

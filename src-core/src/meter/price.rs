@@ -228,6 +228,11 @@ impl PriceTable {
         self.models.is_empty()
     }
 
+    /// The priced model names (lowercased), in no particular order.
+    pub fn model_names(&self) -> impl Iterator<Item = &str> {
+        self.models.keys().map(String::as_str)
+    }
+
     /// Adds user prices that take precedence over the table (including for dated variants of
     /// the overridden name). Replaces earlier overrides.
     pub fn set_overrides(

@@ -20,9 +20,9 @@ pub enum Role {
     Other,
 }
 
-/// Fields that name things rather than carry text.
-const STRUCTURAL: [&str; 16] = [
-    "model",
+/// Fields that name things rather than carry text. `model` is not one of them: the client
+/// writes it freely, and a key pasted there would go upstream like any other text.
+const STRUCTURAL: [&str; 15] = [
     "role",
     "type",
     "id",
@@ -162,7 +162,11 @@ mod tests {
             {"role":"tool","tool_call_id":"c1","content":"result text"}]}).to_string();
         let r = roles(&doc);
         let get = |p: &str| r.iter().find(|(q, _)| q == p).map(|(_, r)| *r);
-        assert_eq!(get("model"), Some(None));
+        assert_eq!(
+            get("model"),
+            Some(Some(Role::Other)),
+            "the model is inspected"
+        );
         assert_eq!(get("messages[0].content"), Some(Some(Role::System)));
         assert_eq!(get("messages[1].content[0].text"), Some(Some(Role::User)));
         assert_eq!(

@@ -223,6 +223,15 @@ impl Inspector<'_> {
         out
     }
 
+    /// Inspects the request path (Gemini names the model there; any path can carry a pasted
+    /// key). A path cannot be rewritten safely, so like [`Self::inspect_other`] any finding
+    /// whose action is stricter than `warn` blocks the request.
+    pub fn inspect_path(&self, path: &str) -> Outcome {
+        let mut out = Outcome::default();
+        self.scan_region(path.as_bytes(), 0, "path", &mut out);
+        out
+    }
+
     fn scan_region(&self, body: &[u8], offset: usize, what: &str, out: &mut Outcome) {
         self.engine.scan_bytes(body, |f| {
             let kind = f.kind.as_str();

@@ -6,20 +6,30 @@ use super::state::State;
 use crate::admin::events::{BlockedFinding, Event};
 use crate::admin::metrics::Observation;
 use crate::config::Config;
+use crate::inspect::Engine;
 use crate::keys::snapshot::Identity;
 use crate::ledger::{Record, Verdict};
 use crate::limits::budget::{Charge, ParentCharge};
+use crate::protect::mask::mask_in_place;
 
-/// Finishes a request. `message` is the refusal or failure message (never a secret).
-/// `identity` is the key the request came with, whose lifetime spend (and, for a child key,
-/// its parent's) the cost counts under.
+/// Finishes a request. `message` is the refusal or failure message. `engine` masks any secret
+/// or personal data in the free text of the row (model, endpoint, reason) and in the message
+/// before any of it is logged, published or queued for the ledger. `identity` is the key the
+/// request came with, whose lifetime spend (and, for a child key, its parent's) the cost
+/// counts under.
 pub fn finish(
     state: &State,
     config: &Config,
-    r: Record,
+    engine: &Engine,
+    mut r: Record,
     message: Option<String>,
     identity: Option<&Identity>,
 ) -> Option<crate::ledger::writer::Committed> {
+    mask_free_text(engine, &mut r);
+    let message = message.map(|mut m| {
+        mask_in_place(engine, &mut m);
+        m
+    });
     let key_budget = identity.and_then(|i| i.budget_micros);
     state
         .metrics
@@ -121,6 +131,18 @@ pub fn finish(
     };
     state.publish(event);
     state.ledger.record(r)
+}
+
+/// The client chose the model name and the path, so either can hold a secret (a key pasted
+/// into the wrong field): they are recorded masked, like a finding's preview.
+fn mask_free_text(engine: &Engine, r: &mut Record) {
+    if let Some(model) = r.model.as_mut() {
+        mask_in_place(engine, model);
+    }
+    mask_in_place(engine, &mut r.endpoint);
+    if let Some(reason) = r.reason.as_mut() {
+        mask_in_place(engine, reason);
+    }
 }
 
 /// One line per request: method, endpoint, status, reason. Never a key, query string or body.

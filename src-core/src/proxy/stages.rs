@@ -185,7 +185,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
         Ok(resp) => resp,
         Err(err) => {
             // Like a complete response, a refusal is answered once its record is safe.
-            let (resp, committed) = fail(&state, &rt.config, &ctx, err);
+            let (resp, committed) = fail(&state, &rt, &ctx, err);
             let waited = match committed {
                 Some(c) => tokio::time::timeout(body::COMMIT_WAIT, c).await.is_ok(),
                 None => true,
@@ -903,6 +903,7 @@ fn respond(
     let status = parts.status;
     let st = state.clone();
     let config = rt.config.clone();
+    let engine = rt.engine.clone();
     let done = std::mem::replace(ctx, RequestCtx::new(&Method::GET, ""));
     let id = done.id.clone();
     ctx.id = id;
@@ -963,7 +964,7 @@ fn respond(
             r.error_source = Some("upstream".into());
         }
         let held = done.held.take();
-        let committed = record::finish(&st, &config, r, None, done.identity.as_deref());
+        let committed = record::finish(&st, &config, &engine, r, None, done.identity.as_deref());
         // Only now, with the real cost added: never a moment where neither counts.
         drop(held);
         committed
@@ -1002,10 +1003,7 @@ fn inspect_filter(
     body: Bytes,
 ) -> Result<Bytes, ProxyError> {
     use crate::protect::policy::Action;
-    use crate::protect::request::Inspector;
-    if body.is_empty() || ctx.uninspected {
-        return Ok(body);
-    }
+    use crate::protect::request::{Inspector, Outcome};
     let config = &rt.config;
     let account = ctx.identity.as_ref().map(|i| i.account.clone());
     let project = ctx.identity.as_ref().and_then(|i| i.project_policy.clone());
@@ -1023,7 +1021,11 @@ fn inspect_filter(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("json"));
-    let outcome = if is_json {
+    // The path first: it goes upstream whatever the body holds (Gemini names the model there).
+    let from_path = inspector.inspect_path(&ctx.endpoint);
+    let mut outcome = if body.is_empty() || ctx.uninspected {
+        Outcome::default()
+    } else if is_json {
         match inspector.inspect_json(&body) {
             Ok(o) => o,
             Err(e) => {
@@ -1033,9 +1035,10 @@ fn inspect_filter(
                     == Unparseable::Passthrough
                 {
                     ctx.uninspected = true;
-                    return Ok(body);
+                    Outcome::default()
+                } else {
+                    return Err(ProxyError::Uninspectable(e.to_string()));
                 }
-                return Err(ProxyError::Uninspectable(e.to_string()));
             }
         }
     } else {
@@ -1045,6 +1048,10 @@ fn inspect_filter(
             .unwrap_or("");
         inspector.inspect_other(ct, &body)
     };
+    if from_path.blocked.is_some() {
+        outcome.blocked = from_path.blocked;
+    }
+    outcome.decisions.splice(0..0, from_path.decisions);
     ctx.findings = outcome
         .decisions
         .iter()
@@ -1161,7 +1168,7 @@ fn meter_response(
 /// The one place an error becomes a response: status, provider-format body, and a record.
 fn fail(
     state: &State,
-    config: &Config,
+    rt: &Runtime,
     ctx: &RequestCtx,
     err: ProxyError,
 ) -> (
@@ -1179,7 +1186,8 @@ fn fail(
     let message = format!("Airlock: {err}");
     let committed = record::finish(
         state,
-        config,
+        &rt.config,
+        &rt.engine,
         ctx.record(status, Some(&err)),
         Some(message),
         ctx.identity.as_deref(),

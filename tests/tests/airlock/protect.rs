@@ -1037,3 +1037,105 @@ async fn no_raw_secret_or_pii_anywhere_after_protection() {
         }
     }
 }
+
+/// Regression: a key pasted into the `model` field went upstream as is (the field was never
+/// inspected) and a key in a Gemini model path was forwarded; both were stored raw in the ledger,
+/// its spool and the serve log, and `airlock log` printed them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_in_model_field_or_path_is_inspected_and_never_recorded_raw() {
+    let env = start("");
+    let pat = fakes::github_pat();
+    // Anything longer than the masked preview (`ghp_****`) is part of the value.
+    let tail = pat[4..].to_owned();
+    for p in [Provider::OpenAi, Provider::Anthropic] {
+        env.mock.reset();
+        let (h, v) = p.auth_header(&env.alk);
+        let res = send(
+            post(env.addr(), &p.chat_path(false))
+                .headers(p.sdk_headers())
+                .header(h, &v)
+                .json(&p.chat_body_for_model(&pat, "hello", false)),
+        )
+        .await;
+        assert_eq!(findings(&res), "secret=1", "{}: {}", p.name(), res.text());
+        let up = body_of(&only_request(&env));
+        assert!(
+            !up.contains(&tail),
+            "{}: upstream got the key: {up}",
+            p.name()
+        );
+        assert!(up.contains("[REDACTED:github-pat]"), "{}: {up}", p.name());
+    }
+    // Gemini names the model in the path, which cannot be redacted: refused, in its format.
+    env.mock.reset();
+    let g = Provider::Gemini;
+    let (h, v) = g.auth_header(&env.alk);
+    let res = send(
+        post(env.addr(), &g.chat_path_for_model(&pat, false))
+            .header(h, &v)
+            .json(&g.chat_body("hello", false)),
+    )
+    .await;
+    let message = g.assert_error(&res, 400);
+    assert!(message.contains("github-pat"), "{message}");
+    assert!(!res.text().contains(&tail), "{}", res.text());
+    assert!(
+        env.mock.requests().is_empty(),
+        "the key reached the upstream"
+    );
+
+    let rows = env.airlock.ledger_rows_at_least(3).await;
+    let gemini = rows
+        .iter()
+        .find(|r| r["provider"] == "gemini")
+        .unwrap_or_else(|| panic!("{rows:?}"));
+    assert_eq!(gemini["verdict"], "blocked", "{gemini}");
+    assert_eq!(gemini["model"], "ghp_****", "{gemini}");
+    assert!(
+        gemini["endpoint"]
+            .as_str()
+            .is_some_and(|e| e.contains("/models/ghp_****:generateContent")),
+        "{gemini}"
+    );
+    for r in rows.iter().filter(|r| r["provider"] != "gemini") {
+        assert_eq!(r["model"], "ghp_****", "{r}");
+    }
+    let admin = Admin::new(&env.airlock).expect("admin");
+    let mut outputs: Vec<(String, Vec<u8>)> = vec![(
+        "admin requests".into(),
+        admin
+            .get("requests?limit=100")
+            .await
+            .expect("admin")
+            .text()
+            .into_bytes(),
+    )];
+    let setup = &env.airlock.setup;
+    for args in [
+        &["log"][..],
+        &["log", "--format", "csv"],
+        &["spend", "--by", "model", "--since", "all"],
+    ] {
+        let out = setup.run(args, None).expect("run");
+        outputs.push((args.join(" "), out.stdout));
+    }
+    outputs.push((
+        "serve stderr".into(),
+        std::fs::read(setup.dir().join("serve.stderr")).expect("stderr"),
+    ));
+    for entry in std::fs::read_dir(&setup.data_dir).expect("data dir") {
+        let path = entry.expect("entry").path();
+        if path.is_file() {
+            outputs.push((
+                path.display().to_string(),
+                std::fs::read(&path).expect("read"),
+            ));
+        }
+    }
+    for (name, bytes) in &outputs {
+        assert!(
+            !bytes.windows(tail.len()).any(|w| w == tail.as_bytes()),
+            "{name} holds the raw key"
+        );
+    }
+}

@@ -40,8 +40,8 @@ mod stream;
 pub use estimate::{estimate_input_tokens, estimate_text_tokens, Tokenizer};
 pub use extract::{usage_from_json, usage_or_estimate};
 pub use price::{
-    cost, validate_update, MicroUsd, ModelPrice, PriceError, PriceOverride, PriceTable,
-    MIN_MODELS_IN_UPDATE, MIN_UPDATE_RATIO_PERCENT,
+    cost, validate_prices, validate_update, MicroUsd, ModelPrice, PriceError, PriceOverride,
+    PriceTable, MAX_FREE_CHAT_PERCENT, MIN_MODELS_IN_UPDATE, MIN_UPDATE_RATIO_PERCENT,
 };
 pub use stream::{add_include_usage, is_usage_only_chunk, strip_null_usage, StreamMeter};
 

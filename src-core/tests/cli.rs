@@ -446,3 +446,74 @@ fn serve_refuses_a_non_loopback_address_without_allow_remote() {
         .failure()
         .stderr(predicate::str::contains("--allow-remote"));
 }
+
+/// The bundled price table with `edit` applied to every model entry, written to `name`.
+fn edited_price_file(
+    env: &TestEnv,
+    name: &str,
+    edit: impl Fn(&mut serde_json::Map<String, serde_json::Value>),
+) -> std::path::PathBuf {
+    let mut root: serde_json::Value =
+        serde_json::from_str(include_str!("../prices/model_prices.json")).expect("json");
+    for (model, entry) in root.as_object_mut().expect("object") {
+        if model != "sample_spec" {
+            edit(entry.as_object_mut().expect("entry"));
+        }
+    }
+    let path = env.dir.path().join(name);
+    std::fs::write(&path, root.to_string()).expect("write");
+    path
+}
+
+fn gpt_4o_input_price(env: &TestEnv) -> String {
+    let out = env
+        .airlock()
+        .args(["prices", "show", "gpt-4o"])
+        .output()
+        .expect("show");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines()
+        .find(|l| l.trim_start().starts_with("input"))
+        .unwrap_or_else(|| panic!("{text}"))
+        .to_owned()
+}
+
+/// Regression: `prices update` accepted a table whose prices were strings (read as $0, so every
+/// cost ignored input) and a table that priced everything at $0 (no budget could trigger).
+#[test]
+fn prices_update_refuses_unusable_and_zero_prices() {
+    let env = TestEnv::new();
+    let before = gpt_4o_input_price(&env);
+    assert!(before.contains("2.50"), "{before}");
+    let strings = edited_price_file(&env, "strings.json", |e| {
+        if let Some(v) = e.get("input_cost_per_token").and_then(|v| v.as_f64()) {
+            e.insert("input_cost_per_token".into(), v.to_string().into());
+        }
+    });
+    env.airlock()
+        .args(["prices", "update"])
+        .arg(&strings)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("not a number >= 0"));
+    let zero = edited_price_file(&env, "zero.json", |e| {
+        for k in ["input_cost_per_token", "output_cost_per_token"] {
+            if e.contains_key(k) {
+                e.insert(k.into(), 0.into());
+            }
+        }
+    });
+    env.airlock()
+        .args(["prices", "update"])
+        .arg(&zero)
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains(
+            "chat models in the price table cost $0",
+        ));
+    assert_eq!(
+        gpt_4o_input_price(&env),
+        before,
+        "the table in use is unchanged"
+    );
+}

@@ -8,8 +8,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum PricesCommand {
-    /// Load a newer LiteLLM `model_prices_and_context_window.json`; it is checked (enough models,
-    /// not much smaller than the current table) before it replaces the table in use.
+    /// Load a newer LiteLLM `model_prices_and_context_window.json`. It is checked before it
+    /// replaces the table in use: every price present must be a number >= 0, no more than half
+    /// of its chat models may cost $0, it must price at least 50 models and keep at least 80%
+    /// of the current table's count.
     Update { file: PathBuf },
     /// Show the price Airlock uses for a model (per million tokens).
     Show {

@@ -24,6 +24,22 @@ pub const MIN_MODELS_IN_UPDATE: usize = 50;
 /// providers retire a few models at a time, never most of them.
 pub const MIN_UPDATE_RATIO_PERCENT: usize = 80;
 
+/// A replacement table is refused when more than this share (in percent) of its chat models
+/// cost $0 for input or output: a few local or free-tier models are, a real table is not.
+pub const MAX_FREE_CHAT_PERCENT: usize = 50;
+
+/// The per-token price fields read from LiteLLM's format (USD per token).
+const PRICE_FIELDS: [&str; 5] = [
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "cache_read_input_token_cost",
+    "cache_creation_input_token_cost",
+    "output_cost_per_reasoning_token",
+];
+
+/// How many offending model names an error lists before "and N more".
+const NAMES_SHOWN: usize = 5;
+
 const BUNDLED: &str = include_str!("../../prices/model_prices.json");
 
 /// Pico-dollars (10⁻¹² USD) per micro-dollar.
@@ -70,6 +86,14 @@ pub enum PriceError {
         old: usize,
         new: usize,
         min_percent: usize,
+    },
+    #[error("price table has {count} models with a price that is not a number >= 0 ({models}); fix or remove those fields")]
+    InvalidPrices { count: usize, models: String },
+    #[error("{free} of the {chat} chat models in the price table cost $0 for input or output (more than {max_percent}%): a real table prices them")]
+    MostlyFree {
+        free: usize,
+        chat: usize,
+        max_percent: usize,
     },
     #[error("price override for {model:?}: {reason}")]
     InvalidOverride { model: String, reason: &'static str },
@@ -119,6 +143,9 @@ pub struct PriceOverride {
 pub struct PriceTable {
     models: HashMap<String, ModelPrice>,
     overrides: HashMap<String, ModelPrice>,
+    /// Models left unpriced because a price field held something other than a number >= 0
+    /// (a string, a negative number), sorted: such a model is unknown, never $0.
+    invalid: Vec<String>,
 }
 
 /// USD per token (a float from the file) to pico-dollars per token; `None` if not a usable price.
@@ -188,8 +215,20 @@ impl PriceTable {
             return Err(PriceError::NotAnObject);
         };
         let mut models = HashMap::with_capacity(entries.len());
+        let mut invalid = Vec::new();
         for (name, entry) in &entries {
             if name == "sample_spec" {
+                continue;
+            }
+            // A price that is there but unusable makes the whole model unknown: reading it as 0
+            // would make every request of it free.
+            let unusable = PRICE_FIELDS.iter().any(|k| {
+                entry
+                    .get(*k)
+                    .is_some_and(|v| !v.is_null() && pico_from_usd_per_token(v).is_none())
+            });
+            if unusable {
+                invalid.push(name.to_ascii_lowercase());
                 continue;
             }
             let field = |k: &str| entry.get(k).and_then(pico_from_usd_per_token);
@@ -213,9 +252,30 @@ impl PriceTable {
             };
             models.insert(name.to_ascii_lowercase(), price);
         }
+        invalid.sort();
         Ok(PriceTable {
             models,
             overrides: HashMap::new(),
+            invalid,
+        })
+    }
+
+    /// Models the file names with an unusable price (see [`PriceTable::from_litellm_json`]).
+    pub fn invalid_models(&self) -> &[String] {
+        &self.invalid
+    }
+
+    /// Chat models (LiteLLM `mode` chat, responses or completion), and how many of them cost $0
+    /// for input or output.
+    fn free_chat_models(&self) -> (usize, usize) {
+        let chat = self.models.values().filter(|p| {
+            p.mode
+                .as_deref()
+                .is_some_and(|m| matches!(m, "chat" | "responses" | "completion"))
+        });
+        chat.fold((0, 0), |(free, all), p| {
+            let zero = p.input_pico_per_token == 0 || p.output_pico_per_token == 0;
+            (free + usize::from(zero), all + 1)
         })
     }
 
@@ -311,10 +371,46 @@ fn candidates(provider: Option<&str>, model: &str) -> Vec<String> {
     out
 }
 
-/// Checks that a downloaded table can replace the current one: big enough to be a real LiteLLM
-/// file ([`MIN_MODELS_IN_UPDATE`]) and not much smaller than what it replaces
-/// ([`MIN_UPDATE_RATIO_PERCENT`]).
+/// `a, b, c and 4 more`.
+fn some_names(names: &[String]) -> String {
+    let mut out = names
+        .iter()
+        .take(NAMES_SHOWN)
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > NAMES_SHOWN {
+        out.push_str(&format!(" and {} more", names.len() - NAMES_SHOWN));
+    }
+    out
+}
+
+/// Checks what any replacement table must be, forced or not: every price present is a
+/// non-negative number ([`PriceError::InvalidPrices`]), and no more than
+/// [`MAX_FREE_CHAT_PERCENT`] of its chat models cost $0 ([`PriceError::MostlyFree`]).
+pub fn validate_prices(new: &PriceTable) -> Result<(), PriceError> {
+    if !new.invalid.is_empty() {
+        return Err(PriceError::InvalidPrices {
+            count: new.invalid.len(),
+            models: some_names(&new.invalid),
+        });
+    }
+    let (free, chat) = new.free_chat_models();
+    if free.saturating_mul(100) > chat.saturating_mul(MAX_FREE_CHAT_PERCENT) {
+        return Err(PriceError::MostlyFree {
+            free,
+            chat,
+            max_percent: MAX_FREE_CHAT_PERCENT,
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a downloaded table can replace the current one: its prices valid
+/// ([`validate_prices`]), big enough to be a real LiteLLM file ([`MIN_MODELS_IN_UPDATE`]) and
+/// not much smaller than what it replaces ([`MIN_UPDATE_RATIO_PERCENT`]).
 pub fn validate_update(old: &PriceTable, new: &PriceTable) -> Result<(), PriceError> {
+    validate_prices(new)?;
     if new.len() < MIN_MODELS_IN_UPDATE {
         return Err(PriceError::TooFewModels {
             found: new.len(),

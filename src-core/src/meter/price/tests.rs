@@ -375,3 +375,86 @@ fn update_validation() {
         "price table would shrink from 1000 to 799 models (below 80%)"
     );
 }
+
+/// The bundled table with `edit` applied to every model entry.
+fn bundled_edited(edit: impl Fn(&mut serde_json::Map<String, Value>)) -> PriceTable {
+    let mut root: Value = serde_json::from_str(BUNDLED).expect("bundled json");
+    for (name, entry) in root.as_object_mut().expect("object") {
+        if name != "sample_spec" {
+            edit(entry.as_object_mut().expect("entry"));
+        }
+    }
+    PriceTable::from_litellm_json(&root.to_string()).expect("parses")
+}
+
+#[test]
+fn the_bundled_table_passes_its_own_checks() {
+    let bundled = PriceTable::bundled();
+    assert!(bundled.invalid_models().is_empty());
+    validate_prices(&bundled).expect("bundled prices are valid");
+}
+
+/// Regression: string prices were read as $0 (and a table of them accepted by `prices update`),
+/// so every cost ignored input.
+#[test]
+fn a_price_that_is_not_a_number_makes_the_model_unknown_and_the_table_refused() {
+    let t = bundled_edited(|e| {
+        if let Some(v) = e.get("input_cost_per_token").and_then(Value::as_f64) {
+            e.insert("input_cost_per_token".into(), Value::from(v.to_string()));
+        }
+    });
+    assert!(
+        t.lookup(Some("openai"), "gpt-4o").is_none(),
+        "unknown, never $0 input"
+    );
+    assert!(t.invalid_models().iter().any(|m| m == "gpt-4o"));
+    let err = validate_update(&PriceTable::bundled(), &t).expect_err("refused");
+    assert!(matches!(err, PriceError::InvalidPrices { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("not a number >= 0"), "{msg}");
+    assert!(
+        msg.contains(" more)"),
+        "names a few, counts the rest: {msg}"
+    );
+
+    let negative = bundled_edited(|e| {
+        if e.contains_key("output_cost_per_token") {
+            e.insert("output_cost_per_token".into(), Value::from(-1e-6));
+        }
+    });
+    assert!(matches!(
+        validate_prices(&negative),
+        Err(PriceError::InvalidPrices { .. })
+    ));
+    // A null is an absent field, as LiteLLM writes it.
+    let one: PriceTable = PriceTable::from_litellm_json(
+        r#"{"m": {"input_cost_per_token": 1e-06, "output_cost_per_token": null}}"#,
+    )
+    .expect("parses");
+    assert!(one.invalid_models().is_empty());
+    assert!(one.lookup(None, "m").is_some());
+}
+
+/// Regression: a table with every price 0 was accepted and no budget ever triggered.
+#[test]
+fn a_table_of_free_chat_models_is_refused() {
+    let zero = bundled_edited(|e| {
+        for k in ["input_cost_per_token", "output_cost_per_token"] {
+            if e.contains_key(k) {
+                e.insert(k.into(), Value::from(0));
+            }
+        }
+    });
+    let err = validate_update(&PriceTable::bundled(), &zero).expect_err("refused");
+    assert!(matches!(err, PriceError::MostlyFree { .. }), "{err}");
+    assert!(err.to_string().contains("chat models"), "{err}");
+    let free_input = bundled_edited(|e| {
+        if e.contains_key("input_cost_per_token") {
+            e.insert("input_cost_per_token".into(), Value::from(0.0));
+        }
+    });
+    assert!(matches!(
+        validate_prices(&free_input),
+        Err(PriceError::MostlyFree { .. })
+    ));
+}

@@ -517,3 +517,74 @@ fn prices_update_refuses_unusable_and_zero_prices() {
         "the table in use is unchanged"
     );
 }
+
+/// Regression: once a much bigger table was loaded (by mistake), the bundled one could not be
+/// loaded back: "price table would shrink … (below 80%)", and there was no other way back.
+#[test]
+fn a_bad_price_update_can_be_undone_by_reset_or_force() {
+    let env = TestEnv::new();
+    let bundled = env.dir.path().join("bundled.json");
+    std::fs::write(&bundled, include_str!("../prices/model_prices.json")).expect("write");
+    let mut big: serde_json::Value =
+        serde_json::from_str(include_str!("../prices/model_prices.json")).expect("json");
+    for i in 0..2000 {
+        big[format!("fake-model-{i}")] = serde_json::json!({
+            "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6, "mode": "chat"
+        });
+    }
+    let big_path = env.dir.path().join("big.json");
+    std::fs::write(&big_path, big.to_string()).expect("write");
+    let update = |file: &std::path::Path, force: bool| {
+        let mut c = env.airlock();
+        c.args(["prices", "update"]).arg(file);
+        if force {
+            c.arg("--force");
+        }
+        c.assert()
+    };
+    let fake_known = || {
+        let out = env
+            .airlock()
+            .args(["prices", "show", "fake-model-7"])
+            .output()
+            .expect("show");
+        !String::from_utf8_lossy(&out.stdout).contains("unknown price")
+    };
+
+    update(&big_path, false).success();
+    assert!(fake_known());
+    update(&bundled, false)
+        .failure()
+        .stderr(predicate::str::contains("would shrink").and(predicate::str::contains("--force")));
+    env.airlock()
+        .args(["prices", "reset"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("reset to the bundled one")
+                .and(predicate::str::contains("(was 2126)")),
+        );
+    assert!(!fake_known(), "back to the bundled table");
+    env.airlock()
+        .args(["prices", "reset"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("already using the bundled"));
+
+    update(&big_path, false).success();
+    update(&bundled, true).success();
+    assert!(!fake_known(), "--force replaced the big table");
+    // --force skips the size checks only: the prices are still checked.
+    let mut zero: serde_json::Value =
+        serde_json::from_str(include_str!("../prices/model_prices.json")).expect("json");
+    for (_, e) in zero.as_object_mut().expect("object") {
+        for k in ["input_cost_per_token", "output_cost_per_token"] {
+            if e.get(k).is_some() {
+                e[k] = 0.into();
+            }
+        }
+    }
+    let zero_path = env.dir.path().join("zero.json");
+    std::fs::write(&zero_path, zero.to_string()).expect("write");
+    update(&zero_path, true).failure();
+}

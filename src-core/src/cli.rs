@@ -4,6 +4,7 @@
 //! exit codes (0 clean, 1 findings, 2 error).
 
 mod config_cmd;
+mod display;
 mod doctor;
 mod exec;
 mod import_env;

@@ -1,5 +1,6 @@
 //! `airlock spend` and `airlock log`: read the ledger in the data dir (the server need not run).
 
+use super::display::{csv_cell as csv, printable};
 use super::Ctx;
 use crate::keys::store::now_ms;
 use crate::ledger::query::{self, Filter, GroupBy, Totals};
@@ -123,7 +124,7 @@ pub fn spend(ctx: &Ctx, a: SpendArgs) -> anyhow::Result<()> {
                 writeln!(
                     out,
                     "{:<28} {:>9} {:>12} {:>12} {:>14}",
-                    g,
+                    printable(g),
                     t.requests,
                     t.input_tokens,
                     t.output_tokens,
@@ -175,14 +176,6 @@ fn cost_cell(t: &Totals) -> String {
     c
 }
 
-fn csv(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
 pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
     let mut f = filter(&a.since, None, a.key, a.provider)?;
     f.blocked_only = a.blocked;
@@ -205,13 +198,13 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
                     r.id,
                     super::keys::fmt_time(r.ts),
                     csv(r.account.as_deref().unwrap_or("")),
-                    r.provider.as_deref().unwrap_or(""),
-                    r.method,
+                    csv(r.provider.as_deref().unwrap_or("")),
+                    csv(&r.method),
                     csv(&r.endpoint),
                     csv(r.model.as_deref().unwrap_or("")),
                     r.status,
                     r.verdict,
-                    r.reason.as_deref().unwrap_or(""),
+                    csv(r.reason.as_deref().unwrap_or("")),
                     r.input_tokens,
                     r.output_tokens,
                     r.cost_micros
@@ -242,9 +235,9 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
                     out,
                     "{:<20} {:<14} {:<10} {:<26} {:>6} {:<9} {:>12} {}",
                     super::keys::fmt_time(r.ts),
-                    r.account.as_deref().unwrap_or("-"),
-                    r.provider.as_deref().unwrap_or("-"),
-                    r.model.as_deref().unwrap_or("-"),
+                    printable(r.account.as_deref().unwrap_or("-")),
+                    printable(r.provider.as_deref().unwrap_or("-")),
+                    printable(r.model.as_deref().unwrap_or("-")),
                     r.status,
                     r.verdict,
                     match (r.verdict.as_str(), r.cost_micros) {
@@ -253,7 +246,7 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
                             format!("{}{}", fmt_usd(c), if r.estimated { "*" } else { "" }),
                         (_, None) => "unknown".to_owned(),
                     },
-                    detail
+                    printable(&detail)
                 )?;
             }
         }

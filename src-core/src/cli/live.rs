@@ -1,6 +1,7 @@
 //! Commands that talk to a running `airlock serve` through its admin API (`tail`, `limits`), or
 //! flip state both the server and the CLI share (`pause`, `resume`, `admin-token`).
 
+use super::display::printable;
 use super::Ctx;
 use crate::config::Config;
 use crate::keys::Vault;
@@ -93,7 +94,7 @@ pub fn limits(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
     )?;
     for b in v["budgets"].as_array().into_iter().flatten() {
         let scope = match (&b["scope"]["scope"], &b["scope"]["name"]) {
-            (Value::String(s), Value::String(n)) => format!("{s} {n}"),
+            (Value::String(s), Value::String(n)) => format!("{s} {}", printable(n)),
             (Value::String(s), _) => s.clone(),
             _ => "?".into(),
         };
@@ -121,7 +122,7 @@ pub fn limits(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
         writeln!(
             out,
             "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10}  {}",
-            k["key"].as_str().unwrap_or("?"),
+            printable(k["key"].as_str().unwrap_or("?")),
             money(&k["daily_spent_micros"]),
             money(&k["daily_limit_micros"]),
             num(&k["rpm"]),
@@ -129,7 +130,7 @@ pub fn limits(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
             num(&k["tpm"]),
             k["paused"]
                 .as_str()
-                .map(|r| format!("paused: {r}"))
+                .map(|r| format!("paused: {}", printable(r)))
                 .unwrap_or_else(|| "active".into())
         )?;
     }
@@ -173,7 +174,7 @@ pub fn tail(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
 }
 
 fn describe(v: &Value) -> String {
-    let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+    let s = |k: &str| printable(v[k].as_str().unwrap_or("-")).into_owned();
     let time = v["ts"]
         .as_i64()
         .map(super::keys::fmt_time)
@@ -229,7 +230,29 @@ fn describe(v: &Value) -> String {
         "paused" => "PAUSED    all requests".to_owned(),
         "resumed" => "RESUMED   all requests".to_owned(),
         "config_reloaded" => format!("CONFIG    {}", s("message")),
-        other => format!("{other} {v}"),
+        other => format!("{} {v}", printable(other)),
     };
     format!("{time} {body}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regression: `airlock tail` printed a client's model name raw, so one holding escape
+    /// sequences set the terminal's title and cleared the screen.
+    #[test]
+    fn tail_lines_escape_control_characters() {
+        let hostile = "\u{1b}]0;pwned\u{7}\u{1b}[2J\nfake row";
+        let finished = serde_json::json!({"type": "request_finished", "ts": 0, "verdict": "allowed",
+            "account": "app", "provider": "openai", "model": hostile, "status": 200,
+            "input_tokens": 1, "output_tokens": 1, "cost_micros": null});
+        let blocked = serde_json::json!({"type": "request_blocked", "ts": 0, "account": hostile,
+            "provider": "openai", "status": 400, "message": hostile});
+        for ev in [finished, blocked] {
+            let line = describe(&ev);
+            assert!(!line.chars().any(char::is_control), "{line:?}");
+            assert!(line.contains("\\u{1b}]0;pwned"), "{line}");
+        }
+    }
 }

@@ -183,3 +183,66 @@ async fn no_raw_secret_in_the_ledger_server_output_or_cli_output() {
         }
     }
 }
+
+/// Regression: a client's model name was printed raw by `log` and `spend --by model` (escape
+/// sequences set the terminal title and cleared the screen, a newline forged a row), and
+/// `spend --format csv` wrote a cell starting with `=HYPERLINK(` that a spreadsheet runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_model_names_are_escaped_in_tables_and_neutralised_in_csv() {
+    let env = env();
+    let escape = "\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    let newline = "two\nlines";
+    let formula = "=HYPERLINK(\"http://evil.example/\",\"x\")";
+    let p = Provider::OpenAi;
+    for model in [escape, newline, formula] {
+        let res = airlock_e2e::support::client::post(env.addr(), &p.chat_path(false))
+            .header("authorization", &format!("Bearer {}", env.alk))
+            .json(&p.chat_body_for_model(model, "hi", false))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status, 200, "{}", res.text());
+    }
+    let rows = env.airlock.ledger_rows_at_least(3).await;
+    // JSON stays exact.
+    for model in [escape, newline, formula] {
+        assert!(
+            rows.iter().any(|r| r["model"] == model),
+            "{model:?} in {rows:?}"
+        );
+    }
+    let setup = &env.airlock.setup;
+    for args in [&["log"][..], &["spend", "--by", "model", "--since", "all"]] {
+        let out = setup.run_ok(args, None).expect("run");
+        assert!(
+            !out.chars().any(|c| c.is_control() && c != '\n'),
+            "{args:?}: {out:?}"
+        );
+        assert!(
+            out.contains("\\u{1b}]0;pwned\\u{7}\\u{1b}[2J"),
+            "{args:?}: {out}"
+        );
+        assert!(out.contains("two\\nlines"), "{args:?}: {out}");
+        assert!(
+            !out.lines().any(|l| l.trim_start().starts_with("lines")),
+            "{args:?}: a newline in a model forged a row: {out}"
+        );
+    }
+    for args in [
+        &[
+            "spend", "--by", "model", "--since", "all", "--format", "csv",
+        ][..],
+        &["log", "--format", "csv"],
+    ] {
+        let out = setup.run_ok(args, None).expect("run");
+        assert!(
+            out.contains("\"'=HYPERLINK(\"\"http://evil.example/\"\",\"\"x\"\")\""),
+            "{args:?}: {out}"
+        );
+        assert!(
+            !out.split([',', '\n'])
+                .any(|cell| cell.starts_with("=HYPERLINK") || cell.starts_with("\"=HYPERLINK")),
+            "{args:?}: {out}"
+        );
+    }
+}

@@ -100,7 +100,7 @@ pub fn spend(ctx: &Ctx, a: SpendArgs) -> anyhow::Result<()> {
                     t.input_tokens,
                     t.output_tokens,
                     t.cached_tokens,
-                    fmt_usd(t.cost_micros).trim_start_matches('$'),
+                    csv_cost(t),
                     t.estimated,
                     t.unknown_cost_requests
                 )
@@ -165,7 +165,27 @@ fn by_label(by: Option<GroupBy>) -> &'static str {
     }
 }
 
+/// Nothing known to price: every billable request used a model with no known price.
+fn cost_unknown(t: &Totals) -> bool {
+    t.unknown_cost_requests > 0 && t.cost_micros == 0
+}
+
+/// The CSV `cost_usd` of a group: the known cost (the `unknown_cost_requests` column counts what
+/// it leaves out), or `unknown` when nothing in it is priced, never a $0 in disguise.
+fn csv_cost(t: &Totals) -> String {
+    if cost_unknown(t) {
+        "unknown".to_owned()
+    } else {
+        fmt_usd(t.cost_micros).trim_start_matches('$').to_owned()
+    }
+}
+
+/// The cost column: `unknown` when nothing is priced; `*` estimated; `?` some requests unpriced
+/// (the figure is what the priced ones cost).
 fn cost_cell(t: &Totals) -> String {
+    if cost_unknown(t) {
+        return if t.estimated { "unknown*" } else { "unknown" }.to_owned();
+    }
     let mut c = fmt_usd(t.cost_micros);
     if t.estimated {
         c.push('*');
@@ -207,9 +227,11 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
                     csv(r.reason.as_deref().unwrap_or("")),
                     r.input_tokens,
                     r.output_tokens,
-                    r.cost_micros
-                        .map(|c| fmt_usd(c).trim_start_matches('$').to_owned())
-                        .unwrap_or_default(),
+                    match row_cost(r) {
+                        RowCost::Usd(c) => fmt_usd(c).trim_start_matches('$').to_owned(),
+                        RowCost::Unknown => "unknown".to_owned(),
+                        RowCost::NotCharged => String::new(),
+                    },
                     r.estimated
                 )?;
             }
@@ -240,11 +262,11 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
                     printable(r.model.as_deref().unwrap_or("-")),
                     r.status,
                     r.verdict,
-                    match (r.verdict.as_str(), r.cost_micros) {
-                        ("blocked", _) => "-".to_owned(),
-                        (_, Some(c)) =>
+                    match row_cost(r) {
+                        RowCost::Usd(c) =>
                             format!("{}{}", fmt_usd(c), if r.estimated { "*" } else { "" }),
-                        (_, None) => "unknown".to_owned(),
+                        RowCost::Unknown => "unknown".to_owned(),
+                        RowCost::NotCharged => "-".to_owned(),
                     },
                     printable(&detail)
                 )?;
@@ -252,4 +274,23 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// What one request cost, as `log` shows it.
+#[derive(Debug, PartialEq)]
+enum RowCost {
+    Usd(i64),
+    /// Billed upstream, but its model has no known price.
+    Unknown,
+    /// Blocked, or failed before anything was billed: nothing to charge.
+    NotCharged,
+}
+
+fn row_cost(r: &query::RequestRow) -> RowCost {
+    match (r.verdict.as_str(), r.cost_micros) {
+        ("blocked", _) => RowCost::NotCharged,
+        (_, Some(c)) => RowCost::Usd(c),
+        ("failed", None) => RowCost::NotCharged,
+        (_, None) => RowCost::Unknown,
+    }
 }

@@ -496,3 +496,75 @@ fn children_running(parent: u32, arg: &str) -> usize {
         })
         .count()
 }
+
+/// Regression: `spend --by model` showed `$0.00?` and its CSV `0.00` for a model none of whose
+/// requests had a price, and `log --format csv` left the cost empty alike for an unpriced
+/// request and a blocked one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_cost_is_shown_as_unknown_and_apart_from_blocked_rows() {
+    let env = env();
+    let p = Provider::OpenAi;
+    let unpriced = "no-such-model-for-prices";
+    let ask = |model: &str, text: &str| {
+        post(env.addr(), &p.chat_path(false))
+            .header("authorization", &format!("Bearer {}", env.alk))
+            .json(&p.chat_body_for_model(model, text, false))
+    };
+    let res = ask(unpriced, "hello").send().await.expect("send");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let res = ask(p.model(), "hello").send().await.expect("send");
+    assert_eq!(res.status, 200, "{}", res.text());
+    // Blocked before it cost anything: a private key in the prompt.
+    let pem = airlock_e2e::support::fakes::rsa_private_key();
+    let res = ask(p.model(), &pem).send().await.expect("send");
+    assert_eq!(res.status, 400, "{}", res.text());
+    env.airlock.ledger_rows_at_least(3).await;
+    let setup = &env.airlock.setup;
+
+    let table = setup
+        .run_ok(&["spend", "--by", "model", "--since", "all"], None)
+        .expect("spend");
+    let row = table
+        .lines()
+        .find(|l| l.starts_with(unpriced))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.trim_end().ends_with("unknown"), "{table}");
+    let priced = table
+        .lines()
+        .find(|l| l.starts_with(p.model()))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(priced.contains('$'), "{table}");
+
+    let csv = setup
+        .run_ok(
+            &[
+                "spend", "--by", "model", "--since", "all", "--format", "csv",
+            ],
+            None,
+        )
+        .expect("spend csv");
+    let cells: Vec<&str> = csv
+        .lines()
+        .find(|l| l.starts_with(unpriced))
+        .unwrap_or_else(|| panic!("{csv}"))
+        .split(',')
+        .collect();
+    assert_eq!(cells[5], "unknown", "cost_usd: {csv}");
+    assert_eq!(cells[7], "1", "unknown_cost_requests: {csv}");
+
+    let log = setup
+        .run_ok(&["log", "--format", "csv"], None)
+        .expect("log csv");
+    let cost_of = |pred: &dyn Fn(&[&str]) -> bool| -> String {
+        log.lines()
+            .skip(1)
+            .map(|l| l.split(',').collect::<Vec<_>>())
+            .find(|c| pred(c))
+            .unwrap_or_else(|| panic!("{log}"))[12]
+            .to_owned()
+    };
+    assert_eq!(cost_of(&|c| c[6] == unpriced), "unknown", "{log}");
+    assert_eq!(cost_of(&|c| c[8] == "blocked"), "", "{log}");
+    let known = cost_of(&|c| c[6] == p.model() && c[8] == "allowed");
+    assert!(known.parse::<f64>().is_ok(), "{known}: {log}");
+}

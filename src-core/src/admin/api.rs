@@ -47,6 +47,70 @@ fn not_found(path: &str) -> Response<ProxyBody> {
     )
 }
 
+/// The methods each admin endpoint answers, for a 405 and its `Allow` header.
+fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        ["status" | "spend" | "requests" | "limits" | "events" | "metrics"] => Some("GET"),
+        ["keys"] => Some("GET, POST"),
+        ["keys", _, "revoke" | "pause" | "resume"] | ["pause"] | ["resume"] => Some("POST"),
+        _ => None,
+    }
+}
+
+fn method_not_allowed(method: &Method, path: &str, allow: &'static str) -> Response<ProxyBody> {
+    let mut r = error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "airlock_admin_method_not_allowed",
+        &format!("{method} is not allowed on {path:?}; use {allow}"),
+    );
+    r.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static(allow));
+    r
+}
+
+fn bad_query(message: &str) -> Response<ProxyBody> {
+    error(StatusCode::BAD_REQUEST, "airlock_admin_bad_query", message)
+}
+
+/// Refuses a query parameter the endpoint does not take, rather than ignoring a typo.
+fn known_params(query: &str, allowed: &[&str]) -> Result<(), String> {
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let name = percent_decode(pair.split_once('=').map_or(pair, |(k, _)| k));
+        if !allowed.contains(&name.as_str()) {
+            return Err(format!(
+                "unknown query parameter {name:?}; this endpoint takes {}",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `limit` for `/requests`: a whole number from 1 to [`MAX_REQUESTS_LIMIT`] (default 100).
+fn requests_limit(value: Option<&str>) -> Result<usize, String> {
+    match value {
+        None => Ok(100),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=MAX_REQUESTS_LIMIT).contains(n))
+            .ok_or_else(|| {
+                format!("limit={v:?}: use a whole number from 1 to {MAX_REQUESTS_LIMIT}")
+            }),
+    }
+}
+
+/// `blocked` for `/requests`: `1`/`true` or `0`/`false`.
+fn blocked_only(value: Option<&str>) -> Result<bool, String> {
+    match value {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(v) => Err(format!("blocked={v:?}: use true, false, 1 or 0")),
+    }
+}
+
+const MAX_REQUESTS_LIMIT: usize = 1000;
+
 fn internal(e: impl std::fmt::Display) -> Response<ProxyBody> {
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
@@ -68,6 +132,9 @@ pub async fn route(
     match (&method, segments.as_slice()) {
         (&Method::GET, ["status"]) => status(state, config).await,
         (&Method::GET, ["spend"]) => {
+            if let Err(m) = known_params(&query, &["since", "until", "key", "provider", "by"]) {
+                return bad_query(&m);
+            }
             let by = match q("by").as_deref() {
                 None | Some("") => None,
                 Some("day") => Some(GroupBy::Day),
@@ -89,16 +156,16 @@ pub async fn route(
             read(state, move |c| query::spend(c, &filter, by)).await
         }
         (&Method::GET, ["requests"]) => {
-            let mut filter = match filter_from(&q) {
-                Ok(f) => f,
-                Err(m) => return error(StatusCode::BAD_REQUEST, "airlock_admin_bad_query", &m),
-            };
-            filter.blocked_only = matches!(q("blocked").as_deref(), Some("1" | "true"));
-            let limit = q("limit")
-                .and_then(|l| l.parse().ok())
-                .unwrap_or(100usize)
-                .min(1000);
-            read(state, move |c| query::recent(c, &filter, limit)).await
+            let params = ["since", "until", "key", "provider", "blocked", "limit"];
+            let checked = known_params(&query, &params).and_then(|()| {
+                let mut filter = filter_from(&q)?;
+                filter.blocked_only = blocked_only(q("blocked").as_deref())?;
+                Ok((filter, requests_limit(q("limit").as_deref())?))
+            });
+            match checked {
+                Ok((filter, limit)) => read(state, move |c| query::recent(c, &filter, limit)).await,
+                Err(m) => bad_query(&m),
+            }
         }
         (&Method::GET, ["limits"]) => limits(state, config).await,
         (&Method::GET, ["keys"]) => match state.with_store(|s| s.list(false)).await {
@@ -152,7 +219,10 @@ pub async fn route(
         }
         (&Method::GET, ["events"]) => events(state),
         (&Method::GET, ["metrics"]) => metrics(state),
-        _ => not_found(path),
+        _ => match allowed_methods(&segments) {
+            Some(allow) => method_not_allowed(&method, path, allow),
+            None => not_found(path),
+        },
     }
 }
 

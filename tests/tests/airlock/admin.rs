@@ -294,3 +294,53 @@ async fn prices_update_refuses_a_tiny_table_and_accepts_a_valid_one() {
     let per_m = format!("{:.2}", p.input as f64 / 1e6);
     assert!(show.contains(&per_m), "want input ${per_m}/M in {show}");
 }
+
+/// Regression: a wrong method on a known endpoint answered 404 "no admin endpoint", and bad or
+/// unknown query values were silently ignored (`limit=abc` gave 100 rows, `limit=100000` 1000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_methods_get_405_with_allow_and_bad_queries_400() {
+    let env = env();
+    let admin = Admin::new(&env.airlock).expect("admin");
+    let res = admin.post("status", None).await.expect("post");
+    assert_eq!(res.status, 405, "{}", res.text());
+    assert_eq!(res.header("allow"), Some("GET"));
+    assert_eq!(
+        res.json()["error"]["code"],
+        "airlock_admin_method_not_allowed"
+    );
+    let res = admin.get("pause").await.expect("get");
+    assert_eq!(res.status, 405, "{}", res.text());
+    assert_eq!(res.header("allow"), Some("POST"));
+    let res = admin.get("keys/app/revoke").await.expect("get");
+    assert_eq!(res.header("allow"), Some("POST"), "{}", res.text());
+    let res = admin.get("nothing-here").await.expect("get");
+    assert_eq!(res.status, 404, "{}", res.text());
+
+    for path in [
+        "requests?limit=abc",
+        "requests?limit=-1",
+        "requests?limit=0",
+        "requests?limit=100000",
+        "requests?blocked=maybe",
+        "requests?foo=bar",
+        "spend?foo=bar",
+        "spend?since=today&bogus",
+    ] {
+        let res = admin.get(path).await.expect("get");
+        assert_eq!(res.status, 400, "{path}: {}", res.text());
+        assert_eq!(
+            res.json()["error"]["code"],
+            "airlock_admin_bad_query",
+            "{path}"
+        );
+    }
+    for path in [
+        "requests?limit=1000&blocked=false",
+        "requests?blocked=1&since=7d&until=today",
+        "spend?since=all&by=model&key=app&provider=openai",
+        "spend",
+    ] {
+        let res = admin.get(path).await.expect("get");
+        assert_eq!(res.status, 200, "{path}: {}", res.text());
+    }
+}

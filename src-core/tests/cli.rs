@@ -588,3 +588,30 @@ fn a_bad_price_update_can_be_undone_by_reset_or_force() {
     std::fs::write(&zero_path, zero.to_string()).expect("write");
     update(&zero_path, true).failure();
 }
+
+/// Regression: `keys issue NAME --rpm 0` was stored and meant "no limit" (while `--budget 0usd`
+/// blocks everything).
+#[test]
+fn rpm_zero_is_refused() {
+    let env = TestEnv::new();
+    env.airlock()
+        .args(["keys", "issue", "zero", "--rpm", "0"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("leave --rpm out for no limit"));
+    env.airlock()
+        .args(["exec", "--rpm", "0", "--", "true"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("leave --rpm out for no limit"));
+    let listed = env
+        .airlock()
+        .args(["keys", "issued", "--json"])
+        .output()
+        .expect("issued");
+    assert!(
+        !String::from_utf8_lossy(&listed.stdout).contains("\"zero\""),
+        "the key was not issued"
+    );
+    env.issue(&["one", "--rpm", "1"]);
+}

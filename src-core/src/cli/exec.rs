@@ -23,8 +23,8 @@ pub struct ExecArgs {
     /// Stop the command's key once it has spent this much, e.g. 2usd.
     #[arg(long, value_name = "USD")]
     pub budget: Option<String>,
-    /// Requests per minute for the command's key.
-    #[arg(long)]
+    /// Requests per minute for the command's key (at least 1; leave it out for no limit).
+    #[arg(long, value_parser = super::keys::parse_rpm)]
     pub rpm: Option<u32>,
     /// The command and its arguments.
     #[arg(trailing_var_arg = true, required = true, value_name = "CMD")]

@@ -40,8 +40,8 @@ pub enum KeysCommand {
         /// A lifetime budget for this key, e.g. 5usd.
         #[arg(long, value_name = "USD")]
         budget: Option<String>,
-        /// Requests per minute for this key.
-        #[arg(long)]
+        /// Requests per minute for this key (at least 1; leave it out for no limit).
+        #[arg(long, value_parser = parse_rpm)]
         rpm: Option<u32>,
     },
     /// Revoke an issued key (and every child key made from it).
@@ -331,6 +331,16 @@ pub(super) fn notify_server(ctx: &Ctx) {
             }
         }
         Err(e) => tracing::warn!("could not notify a running server of the key change: {e:#}"),
+    }
+}
+
+/// `--rpm`: a positive number. 0 was stored and then meant "no limit", the opposite of what
+/// `--budget 0usd` means, so it is refused.
+pub fn parse_rpm(s: &str) -> Result<u32, String> {
+    match s.trim().parse::<u32>() {
+        Ok(0) => Err("0 requests per minute would allow nothing; use 1 or more, or leave --rpm out for no limit".to_owned()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{s:?} is not a whole number of requests per minute")),
     }
 }
 

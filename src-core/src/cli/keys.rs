@@ -274,6 +274,8 @@ fn issued(ctx: &Ctx, all: bool, json: bool) -> anyhow::Result<()> {
             "revoked"
         } else if k.is_expired(now) {
             "expired"
+        } else if k.paused_at.is_some() {
+            "paused"
         } else {
             "active"
         };

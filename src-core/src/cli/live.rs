@@ -110,8 +110,8 @@ pub fn limits(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
     }
     writeln!(
         out,
-        "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10}  STATE",
-        "KEY", "TODAY", "DAILY", "RPM", "TOK/MIN", "TPM"
+        "{:<28} {:>12} {:>12} {:>12} {:>12} {:>8} {:>10} {:>10}  STATE",
+        "KEY", "TODAY", "DAILY", "LIFETIME", "LIFE BUDGET", "RPM", "TOK/MIN", "TPM"
     )?;
     for k in v["keys"].as_array().into_iter().flatten() {
         let num = |v: &Value| {
@@ -121,20 +121,36 @@ pub fn limits(ctx: &Ctx, json: bool) -> anyhow::Result<()> {
         };
         writeln!(
             out,
-            "{:<28} {:>12} {:>12} {:>8} {:>10} {:>10}  {}",
+            "{:<28} {:>12} {:>12} {:>12} {:>12} {:>8} {:>10} {:>10}  {}",
             printable(k["key"].as_str().unwrap_or("?")),
             money(&k["daily_spent_micros"]),
             money(&k["daily_limit_micros"]),
+            money(&k["lifetime_spent_micros"]),
+            money(&k["lifetime_limit_micros"]),
             num(&k["rpm"]),
             num(&k["tokens_last_minute"]),
             num(&k["tpm"]),
-            k["paused"]
-                .as_str()
-                .map(|r| format!("paused: {}", printable(r)))
-                .unwrap_or_else(|| "active".into())
+            key_state(k)
         )?;
     }
     Ok(())
+}
+
+/// A key's state in `airlock limits`: paused (with the reason), exhausted (which budget is spent,
+/// so every request is refused until it resets or is raised), or active.
+fn key_state(k: &Value) -> String {
+    if let Some(reason) = k["paused"].as_str() {
+        return format!("paused: {}", printable(reason));
+    }
+    let spent = |what: &'static str| {
+        let limit = k[format!("{what}_limit_micros")].as_i64()?;
+        let spent = k[format!("{what}_spent_micros")].as_i64().unwrap_or(0);
+        (spent >= limit).then_some(what)
+    };
+    match ["lifetime", "monthly", "daily"].into_iter().find_map(spent) {
+        Some(what) => format!("exhausted: {what} budget spent"),
+        None => "active".to_owned(),
+    }
 }
 
 /// Prints live events as they happen, one line each (`--json` for the raw events).

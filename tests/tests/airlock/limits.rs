@@ -903,4 +903,91 @@ async fn max_tokens_cap_fails_closed_on_values_it_cannot_read() {
         .await
         .expect("send");
     assert_eq!(res.status, 200, "{}", res.text());
+
+/// Regression: `airlock limits` had no column for a `keys issue --budget` lifetime budget and
+/// showed an exhausted key as `active`; `keys issued` showed a paused key as `active`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_issued_show_lifetime_budgets_and_paused_or_exhausted_keys() {
+    let table = PriceTable::load().expect("prices");
+    let text = prompt(50);
+    let (model, price_key) = pricey(Provider::OpenAi);
+    let each = generation_usage(&text, Extra::default()).cost_micros(&table.price(price_key));
+    // Less than one request: the first passes and spends it all.
+    let budget = format!("{:.6}usd", (each / 2) as f64 / 1e6);
+    let mut spent_key = String::new();
+    let env = start("", |s| {
+        spent_key = s.issue("spent", &["--budget", &budget]).expect("issue");
+        s.issue("held", &[]).expect("issue");
+        s.issue("fresh", &["--budget", "5usd"]).expect("issue");
+    });
+    let res = call(&env, Provider::OpenAi, &spent_key, model, &text).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let setup = &env.airlock.setup;
+    setup
+        .run_ok(&["keys", "pause", "held"], None)
+        .expect("pause");
+    env.airlock.ledger_rows_at_least(1).await;
+
+    // `airlock limits` asks the running server, at the address its config names.
+    let config = std::fs::read_to_string(&setup.config_path)
+        .expect("config")
+        .replace("\"127.0.0.1:0\"", &format!("\"{}\"", env.addr()));
+    let config_path = setup.dir().join("limits-config.toml");
+    std::fs::write(&config_path, config).expect("write config");
+    let out = std::process::Command::new(airlock_e2e::support::airlock::airlock_bin())
+        .arg("--config")
+        .arg(&config_path)
+        .arg("limits")
+        .env("AIRLOCK_DATA_DIR", &setup.data_dir)
+        .output()
+        .expect("limits");
+    let limits = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{limits}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let header = limits
+        .lines()
+        .find(|l| l.starts_with("KEY"))
+        .unwrap_or_else(|| panic!("{limits}"));
+    assert!(
+        header.contains("LIFETIME") && header.contains("LIFE BUDGET"),
+        "{limits}"
+    );
+    let row = |name: &str| {
+        limits
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in {limits}"))
+            .to_owned()
+    };
+    let spent = row("spent");
+    assert!(
+        spent.contains("exhausted: lifetime budget spent"),
+        "{limits}"
+    );
+    let cells: Vec<&str> = spent.split_whitespace().collect();
+    assert!(
+        cells[3].starts_with('$') && cells[4].starts_with('$'),
+        "lifetime spend and budget: {limits}"
+    );
+    assert!(row("held").contains("paused"), "{limits}");
+    let fresh = row("fresh");
+    assert!(
+        fresh.contains("$5.00") && fresh.ends_with("active"),
+        "{limits}"
+    );
+
+    let issued = setup.run_ok(&["keys", "issued"], None).expect("issued");
+    let status = |name: &str| {
+        issued
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or_else(|| panic!("no {name} in {issued}"))
+            .to_owned()
+    };
+    assert_eq!(status("held"), "paused", "{issued}");
+    assert_eq!(status("fresh"), "active", "{issued}");
 }

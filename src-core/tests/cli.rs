@@ -615,3 +615,45 @@ fn rpm_zero_is_refused() {
     );
     env.issue(&["one", "--rpm", "1"]);
 }
+
+/// Regression: `spend --since 2099-01-01` and a since after the until were accepted (an empty
+/// range reads as "$0 spent"), and the JSON's `until_ms` was i64::MAX rather than now.
+#[test]
+fn spend_refuses_a_future_or_reversed_range_and_reports_until_as_now() {
+    let env = TestEnv::new();
+    env.airlock()
+        .args(["spend", "--since", "2099-01-01"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("is in the future"));
+    env.airlock()
+        .args(["log", "--since", "2099-01-01"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("is in the future"));
+    env.airlock()
+        .args(["spend", "--since", "7d", "--until", "30d"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("is after until"));
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let out = env
+        .airlock()
+        .args(["spend", "--since", "all", "--format", "json"])
+        .output()
+        .expect("spend");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let until = v["until_ms"].as_i64().expect("until_ms");
+    assert!(
+        (before..before + 60_000).contains(&until),
+        "until_ms {until} is not now ({before})"
+    );
+}

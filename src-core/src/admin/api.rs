@@ -244,9 +244,14 @@ async fn read<T: Serialize + Send + 'static>(
 
 fn filter_from(q: &dyn Fn(&str) -> Option<String>) -> Result<Filter, String> {
     let now = now_ms();
+    let since_ms = q("since").map(|s| query::parse_time(&s, now)).transpose()?;
+    let until_ms = q("until").map(|s| query::parse_time(&s, now)).transpose()?;
+    if let Some(since) = since_ms {
+        query::check_range(since, until_ms, now)?;
+    }
     Ok(Filter {
-        since_ms: q("since").map(|s| query::parse_time(&s, now)).transpose()?,
-        until_ms: q("until").map(|s| query::parse_time(&s, now)).transpose()?,
+        since_ms,
+        until_ms,
         account: q("key").filter(|s| !s.is_empty()),
         provider: q("provider").filter(|s| !s.is_empty()),
         blocked_only: false,

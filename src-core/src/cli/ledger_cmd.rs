@@ -20,9 +20,10 @@ pub struct SpendArgs {
     #[arg(long, value_enum)]
     pub by: Option<GroupBy>,
     /// From: today, month, all, 24h, 7d, 2026-11-01, an RFC 3339 time or unix ms (default: month).
+    /// Not in the future, and not after --until.
     #[arg(long, default_value = "month")]
     pub since: String,
-    /// Until (default: now).
+    /// Until, in the same forms (default: now; the JSON's until_ms says when that was).
     #[arg(long)]
     pub until: Option<String>,
     /// Only this key (its name, or the name its use is attributed to).
@@ -59,12 +60,16 @@ fn filter(
     provider: Option<String>,
 ) -> anyhow::Result<Filter> {
     let now = now_ms();
+    let since_ms = query::parse_time(since, now).map_err(anyhow::Error::msg)?;
+    let until_ms = until
+        .map(|u| query::parse_time(u, now))
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    query::check_range(since_ms, until_ms, now)
+        .map_err(|e| anyhow::anyhow!("--since {since}: {e}"))?;
     Ok(Filter {
-        since_ms: Some(query::parse_time(since, now).map_err(anyhow::Error::msg)?),
-        until_ms: until
-            .map(|u| query::parse_time(u, now))
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
+        since_ms: Some(since_ms),
+        until_ms,
         account: key,
         provider,
         blocked_only: false,

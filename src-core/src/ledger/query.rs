@@ -168,7 +168,8 @@ pub fn spend(
     }
     Ok(SpendReport {
         since_ms: filter.since_ms.unwrap_or(0),
-        until_ms: filter.until_ms.unwrap_or(i64::MAX),
+        // No end given: the report runs until now, not until the end of time.
+        until_ms: filter.until_ms.unwrap_or_else(crate::keys::store::now_ms),
         total,
         by,
         rows,
@@ -315,6 +316,27 @@ pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
         .and_then(|st| st.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_millis() as i64)
         .ok_or_else(|| format!("{t:?} is not a time: use today, month, all, 24h, 7d, 2026-11-21 or an RFC 3339 time"))
+}
+
+/// Checks a `--since`/`--until` range (unix ms): `since` not in the future and not after
+/// `until`. Either would select nothing while looking like an answer ("$0 spent").
+pub fn check_range(since_ms: i64, until_ms: Option<i64>, now_ms: i64) -> Result<(), String> {
+    if since_ms > now_ms {
+        return Err(format!("since ({}) is in the future", fmt_ms(since_ms)));
+    }
+    match until_ms {
+        Some(u) if since_ms > u => Err(format!(
+            "since ({}) is after until ({})",
+            fmt_ms(since_ms),
+            fmt_ms(u)
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn fmt_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Whether a verdict counts as spend-bearing (it went upstream).

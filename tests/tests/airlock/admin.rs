@@ -325,6 +325,8 @@ async fn wrong_methods_get_405_with_allow_and_bad_queries_400() {
         "requests?foo=bar",
         "spend?foo=bar",
         "spend?since=today&bogus",
+        "spend?since=2099-01-01",
+        "requests?since=7d&until=30d",
     ] {
         let res = admin.get(path).await.expect("get");
         assert_eq!(res.status, 400, "{path}: {}", res.text());

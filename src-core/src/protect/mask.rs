@@ -9,27 +9,7 @@ use std::borrow::Cow;
 /// `text` with every value the engine finds (secret or personal data, whatever the policy says
 /// about it) replaced by its masked preview, e.g. `ghp_****`. Borrowed when nothing was found.
 pub fn mask_findings<'t>(engine: &Engine, text: &'t str) -> Cow<'t, str> {
-    let mut spans: Vec<(std::ops::Range<usize>, String)> = Vec::new();
-    engine.scan(text, |f| {
-        spans.push((f.span.clone(), f.preview().to_owned()));
-        true
-    });
-    if spans.is_empty() {
-        return Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut at = 0;
-    for (span, preview) in spans {
-        // Overlapping or out-of-range spans: the earlier one already covers the text.
-        if span.start < at || span.end > text.len() {
-            continue;
-        }
-        out.push_str(&text[at..span.start]);
-        out.push_str(&preview);
-        at = span.end;
-    }
-    out.push_str(&text[at..]);
-    Cow::Owned(out)
+    engine.mask_findings(text)
 }
 
 /// [`mask_findings`] in place, for an owned field.

@@ -903,6 +903,7 @@ async fn max_tokens_cap_fails_closed_on_values_it_cannot_read() {
         .await
         .expect("send");
     assert_eq!(res.status, 200, "{}", res.text());
+}
 
 /// Regression: `airlock limits` had no column for a `keys issue --budget` lifetime budget and
 /// showed an exhausted key as `active`; `keys issued` showed a paused key as `active`.

@@ -1,9 +1,15 @@
 //! The admin API under `/_airlock/` on the proxy's own listener: what the tray, the browser
 //! dashboard and the CLI read and drive.
 //!
-//! Every endpoint but `health` needs `Authorization: Bearer <token>`, the token kept in the OS
-//! keyring (`airlock admin-token` prints it). The proxy's guard has already refused foreign Host
-//! headers and browser origins that are not allowed. The API is described in `docs/admin-api.yaml`.
+//! Every endpoint but `health` and `sync` needs `Authorization: Bearer <token>`, the token kept in
+//! the OS keyring (`airlock admin-token` prints it). The proxy's guard has already refused foreign
+//! Host headers and browser origins that are not allowed. The API is described in
+//! `docs/admin-api.yaml`.
+//!
+//! `sync` takes no input and returns nothing: it only applies now what is already committed to the
+//! database, which the server would apply within `POLL_INTERVAL` anyway. Leaving it open lets the
+//! CLI call it after every change without reading the admin token from the keyring and handing it
+//! to whatever happens to listen on the configured port.
 
 mod api;
 pub mod events;
@@ -35,6 +41,9 @@ pub async fn handle(
             StatusCode::OK,
             &serde_json::json!({"status": "ok", "version": env!("CARGO_PKG_VERSION")}),
         );
+    }
+    if path == "sync" && req.method() == http::Method::POST {
+        return api::sync(state).await;
     }
     match authorize(state, &req).await {
         Ok(()) => api::route(state, config, req, &path).await,

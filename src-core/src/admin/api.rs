@@ -226,6 +226,15 @@ pub async fn route(
     }
 }
 
+/// `POST /_airlock/sync`: applies the database's changes (pause switch, key pauses, revocations,
+/// provider keys) now, and answers once they are in force.
+pub async fn sync(state: &Arc<State>) -> Response<ProxyBody> {
+    match state.sync_changes().await {
+        Ok(()) => json(StatusCode::OK, &json!({"synced": true})),
+        Err(e) => internal(e),
+    }
+}
+
 /// Runs a read query after everything queued for the ledger is committed.
 async fn read<T: Serialize + Send + 'static>(
     state: &Arc<State>,

@@ -152,9 +152,13 @@ fn exec(ctx: &Ctx, args: ExecArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("cannot run {:?}", args.command[0]))?;
         wait_forwarding_signals(&mut child).await
     });
-    // Revoke whatever happened to the child.
-    if let Err(e) = store.revoke(&name) {
-        eprintln!("airlock: warning: could not revoke the command's key {name}: {e}; run `airlock keys revoke {name}`");
+    // Revoke whatever happened to the child, and have a running server drop the key before
+    // `exec` returns (anything the child left running could still hold it).
+    match store.revoke(&name) {
+        Ok(_) => {
+            super::live::apply_now(&config);
+        }
+        Err(e) => eprintln!("airlock: warning: could not revoke the command's key {name}: {e}; run `airlock keys revoke {name}`"),
     }
     let status = outcome?;
     Ok(exit_code(status))

@@ -1,5 +1,6 @@
 //! `airlock keys …`: provider keys in the keyring, and issued Airlock keys.
 
+use super::live::apply_now;
 use super::Ctx;
 use crate::config::{parse_duration, Config};
 use crate::keys::store::now_ms;
@@ -97,28 +98,33 @@ pub fn run(ctx: &Ctx, cmd: KeysCommand) -> anyhow::Result<()> {
             issue(ctx, &config, req)
         }
         KeysCommand::Pause { name } => {
-            if ctx.key_store()?.pause(&name, "paused by the user")? {
-                println!("paused {name}");
+            let changed = ctx.key_store()?.pause(&name, "paused by the user")?;
+            let applied = apply_now(&config);
+            if changed {
+                println!("paused {name} ({applied})");
             } else {
-                println!("{name} was already paused");
+                println!("{name} was already paused ({applied})");
             }
             Ok(())
         }
         KeysCommand::Resume { name } => {
-            if ctx.key_store()?.resume(&name)? {
-                println!("resumed {name}");
+            let changed = ctx.key_store()?.resume(&name)?;
+            let applied = apply_now(&config);
+            if changed {
+                println!("resumed {name} ({applied})");
             } else {
-                println!("{name} was not paused");
+                println!("{name} was not paused ({applied})");
             }
             Ok(())
         }
         KeysCommand::Revoke { name } => {
             let n = ctx.key_store()?.revoke(&name)?;
+            let applied = apply_now(&config);
             let children = n.saturating_sub(1);
             if children > 0 {
-                println!("revoked {name} and {children} child key(s)");
+                println!("revoked {name} and {children} child key(s) ({applied})");
             } else {
-                println!("revoked {name}");
+                println!("revoked {name} ({applied})");
             }
             Ok(())
         }

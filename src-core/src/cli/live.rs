@@ -1,5 +1,6 @@
 //! Commands that talk to a running `airlock serve` through its admin API (`tail`, `limits`), or
-//! flip state both the server and the CLI share (`pause`, `resume`, `admin-token`).
+//! flip state both the server and the CLI share (`pause`, `resume`, `admin-token`), and
+//! [`apply_now`], which every command that changes that state calls once it is written.
 
 use super::display::printable;
 use super::Ctx;
@@ -15,6 +16,8 @@ use hyper_util::rt::TokioExecutor;
 use secrecy::ExposeSecret;
 use serde_json::Value;
 use std::io::Write;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
 
 pub fn admin_token(ctx: &Ctx) -> anyhow::Result<()> {
     let config = ctx.load_config()?;
@@ -25,12 +28,97 @@ pub fn admin_token(ctx: &Ctx) -> anyhow::Result<()> {
 
 pub fn set_paused(ctx: &Ctx, paused: bool) -> anyhow::Result<()> {
     ctx.key_store()?.set_paused(paused)?;
+    // The switch is in the database now; a config that cannot be read only means the server
+    // cannot be asked to apply it at once.
+    let applied = match ctx.load_config() {
+        Ok(config) => apply_now(&config),
+        Err(e) => {
+            eprintln!("airlock: warning: cannot read the config to find the server: {e:#}");
+            Applied::Unconfirmed
+        }
+    };
     if paused {
-        println!("Airlock is paused: every request is refused until `airlock resume`");
+        println!("Airlock is paused: every request is refused until `airlock resume` ({applied})");
     } else {
-        println!("Airlock is running again");
+        println!("Airlock is no longer paused ({applied})");
     }
     Ok(())
+}
+
+/// Whether a change the CLI just wrote to the database is in force in a running server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Applied {
+    /// The server at the configured address applied it before it answered.
+    InForce,
+    /// No server listens at this URL; `airlock serve` reads the database when it starts.
+    NoServer(String),
+    /// A server may be running but did not confirm (a warning said why); it applies the change
+    /// at its next poll of the database, within `POLL_INTERVAL`.
+    Unconfirmed,
+}
+
+impl std::fmt::Display for Applied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Applied::InForce => f.write_str("in force now"),
+            Applied::NoServer(url) => {
+                write!(f, "no server at {url}; applies when `airlock serve` starts")
+            }
+            Applied::Unconfirmed => f.write_str(
+                "not confirmed by the server; a running server applies it within a second",
+            ),
+        }
+    }
+}
+
+/// How long the CLI waits for a running server to apply a change.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Asks the server at the configured address to apply the database's changes now
+/// (`POST /_airlock/sync`), so a pause, resume or revoke is in force when the CLI returns rather
+/// than at the server's next poll. Never fails the command: no server is normal, anything else
+/// is a warning on stderr.
+pub(super) fn apply_now(config: &Config) -> Applied {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        // A server on 0.0.0.0 or [::] is reachable on loopback.
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let base = format!("http://{addr}");
+    if addr.port() == 0 {
+        // Port 0 is chosen at start; no CLI can know which port that server got.
+        return Applied::NoServer(base);
+    }
+    let outcome = runtime().and_then(|rt| {
+        rt.block_on(async {
+            let req =
+                hyper::Request::post(format!("{base}/_airlock/sync")).body(Empty::<Bytes>::new())?;
+            let client = Client::builder(TokioExecutor::new()).build_http();
+            match tokio::time::timeout(APPLY_TIMEOUT, client.request(req)).await {
+                Err(_) => bail!("no answer within {APPLY_TIMEOUT:?}"),
+                Ok(Err(e)) if e.is_connect() => Ok(None),
+                Ok(Err(e)) => Err(e.into()),
+                Ok(Ok(resp)) => Ok(Some(resp.status())),
+            }
+        })
+    });
+    match outcome {
+        Ok(Some(status)) if status.is_success() => Applied::InForce,
+        Ok(None) => Applied::NoServer(base),
+        Ok(Some(status)) => {
+            eprintln!("airlock: warning: the server at {base} answered {status} when asked to apply the change now");
+            Applied::Unconfirmed
+        }
+        Err(e) => {
+            eprintln!(
+                "airlock: warning: cannot ask the server at {base} to apply the change now: {e:#}"
+            );
+            Applied::Unconfirmed
+        }
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

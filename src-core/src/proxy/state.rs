@@ -43,6 +43,9 @@ pub struct State {
     store: Arc<Mutex<KeyStore>>,
     /// Serialises on-demand snapshot refreshes and remembers when the last one ran.
     refresh_gate: tokio::sync::Mutex<Instant>,
+    /// Serialises polls for changes (the timer's and [`State::sync_changes`]) and remembers when
+    /// the last complete one started.
+    poll_gate: tokio::sync::Mutex<Instant>,
     secrets: Mutex<HashMap<(String, String), Arc<SecretString>>>,
     secrets_generation: Mutex<i64>,
     control_generation: Mutex<i64>,
@@ -122,7 +125,8 @@ pub const ADMIN_TOKEN_ENTRY: &str = "__airlock_admin_token__";
 
 /// A cache miss may mean a key issued a moment ago; re-read the database at most this often.
 const MISS_REFRESH_INTERVAL: Duration = Duration::from_millis(50);
-/// How often the database is polled for changes made by other processes.
+/// How often the database is polled for changes made by other processes. The CLI does not wait
+/// for it: it asks for a poll at once (`POST /_airlock/sync`) after each change.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 impl State {
@@ -158,6 +162,7 @@ impl State {
                     .checked_sub(MISS_REFRESH_INTERVAL)
                     .unwrap_or_else(Instant::now),
             ),
+            poll_gate: tokio::sync::Mutex::new(Instant::now()),
             secrets: Mutex::new(HashMap::new()),
             secrets_generation: Mutex::new(secrets_generation),
             control_generation: Mutex::new(control_generation),
@@ -355,9 +360,35 @@ impl State {
         Ok(())
     }
 
-    /// One poll of the database for changes made by the CLI: issued or revoked keys, and
-    /// provider keys set or removed in the keyring.
+    /// One poll of the database for changes made by the CLI: issued, revoked, paused or resumed
+    /// keys, the pause switch, and provider keys set or removed in the keyring.
     pub async fn poll_changes(&self) -> Result<(), StateError> {
+        let mut last = self.poll_gate.lock().await;
+        let started = Instant::now();
+        self.poll_changes_locked().await?;
+        *last = started;
+        Ok(())
+    }
+
+    /// Applies every change committed to the database before this call, and returns once it is
+    /// in force (`POST /_airlock/sync`, sent by the CLI after it writes). A poll that started
+    /// after the call arrived has read those changes already, so a burst of calls costs about
+    /// one poll.
+    pub async fn sync_changes(&self) -> Result<(), StateError> {
+        let arrived = Instant::now();
+        let mut last = self.poll_gate.lock().await;
+        if *last > arrived {
+            return Ok(());
+        }
+        let started = Instant::now();
+        self.poll_changes_locked().await?;
+        *last = started;
+        Ok(())
+    }
+
+    /// The poll itself; the caller holds `poll_gate`, so a poll that returns has applied what it
+    /// read (two at once could each see the other's half done).
+    async fn poll_changes_locked(&self) -> Result<(), StateError> {
         let (keys_gen, secrets_gen, control_gen) = self
             .with_store(|s| {
                 Ok((

@@ -458,6 +458,163 @@ async fn global_and_key_pause_switches_via_cli_and_admin_api() {
     until_status(&env, Provider::OpenAi, &env.alk, 200).await;
 }
 
+/// A free port, so the CLI finds the server by the configured `listen` (port 0 cannot be found).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
+/// Like [`start`], on a fixed port.
+fn start_on_a_port(before: impl FnOnce(&airlock_e2e::support::AirlockSetup)) -> TestEnv {
+    let port = free_port();
+    match TestEnv::start_with(
+        |c| c.listen = format!("127.0.0.1:{port}"),
+        |s| {
+            before(s);
+            Ok(())
+        },
+    ) {
+        Ok(env) => env,
+        Err(e) => panic!("starting airlock: {e:#}"),
+    }
+}
+
+/// QA: `airlock pause` then two requests at once gave 200 200, though the CLI had said every
+/// request is refused; after `airlock resume` the next request was still 403; `keys pause qa1`
+/// then 200 200 403; an `exec` key got 3 × 200 for ~300 ms after exec exited. The server saw
+/// the database only at its next poll (every 250 ms). Each check below runs with no wait at all
+/// after the CLI returns, a few rounds, so a poll that happens to land in between cannot pass it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_pause_resume_and_revoke_are_in_force_when_the_cli_returns() {
+    let mut other = String::new();
+    let env = start_on_a_port(|s| other = s.issue("other", &[]).expect("issue"));
+    let p = Provider::OpenAi;
+    let status = |key: String| {
+        let env = &env;
+        async move { call(env, p, &key, p.model(), "now?").await }
+    };
+    for round in 0..3 {
+        let out = env.airlock.run_ok(&["pause"], None).expect("pause");
+        assert!(out.contains("in force now"), "{out}");
+        for _ in 0..2 {
+            let res = status(env.alk.clone()).await;
+            assert_eq!(
+                res.status, 403,
+                "round {round}: right after `airlock pause`"
+            );
+            assert_eq!(reason(&env, &res).await, "airlock_paused");
+        }
+        let out = env.airlock.run_ok(&["resume"], None).expect("resume");
+        assert!(out.contains("in force now"), "{out}");
+        let res = status(env.alk.clone()).await;
+        assert_eq!(
+            res.status, 200,
+            "round {round}: right after `airlock resume`"
+        );
+
+        let out = env
+            .airlock
+            .run_ok(&["keys", "pause", "test-all"], None)
+            .expect("keys pause");
+        assert!(out.contains("in force now"), "{out}");
+        for _ in 0..2 {
+            let res = status(env.alk.clone()).await;
+            assert_eq!(res.status, 403, "round {round}: right after `keys pause`");
+            assert_eq!(reason(&env, &res).await, "airlock_key_paused");
+        }
+        assert_eq!(status(other.clone()).await.status, 200, "only that key");
+        env.airlock
+            .run_ok(&["keys", "resume", "test-all"], None)
+            .expect("keys resume");
+        let res = status(env.alk.clone()).await;
+        assert_eq!(res.status, 200, "round {round}: right after `keys resume`");
+    }
+
+    let out = env
+        .airlock
+        .run_ok(&["keys", "revoke", "other"], None)
+        .expect("revoke");
+    assert!(out.contains("in force now"), "{out}");
+    assert_eq!(
+        status(other.clone()).await.status,
+        401,
+        "right after revoke"
+    );
+
+    // The exec child leaves its key behind; it is dead once `exec` has returned.
+    let out_dir = env.airlock.setup.dir().join("exec-out");
+    std::fs::create_dir_all(&out_dir).expect("mkdir");
+    let body = p.chat_body("from the child", false);
+    let script = r#"printf '%s' "$OPENAI_API_KEY" > "$OUT/key"
+curl -s -o /dev/null -w '%{http_code}\n' -H "authorization: Bearer $OPENAI_API_KEY" \
+  -H 'content-type: application/json' -d "$BODY" "$OPENAI_BASE_URL/chat/completions""#;
+    let out = env
+        .airlock
+        .setup
+        .command(["exec", "--", "sh", "-c", script])
+        .env("BODY", body.to_string())
+        .env("OUT", &out_dir)
+        .output()
+        .expect("exec");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "exec failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "200", "the child's own request");
+    let child_key = std::fs::read_to_string(out_dir.join("key")).expect("child key");
+    assert!(child_key.starts_with("alk_"), "{child_key:?}");
+    for _ in 0..3 {
+        let res = status(child_key.clone()).await;
+        assert_eq!(res.status, 401, "exec's key right after exec returned");
+    }
+}
+
+/// With no server at the configured address the CLI still changes the state, quietly, and says
+/// when it applies; something else on that port only earns a warning. A server started later
+/// reads the state from the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_pause_without_a_server_says_when_it_applies() {
+    let env = start_on_a_port(|s| {
+        let out = s.run(&["pause"], None).expect("pause");
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("applies when `airlock serve` starts"),
+            "{stdout}"
+        );
+        assert!(!stderr.contains("warning"), "{stderr}");
+    });
+    let res = call(
+        &env,
+        Provider::OpenAi,
+        &env.alk,
+        Provider::OpenAi.model(),
+        "x",
+    )
+    .await;
+    assert_eq!(res.status, 403);
+
+    // The mock upstream is no Airlock: it answers, but does not confirm.
+    let mut cfg = airlock_e2e::support::Config::new(&env.mock.url());
+    cfg.listen = env.mock.addr().to_string();
+    let setup = airlock_e2e::support::AirlockSetup::new(cfg).expect("setup");
+    let out = setup.run(&["resume"], None).expect("resume");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("not confirmed"), "{stdout}");
+    assert!(stderr.contains("warning"), "{stderr}");
+}
+
 const ANOMALY: &str = r#"[anomaly]
 enabled = true
 auto_pause = false

@@ -908,7 +908,12 @@ impl Engine {
     }
 
     /// Decodes the base64 token around a variant hit and scans the decoded text (one level).
-    /// Returns the end of the token, so later hits inside it are skipped.
+    /// Returns the end of what was decoded, so later hits inside it are skipped.
+    ///
+    /// Decoding starts as far before the keyword as the token (or half the window) allows, in
+    /// step with the keyword's 4-char group: the text before the keyword is part of what a rule
+    /// matches (a URL's scheme, the rest of a prefix such as `AGE-` before `SECRET-KEY`, a
+    /// variable's name), and a first hit on a shorter keyword must not cut it off.
     fn decode_b64_at(
         &self,
         text: &str,
@@ -925,17 +930,14 @@ impl Engine {
         if group < ts || te - ts < 16 {
             return he;
         }
-        let de = te.min(group + DECODE_WINDOW);
-        let Some(decoded) = normalize::decode_b64(&bytes[group..de]) else {
+        let ds = group - (group - ts).min(DECODE_WINDOW / 2) / 4 * 4;
+        let de = te.min(ds + DECODE_WINDOW);
+        let Some(decoded) = normalize::decode_b64(&bytes[ds..de]) else {
             return he;
         };
-        let (span_s, span_e) = if te - ts <= MAX_TOKEN {
-            (ts, te)
-        } else {
-            (group, de)
-        };
-        self.scan_decoded(&decoded, span_s..span_e, Encoding::Base64, out);
-        span_e
+        let span = if te - ts <= MAX_TOKEN { ts..te } else { ds..de };
+        self.scan_decoded(&decoded, span, Encoding::Base64, out);
+        de.max(he)
     }
 
     fn decode_pct_at(&self, text: &str, hs: usize, he: usize, out: &mut Vec<Raw>) -> usize {
@@ -998,18 +1000,70 @@ fn keyword_patterns(rules: &[CompiledRule]) -> (Vec<String>, Vec<Pattern>) {
             }
         }
     }
-    let secret_keywords: Vec<String> = rules
-        .iter()
-        .filter(|r| r.kind == Kind::Secret)
-        .flat_map(|r| r.keywords.iter().cloned())
-        .filter(|k| k.len() >= 4)
-        .collect();
-    for k in secret_keywords {
-        for (v, skip) in normalize::b64_variants(k.as_bytes()) {
+    // Encoding is case-sensitive, and the automaton's case folding does not reach through it:
+    // `ZENDESK` and `zendesk` have unrelated base64 forms. So each secret keyword is encoded as
+    // written in its rule's pattern (`AKIA`, `AIza`, `-----BEGIN RSA PRIVATE KEY-----`,
+    // `AccountKey=`), and in lower case, upper case, capitalised and with each word capitalised,
+    // the spellings text mostly uses (`ZENDESK_API_TOKEN` in a `.env`, `zendesk_api_token` in
+    // code, `X-Auth-Key` in a header). Other mixed spellings (`ZenDesk`) are missed.
+    let mut encoded: Vec<Vec<u8>> = Vec::new();
+    for r in rules.iter().filter(|r| r.kind == Kind::Secret) {
+        let source = r.pattern.to_ascii_lowercase();
+        for k in r.keywords.iter().filter(|k| k.len() >= 4) {
+            let k = k.to_ascii_lowercase().into_bytes();
+            let mut forms = vec![k.clone(), k.to_ascii_uppercase()];
+            let mut capitalised = k.clone();
+            capitalised[0] = capitalised[0].to_ascii_uppercase();
+            forms.push(capitalised);
+            let words: Vec<u8> = (0..k.len())
+                .map(|i| match i.checked_sub(1).map(|j| k[j]) {
+                    Some(b) if b.is_ascii_alphanumeric() => k[i],
+                    _ => k[i].to_ascii_uppercase(),
+                })
+                .collect();
+            forms.push(words);
+            // As the pattern writes it: the whole keyword found in the pattern's source, in its
+            // case (`-----BEGIN RSA PRIVATE KEY-----`), or else its longest run of letters and
+            // digits (`AccountKey` in `(?i:AccountKey)=` for `accountkey=`, `APA91b` for
+            // `:apa91b`).
+            let text = String::from_utf8_lossy(&k).into_owned();
+            let mut found = false;
+            for (i, _) in source.match_indices(text.as_str()) {
+                forms.push(r.pattern.as_bytes()[i..i + k.len()].to_vec());
+                found = true;
+            }
+            let (mut at, mut run, mut i) = (0, 0, 0);
+            while i < k.len() {
+                let n = k[i..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_alphanumeric())
+                    .count();
+                if n > run {
+                    (at, run) = (i, n);
+                }
+                i += n.max(1);
+            }
+            if !found && run >= 4 {
+                for (i, _) in source.match_indices(&text[at..at + run]) {
+                    let mut form = k[..at].to_vec();
+                    form.extend_from_slice(&r.pattern.as_bytes()[i..i + run]);
+                    form.extend_from_slice(&k[at + run..]);
+                    forms.push(form);
+                }
+            }
+            for f in forms {
+                if !encoded.contains(&f) {
+                    encoded.push(f);
+                }
+            }
+        }
+    }
+    for k in encoded {
+        for (v, skip) in normalize::b64_variants(&k) {
             let p = slot(v, &mut words, &mut patterns);
             patterns[p].b64_skip = Some(skip as u8);
         }
-        for v in normalize::pct_variants(k.as_bytes()) {
+        for v in normalize::pct_variants(&k) {
             let p = slot(v, &mut words, &mut patterns);
             patterns[p].pct = true;
         }

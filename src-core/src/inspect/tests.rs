@@ -462,3 +462,51 @@ proptest! {
         });
     }
 }
+
+#[test]
+fn every_secret_example_is_found_encoded() {
+    use base64::{engine::general_purpose::STANDARD, Engine as _};
+    let mut failures = Vec::new();
+    let mut tried = 0;
+    for seed in 0..3u64 {
+        let mut g = Gen::new(100 + seed);
+        for r in engine().rules() {
+            if r.kind != Kind::Secret || !r.keywords.iter().any(|k| k.len() >= 4) {
+                continue;
+            }
+            for t in &r.examples {
+                let plain = expand(&mut g, t);
+                if !engine()
+                    .find_all(&plain)
+                    .iter()
+                    .any(|f| *f.rule_id == *r.id)
+                {
+                    continue; // a value the rule itself turns down (a random placeholder word)
+                }
+                let b64 = format!("data: {} end", STANDARD.encode(&plain));
+                let pct: String = plain.bytes().map(|b| format!("%{b:02X}")).collect();
+                let pct = format!("q={pct}&x=1");
+                for (form, text, enc) in [
+                    ("base64", &b64, Encoding::Base64),
+                    ("percent", &pct, Encoding::Percent),
+                ] {
+                    tried += 1;
+                    let found = engine().find_all(text);
+                    let ok = found.iter().any(|f| {
+                        f.encoding == enc && (*f.rule_id == *r.id || *f.family == *r.family)
+                    });
+                    if !ok {
+                        let ids: Vec<&str> = found.iter().map(|f| f.rule_id).collect();
+                        failures.push(format!("{} {form} (seed {seed}) {t:?}: {ids:?}", r.id));
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {tried} missed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

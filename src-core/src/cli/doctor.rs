@@ -103,6 +103,13 @@ pub fn run(ctx: &Ctx) -> ExitCode {
                 }
             }
         }
+        // Every keyring call gives up after KEYRING_TIMEOUT, so a stopped daemon is reported
+        // here instead of hanging the check.
+        Err(VaultError::Timeout { secs }) => r.fail(
+            &format!("OS keyring: the Secret Service did not answer within {secs} s"),
+            "its daemon is stopped or hung: check it (`ps -o stat,pid,args -C gnome-keyring-daemon`; \
+             state T means stopped), then resume or restart it (or log out and in again)",
+        ),
         Err(e) => r.fail(
             &format!("OS keyring: {e}"),
             "unlock or start your keyring, then run `airlock doctor` again",

@@ -3,10 +3,21 @@
 //! Every keyring error becomes a [`VaultError`] whose message says what to do. Errors from the
 //! keyring crate can carry the stored bytes (`BadEncoding`), so they are never formatted with
 //! `Debug` and their payloads are dropped here.
+//!
+//! A Secret Service that stops answering (its daemon stopped or hung) would block a D-Bus call
+//! forever, so every call here runs on its own thread and is given up after [`KEYRING_TIMEOUT`]
+//! with [`VaultError::Timeout`]. The thread is left to finish on its own: a blocked call cannot
+//! be cancelled, and it ends once the keyring answers or goes away.
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
+use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+/// How long one keyring call (with its retries) may take before Airlock gives up on it. A
+/// healthy Secret Service answers in milliseconds, and one that is absent is reported after
+/// about 1.1 s ([`RETRY_AFTER`]); one that takes longer than this is stuck.
+pub const KEYRING_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum VaultError {
     #[error("no key for {entry} in the OS keyring: run `airlock keys set {entry}`")]
@@ -23,6 +34,12 @@ pub enum VaultError {
          'login' keyring in your keyring manager) and retry"
     )]
     Locked { detail: String },
+    #[error(
+        "the OS keyring (Secret Service) did not answer within {secs} s. Its daemon may be stopped \
+         or hung: run `airlock doctor` to check it, and restart your keyring (gnome-keyring-daemon \
+         or KWallet) if it stays silent; Airlock uses it again as soon as it answers"
+    )]
+    Timeout { secs: u64 },
     #[error("the OS keyring failed: {detail}")]
     Failed { detail: String },
 }
@@ -32,7 +49,7 @@ impl VaultError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            VaultError::Unreachable { .. } | VaultError::Locked { .. }
+            VaultError::Unreachable { .. } | VaultError::Locked { .. } | VaultError::Timeout { .. }
         )
     }
 }
@@ -54,8 +71,17 @@ impl Vault {
         &self.service
     }
 
-    /// Blocking: talks to the keyring over D-Bus. Call from `spawn_blocking` in async code.
+    /// Blocking, for at most [`KEYRING_TIMEOUT`]: talks to the keyring over D-Bus. Call from
+    /// `spawn_blocking` in async code.
     pub fn get(&self, entry: &str) -> Result<SecretString, VaultError> {
+        let (vault, entry) = (self.clone(), entry.to_owned());
+        within(KEYRING_TIMEOUT, move || vault.get_unbounded(&entry))
+    }
+
+    /// Like [`get`](Self::get), but waits for the keyring however long it takes. For callers
+    /// that bound the wait themselves and share one pending call between waiters (the server's
+    /// provider-key cache), so a stuck keyring holds one thread, not one per request.
+    pub fn get_unbounded(&self, entry: &str) -> Result<SecretString, VaultError> {
         retry_unreachable(RETRY_AFTER, reconnect, || {
             let e = self.entry(entry)?;
             match e.get_password() {
@@ -65,22 +91,31 @@ impl Vault {
         })
     }
 
+    /// Blocking, for at most [`KEYRING_TIMEOUT`].
     pub fn set(&self, entry: &str, secret: &str) -> Result<(), VaultError> {
-        retry_unreachable(RETRY_AFTER, reconnect, || {
-            self.entry(entry)?
-                .set_password(secret)
-                .map_err(|e| map_err(e, entry))
+        let (vault, entry) = (self.clone(), entry.to_owned());
+        let secret = SecretString::from(secret);
+        within(KEYRING_TIMEOUT, move || {
+            retry_unreachable(RETRY_AFTER, reconnect, || {
+                vault
+                    .entry(&entry)?
+                    .set_password(secret.expose_secret())
+                    .map_err(|e| map_err(e, &entry))
+            })
         })
     }
 
-    /// Returns whether an entry was there to delete.
+    /// Returns whether an entry was there to delete. Blocking, for at most [`KEYRING_TIMEOUT`].
     pub fn delete(&self, entry: &str) -> Result<bool, VaultError> {
-        retry_unreachable(RETRY_AFTER, reconnect, || {
-            match self.entry(entry)?.delete_credential() {
-                Ok(()) => Ok(true),
-                Err(keyring::Error::NoEntry) => Ok(false),
-                Err(e) => Err(map_err(e, entry)),
-            }
+        let (vault, entry) = (self.clone(), entry.to_owned());
+        within(KEYRING_TIMEOUT, move || {
+            retry_unreachable(RETRY_AFTER, reconnect, || {
+                match vault.entry(&entry)?.delete_credential() {
+                    Ok(()) => Ok(true),
+                    Err(keyring::Error::NoEntry) => Ok(false),
+                    Err(e) => Err(map_err(e, &entry)),
+                }
+            })
         })
     }
 
@@ -144,6 +179,37 @@ const RETRY_AFTER: [std::time::Duration; 3] = [
     std::time::Duration::from_millis(300),
     std::time::Duration::from_millis(700),
 ];
+
+/// Runs a blocking keyring call on its own thread and waits at most `limit` for it. On expiry
+/// the thread is left behind (a D-Bus call cannot be cancelled); it ends when the keyring answers.
+fn within<T: Send + 'static>(
+    limit: Duration,
+    call: impl FnOnce() -> Result<T, VaultError> + Send + 'static,
+) -> Result<T, VaultError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let spawned = std::thread::Builder::new()
+        .name("airlock-keyring".into())
+        .spawn(move || {
+            // The waiter is gone only after it gave up; the late answer has nowhere to go.
+            if tx.send(call()).is_err() {
+                tracing::debug!("a keyring call answered after its caller gave up");
+            }
+        });
+    if let Err(e) = spawned {
+        return Err(VaultError::Failed {
+            detail: format!("cannot start a thread for the keyring call: {e}"),
+        });
+    }
+    match rx.recv_timeout(limit) {
+        Ok(result) => result,
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(VaultError::Timeout {
+            secs: limit.as_secs().max(1),
+        }),
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Err(VaultError::Failed {
+            detail: "the keyring call panicked".into(),
+        }),
+    }
+}
 
 fn retry_unreachable<T>(
     pauses: impl IntoIterator<Item = std::time::Duration>,
@@ -281,6 +347,24 @@ mod tests {
         });
         assert!(matches!(got, Err(VaultError::Locked { .. })));
         assert_eq!(calls, 1);
+    }
+
+    #[test]
+    fn a_keyring_call_that_does_not_answer_is_given_up_after_the_limit() {
+        let started = std::time::Instant::now();
+        let (_release, hold) = std::sync::mpsc::channel::<()>();
+        let got: Result<(), VaultError> = within(Duration::from_millis(200), move || {
+            // Blocks until the test ends, like a call to a stopped keyring daemon.
+            hold.recv().ok();
+            Ok(())
+        });
+        assert!(
+            matches!(got, Err(VaultError::Timeout { secs: 1 })),
+            "{got:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+        let fast = within(Duration::from_secs(5), || Ok::<_, VaultError>(7));
+        assert_eq!(fast.ok(), Some(7));
     }
 
     #[test]

@@ -179,6 +179,10 @@ impl ProxyError {
                 source: VaultError::Unreachable { .. },
                 ..
             } => "airlock_keyring_unreachable",
+            Vault {
+                source: VaultError::Timeout { .. },
+                ..
+            } => "airlock_keyring_timeout",
             Vault { .. } => "airlock_keyring_error",
             UpstreamUnreachable { .. } => "airlock_upstream_unreachable",
             UpstreamTimeout { .. } => "airlock_upstream_timeout",
@@ -272,6 +276,13 @@ mod tests {
                     source: VaultError::Locked {
                         detail: "locked".into(),
                     },
+                },
+                503,
+            ),
+            (
+                ProxyError::Vault {
+                    provider: "gemini".into(),
+                    source: VaultError::Timeout { secs: 5 },
                 },
                 503,
             ),

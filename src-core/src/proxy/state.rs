@@ -6,6 +6,7 @@ use crate::admin::events::{Event, EventBus};
 use crate::admin::metrics::Metrics;
 use crate::config::Config;
 use crate::keys::store::now_ms;
+use crate::keys::vault::KEYRING_TIMEOUT;
 use crate::keys::{KeySnapshot, KeyStore, Vault, VaultError, Verdict};
 use crate::ledger::{EventRecord, LedgerWriter};
 use crate::limits::{anomaly::Detector, budget::SpendBook, rate::RateBook};
@@ -46,7 +47,9 @@ pub struct State {
     /// Serialises polls for changes (the timer's and [`State::sync_changes`]) and remembers when
     /// the last complete one started.
     poll_gate: tokio::sync::Mutex<Instant>,
-    secrets: Mutex<HashMap<(String, String), Arc<SecretString>>>,
+    secrets: Arc<Mutex<HashMap<SecretId, Arc<SecretString>>>>,
+    /// Keyring reads in progress, one per key, shared by every request that needs it meanwhile.
+    lookups: Arc<Mutex<HashMap<SecretId, Lookup>>>,
     secrets_generation: Mutex<i64>,
     control_generation: Mutex<i64>,
     paused: AtomicBool,
@@ -66,6 +69,15 @@ pub struct State {
     pub vault: crate::protect::pseudonym::Vault,
     /// Key for the keyed hashes of found values in the ledger.
     pub hash_key: [u8; 32],
+}
+
+/// A provider key's place in the keyring: (service, entry).
+type SecretId = (String, String);
+
+/// One keyring read of a provider key, started by the first request that missed the cache.
+struct Lookup {
+    /// `None` until the keyring answers.
+    answer: tokio::sync::watch::Receiver<Option<Result<Arc<SecretString>, VaultError>>>,
 }
 
 /// The keyring entry holding the key for hashing found values.
@@ -163,7 +175,8 @@ impl State {
                     .unwrap_or_else(Instant::now),
             ),
             poll_gate: tokio::sync::Mutex::new(Instant::now()),
-            secrets: Mutex::new(HashMap::new()),
+            secrets: Arc::default(),
+            lookups: Arc::default(),
             secrets_generation: Mutex::new(secrets_generation),
             control_generation: Mutex::new(control_generation),
             paused: AtomicBool::new(paused),
@@ -436,32 +449,81 @@ impl State {
     }
 
     /// The provider key for `entry`, from memory or (once) from the keyring.
+    ///
+    /// A miss starts one keyring read on its own thread, and every request for the same key
+    /// meanwhile waits on that read, each for at most [`KEYRING_TIMEOUT`] from its arrival, then
+    /// fails with [`VaultError::Timeout`]. A keyring that stopped answering therefore holds one thread per
+    /// key (not one per request, and no async worker); when it answers again, that read ends,
+    /// fills the cache, and the next request goes through. The thread is not the runtime's
+    /// blocking pool, whose shutdown would wait for it.
     pub async fn provider_key(
         &self,
         service: &str,
         entry: &str,
     ) -> Result<Arc<SecretString>, VaultError> {
-        let cache_key = (service.to_owned(), entry.to_owned());
-        if let Some(k) = self
-            .secrets
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&cache_key).cloned())
-        {
+        let id: SecretId = (service.to_owned(), entry.to_owned());
+        if let Some(k) = self.secrets.lock().ok().and_then(|m| m.get(&id).cloned()) {
             return Ok(k);
         }
-        let vault = Vault::new(service);
-        let name = entry.to_owned();
-        let key = tokio::task::spawn_blocking(move || vault.get(&name))
-            .await
-            .map_err(|e| VaultError::Failed {
-                detail: format!("keyring task failed: {e}"),
-            })??;
-        let key = Arc::new(key);
-        if let Ok(mut m) = self.secrets.lock() {
-            m.insert(cache_key, key.clone());
+        let deadline = Instant::now() + KEYRING_TIMEOUT;
+        let mut answer = {
+            let mut lookups = self.lookups.lock().map_err(|_| VaultError::Failed {
+                detail: "internal lock poisoned".into(),
+            })?;
+            match lookups.get(&id) {
+                // A read whose thread died without answering is replaced, never waited on.
+                Some(l) if l.answer.has_changed().is_ok() => l.answer.clone(),
+                _ => {
+                    let l = self.start_lookup(id.clone())?;
+                    let answer = l.answer.clone();
+                    lookups.insert(id, l);
+                    answer
+                }
+            }
+        };
+        let waited = tokio::time::timeout_at(deadline, answer.wait_for(Option::is_some)).await;
+        match waited {
+            Ok(Ok(got)) => match &*got {
+                Some(result) => result.clone(),
+                None => Err(lookup_lost()),
+            },
+            Ok(Err(_)) => Err(lookup_lost()),
+            Err(_) => Err(VaultError::Timeout {
+                secs: KEYRING_TIMEOUT.as_secs(),
+            }),
         }
-        Ok(key)
+    }
+
+    /// Starts the keyring read for `id` on its own thread. When the keyring answers, the key
+    /// goes into the cache and the lookup is removed before the waiters hear the answer, so a
+    /// request arriving meanwhile finds one or the other.
+    fn start_lookup(&self, id: SecretId) -> Result<Lookup, VaultError> {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let secrets = self.secrets.clone();
+        let lookups = self.lookups.clone();
+        std::thread::Builder::new()
+            .name("airlock-keyring".into())
+            .spawn(move || {
+                let result = Vault::new(&id.0).get_unbounded(&id.1).map(Arc::new);
+                if let (Ok(key), Ok(mut m)) = (&result, secrets.lock()) {
+                    m.insert(id.clone(), key.clone());
+                }
+                if let Ok(mut l) = lookups.lock() {
+                    l.remove(&id);
+                }
+                // No receiver left means every waiter gave up; the cache has the key anyway.
+                tx.send_replace(Some(result));
+            })
+            .map_err(|e| VaultError::Failed {
+                detail: format!("cannot start a thread for the keyring read: {e}"),
+            })?;
+        Ok(Lookup { answer: rx })
+    }
+}
+
+fn lookup_lost() -> VaultError {
+    VaultError::Failed {
+        detail: "the keyring read ended without an answer".into(),
     }
 }
 

@@ -166,7 +166,6 @@ mod id_tests {
 /// Serves one request. Never fails: errors become provider-format responses in `fail`.
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
     let rt = state.runtime();
-    let mut ctx = RequestCtx::new(req.method(), req.uri().path());
     // Every request that is refused or proxied ends in exactly one `record::finish`, which
     // undoes this; admin responses do not, so they undo it below.
     state
@@ -174,7 +173,16 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
         .in_flight
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let is_admin = req.uri().path().starts_with("/_airlock/");
-    let result = run(&state, &rt, &mut ctx, req).await;
+    let mut pending = Unanswered {
+        ctx: RequestCtx::new(req.method(), req.uri().path()),
+        state: state.clone(),
+        rt: rt.clone(),
+        is_admin,
+        answered: false,
+    };
+    let result = run(&state, &rt, &mut pending.ctx, req).await;
+    pending.answered = true;
+    let ctx = &mut pending.ctx;
     if is_admin && result.is_ok() {
         state
             .metrics
@@ -185,7 +193,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
         Ok(resp) => resp,
         Err(err) => {
             // Like a complete response, a refusal is answered once its record is safe.
-            let (resp, committed) = fail(&state, &rt, &ctx, err);
+            let (resp, committed) = fail(&state, &rt, ctx, err);
             let waited = match committed {
                 Some(c) => tokio::time::timeout(body::COMMIT_WAIT, c).await.is_ok(),
                 None => true,
@@ -212,6 +220,51 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
         );
     }
     resp
+}
+
+/// A request not yet answered. If the client goes away first, hyper drops the request's future
+/// wherever it is waiting (the keyring, the body, the upstream's headers); dropping this then
+/// records it, so no request leaves the ledger without a row or stays counted in flight.
+struct Unanswered {
+    ctx: RequestCtx,
+    state: Arc<State>,
+    rt: Arc<Runtime>,
+    is_admin: bool,
+    /// `run` returned: from here on `fail` or the response body records the request.
+    answered: bool,
+}
+
+/// The status recorded for a request whose client left before the answer (nginx's 499).
+const CLIENT_CLOSED: u16 = 499;
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        if self.is_admin {
+            self.state
+                .metrics
+                .in_flight
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+        let mut r = self.ctx.record(status, None);
+        r.verdict = ledger::Verdict::Failed;
+        r.reason = Some("client_gone".into());
+        r.error_source = Some("client".into());
+        let committed = record::finish(
+            &self.state,
+            &self.rt.config,
+            &self.rt.engine,
+            r,
+            Some("the client closed the connection before Airlock answered".into()),
+            self.ctx.identity.as_deref(),
+        );
+        // Nobody is left to answer, so the commit is not awaited.
+        drop(committed);
+    }
 }
 
 async fn run(

@@ -145,6 +145,9 @@ pub struct AirlockSetup {
     pub keyring_service: String,
     pub config_path: PathBuf,
     pub data_dir: PathBuf,
+    /// More environment for every `airlock` command and `airlock serve` (e.g. a private
+    /// keyring's bus from [`PrivateKeyring::env`](super::keyring::PrivateKeyring::env)).
+    pub env: Vec<(String, String)>,
 }
 
 impl AirlockSetup {
@@ -160,6 +163,7 @@ impl AirlockSetup {
             keyring_service,
             config_path,
             data_dir,
+            env: Vec::new(),
         };
         setup.write_config()?;
         Ok(setup)
@@ -194,7 +198,8 @@ impl AirlockSetup {
             .env_remove("OPENAI_API_KEY")
             .env_remove("ANTHROPIC_API_KEY")
             .env_remove("GEMINI_API_KEY")
-            .env("RUST_BACKTRACE", "1");
+            .env("RUST_BACKTRACE", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd
     }
 

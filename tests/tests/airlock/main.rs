@@ -7,6 +7,7 @@
 mod admin;
 mod errors;
 mod forwarding;
+mod keyring;
 mod keys_and_scopes;
 mod ledger;
 mod lifecycle;

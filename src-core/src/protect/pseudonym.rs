@@ -1,14 +1,16 @@
 //! Reversible pseudonyms: a value becomes `<EMAIL_1>` on the way out and is put back on the way
-//! in. The mapping lives only in memory, per Airlock key and conversation, and expires after a
-//! configurable idle time. It is never written anywhere.
+//! in. Numbering is kept per Airlock key and conversation (so a value keeps its placeholder across
+//! turns), in memory only, expiring after a configurable idle time; it holds keyed hashes of the
+//! values, not the values. What a response may restore is the request's own [`Mapping`].
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use zeroize::Zeroizing;
 
-/// Placeholder text to original value, for restoring one response.
+/// Placeholder text to original value, for restoring one response: only the values that
+/// response's own request carried.
 pub type Mapping = HashMap<String, Zeroizing<String>>;
 
 /// Identifies a conversation without keeping its text: the account and a keyed hash of the
@@ -21,9 +23,10 @@ pub struct ConversationKey {
 
 #[derive(Default)]
 struct Conversation {
-    /// Keyed hash of a value to its placeholder (the value itself is kept once, below).
+    /// Keyed hash of a value to its placeholder. Values are not kept here: a response restores
+    /// only the values its own request carried (`request::Outcome::restore`), so one user's
+    /// value can never come back in another request that merely shares the opening text.
     by_value: HashMap<u64, String>,
-    by_placeholder: HashMap<String, Zeroizing<String>>,
     counters: HashMap<String, u32>,
     last_used: Option<Instant>,
 }
@@ -70,7 +73,11 @@ impl Vault {
         }
     }
 
-    /// The placeholder for `value` in this conversation; the same value always gets the same one.
+    /// The placeholder for `value` in this conversation; the same value gets the same one on
+    /// every turn, unless that text is `taken` (it already appears in the request, typed by the
+    /// user): then the value gets a fresh number, so a placeholder in the upstream text always
+    /// stands for exactly one value and text the user typed is never restored into a value.
+    #[allow(clippy::too_many_arguments)]
     pub fn placeholder(
         &self,
         key: &ConversationKey,
@@ -78,6 +85,7 @@ impl Vault {
         value: &str,
         ttl: Duration,
         now: Instant,
+        taken: impl Fn(&str) -> bool,
     ) -> String {
         let Ok(mut convs) = self.conversations.lock() else {
             return format!("<{}_0>", label(family));
@@ -87,24 +95,21 @@ impl Vault {
         conv.last_used = Some(now);
         let value_hash = self.hasher.hash_one(value);
         if let Some(p) = conv.by_value.get(&value_hash) {
-            return p.clone();
+            if !taken(p) {
+                return p.clone();
+            }
         }
         let l = label(family);
         let n = conv.counters.entry(l.clone()).or_insert(0);
-        *n += 1;
-        let p = format!("<{l}_{n}>");
-        conv.by_placeholder
-            .insert(p.clone(), Zeroizing::new(value.to_owned()));
+        let p = loop {
+            *n += 1;
+            let p = format!("<{l}_{n}>");
+            if !taken(&p) {
+                break p;
+            }
+        };
         conv.by_value.insert(value_hash, p.clone());
         p
-    }
-
-    /// A copy of the conversation's mapping for restoring a response, if it has any.
-    pub fn mapping(&self, key: &ConversationKey, now: Instant) -> Option<Arc<Mapping>> {
-        let mut convs = self.conversations.lock().ok()?;
-        let conv = convs.get_mut(key)?;
-        conv.last_used = Some(now);
-        (!conv.by_placeholder.is_empty()).then(|| Arc::new(conv.by_placeholder.clone()))
     }
 
     pub fn conversations(&self) -> usize {
@@ -122,27 +127,22 @@ mod tests {
         let now = Instant::now();
         let ttl = Duration::from_secs(60);
         let c = v.conversation("app", "first message");
-        let a = v.placeholder(&c, "email", "a@example.org", ttl, now);
-        let b = v.placeholder(&c, "email", "b@example.org", ttl, now);
-        let p = v.placeholder(&c, "phone", "+44 20 7946 0958", ttl, now);
+        let free = |_: &str| false;
+        let a = v.placeholder(&c, "email", "a@example.org", ttl, now, free);
+        let b = v.placeholder(&c, "email", "b@example.org", ttl, now, free);
+        let p = v.placeholder(&c, "phone", "+44 20 7946 0958", ttl, now, free);
         assert_eq!(
             (a.as_str(), b.as_str(), p.as_str()),
             ("<EMAIL_1>", "<EMAIL_2>", "<PHONE_1>")
         );
         assert_eq!(
-            v.placeholder(&c, "email", "a@example.org", ttl, now),
+            v.placeholder(&c, "email", "a@example.org", ttl, now, free),
             "<EMAIL_1>"
         );
-        let m = v.mapping(&c, now).expect("mapping");
-        assert_eq!(
-            m.get("<EMAIL_2>").map(|s| s.as_str()),
-            Some("b@example.org")
-        );
-        // Another key or conversation starts from 1 and cannot see this mapping.
+        // Another key or conversation starts from 1.
         let other = v.conversation("other", "first message");
-        assert!(v.mapping(&other, now).is_none());
         assert_eq!(
-            v.placeholder(&other, "email", "b@example.org", ttl, now),
+            v.placeholder(&other, "email", "b@example.org", ttl, now, free),
             "<EMAIL_1>"
         );
     }
@@ -153,7 +153,7 @@ mod tests {
         let t0 = Instant::now();
         let ttl = Duration::from_secs(10);
         let c = v.conversation("app", "x");
-        v.placeholder(&c, "email", "a@example.org", ttl, t0);
+        v.placeholder(&c, "email", "a@example.org", ttl, t0, |_| false);
         let d = v.conversation("app", "y");
         v.placeholder(
             &d,
@@ -161,11 +161,25 @@ mod tests {
             "z@example.org",
             ttl,
             t0 + Duration::from_secs(11),
+            |_| false,
         );
-        assert!(
-            v.mapping(&c, t0 + Duration::from_secs(11)).is_none(),
-            "expired"
-        );
-        assert_eq!(v.conversations(), 1);
+        assert_eq!(v.conversations(), 1, "the idle one expired");
+    }
+
+    /// QA defect 12: a placeholder the user typed literally is never handed to a value.
+    #[test]
+    fn placeholders_already_in_the_request_are_skipped() {
+        let v = Vault::default();
+        let now = Instant::now();
+        let ttl = Duration::from_secs(60);
+        let c = v.conversation("app", "first message");
+        let a = v.placeholder(&c, "email", "a@example.org", ttl, now, |p| p == "<EMAIL_1>");
+        assert_eq!(a, "<EMAIL_2>");
+        // An earlier turn gave b `<EMAIL_3>`; a later turn with `<EMAIL_3>` typed in it gets a
+        // fresh one for b.
+        let b = v.placeholder(&c, "email", "b@example.org", ttl, now, |_| false);
+        assert_eq!(b, "<EMAIL_3>");
+        let b2 = v.placeholder(&c, "email", "b@example.org", ttl, now, |p| p == "<EMAIL_3>");
+        assert_eq!(b2, "<EMAIL_4>");
     }
 }

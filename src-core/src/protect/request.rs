@@ -6,7 +6,7 @@ use super::injection::{self, Report};
 use super::json_text::{self, path_string};
 use super::paths::{classify, Role};
 use super::policy::{Action, LayerFile, Policy, Subject};
-use super::pseudonym::{ConversationKey, Vault};
+use super::pseudonym::{Mapping, Vault};
 use crate::inspect::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -32,7 +32,8 @@ pub struct Outcome {
     pub decisions: Vec<Decision>,
     /// The first decision that blocks the request, if any.
     pub blocked: Option<Decision>,
-    pub conversation: Option<ConversationKey>,
+    /// The placeholders this request put in and their values: all its response may restore.
+    pub restore: Mapping,
     pub injection: Report,
 }
 
@@ -102,6 +103,9 @@ impl Inspector<'_> {
             .map(|(s, _)| s.text.as_str())
             .unwrap_or("");
         let conversation = self.account.map(|a| self.vault.conversation(a, opening));
+        // A placeholder that already appears in the request (typed by the user) is not used:
+        // it would come back restored where the user wrote it.
+        let taken = |p: &str| strings.iter().any(|s| s.text.contains(p));
 
         let mut edits = Vec::new();
         let mut texts_for_injection = Vec::new();
@@ -136,13 +140,19 @@ impl Inspector<'_> {
                     }
                     Action::Pseudonymize => {
                         let placeholder = match &conversation {
-                            Some(c) => self.vault.placeholder(
-                                c,
-                                f.family,
-                                &value,
-                                self.policy.pseudonym_ttl,
-                                self.now,
-                            ),
+                            Some(c) => {
+                                let p = self.vault.placeholder(
+                                    c,
+                                    f.family,
+                                    &value,
+                                    self.policy.pseudonym_ttl,
+                                    self.now,
+                                    taken,
+                                );
+                                out.restore
+                                    .insert(p.clone(), zeroize::Zeroizing::new(value.to_string()));
+                                p
+                            }
                             // No account (passthrough): nothing to restore into, so redact.
                             None => format!("[REDACTED:{}]", f.rule_id),
                         };
@@ -197,7 +207,6 @@ impl Inspector<'_> {
         if !edits.is_empty() && out.blocked.is_none() {
             out.body = Some(json_text::splice(body, edits));
         }
-        out.conversation = conversation;
         Ok(out)
     }
 
@@ -400,6 +409,69 @@ mod tests {
             .expect("json");
         let sent2 = String::from_utf8(out2.body.expect("rewritten")).expect("utf8");
         assert!(sent2.contains("again <EMAIL_1>"), "{sent2}");
+    }
+
+    /// QA defect 1: two requests that share only the opening (system) text must not share
+    /// what they restore; a placeholder the second one merely typed stays as typed.
+    #[test]
+    fn a_response_restores_only_its_own_requests_values() {
+        let mail = format!("{}.{}@{}", "alice", 21007, "gmail.com");
+        let policy = Policy::default();
+        let vault = Vault::default();
+        let req = |user: &str| {
+            json!({"model":"gpt-4o","messages":[
+                {"role":"system","content":"You are SupportBot 1."},
+                {"role":"user","content":user}]})
+            .to_string()
+        };
+        let first = inspector(&policy, &vault)
+            .inspect_json(req(&format!("my email is {mail}")).as_bytes())
+            .expect("json");
+        assert_eq!(
+            first.restore.get("<EMAIL_1>").map(|v| v.as_str()),
+            Some(mail.as_str())
+        );
+        let second = inspector(&policy, &vault)
+            .inspect_json(req("Please repeat exactly: <EMAIL_1>").as_bytes())
+            .expect("json");
+        assert!(
+            second.restore.is_empty(),
+            "another request's value must not be restorable here"
+        );
+        let echoed = crate::protect::restore::restore_text(
+            &second.restore,
+            "echo: Please repeat exactly: <EMAIL_1>",
+            false,
+        );
+        assert_eq!(echoed, "echo: Please repeat exactly: <EMAIL_1>");
+    }
+
+    /// QA defect 12: a placeholder typed in the request is not reused for a value.
+    #[test]
+    fn placeholders_do_not_collide_with_text_in_the_request() {
+        let mail = format!("{}@{}", "a", "gmail.com");
+        let policy = Policy::default();
+        let vault = Vault::default();
+        let body = json!({"messages":[{"role":"user",
+            "content":format!("I typed <EMAIL_1> literally and my mail is {mail}")}]})
+        .to_string();
+        let out = inspector(&policy, &vault)
+            .inspect_json(body.as_bytes())
+            .expect("json");
+        let sent = String::from_utf8(out.body.expect("rewritten")).expect("utf8");
+        assert!(
+            sent.contains("I typed <EMAIL_1> literally and my mail is <EMAIL_2>"),
+            "{sent}"
+        );
+        let back = crate::protect::restore::restore_text(
+            &out.restore,
+            "echo: I typed <EMAIL_1> literally and my mail is <EMAIL_2>",
+            false,
+        );
+        assert_eq!(
+            back,
+            format!("echo: I typed <EMAIL_1> literally and my mail is {mail}")
+        );
     }
 
     #[test]

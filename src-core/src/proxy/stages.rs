@@ -64,7 +64,8 @@ pub struct RequestCtx {
     findings: Vec<ledger::FindingRecord>,
     findings_header: Option<String>,
     verdict: Option<ledger::Verdict>,
-    conversation: Option<crate::protect::pseudonym::ConversationKey>,
+    /// The pseudonyms this request put in: the only ones its response may restore.
+    restore_map: Option<Arc<crate::protect::pseudonym::Mapping>>,
     /// The request's worst-case cost held against its budgets until it ends; given back only
     /// after `record` has added the real cost (dropping it on any other path gives it back too).
     held: Option<Reservation>,
@@ -97,7 +98,7 @@ impl RequestCtx {
             findings: Vec::new(),
             findings_header: None,
             verdict: None,
-            conversation: None,
+            restore_map: None,
             held: None,
         }
     }
@@ -969,7 +970,7 @@ fn respond(
         .provider
         .as_ref()
         .map_or(ProviderKind::OpenAi, |p| p.kind);
-    let restore = restore_for(state, rt, &done);
+    let restore = restore_for(rt, &done);
     let filter = if !status.is_success() {
         body::Filter::Pass
     } else if is_sse {
@@ -1117,7 +1118,8 @@ fn inspect_filter(
         })
         .collect();
     ctx.findings_header = outcome.counts_header();
-    ctx.conversation = outcome.conversation.clone();
+    ctx.restore_map =
+        (!outcome.restore.is_empty()).then(|| Arc::new(std::mem::take(&mut outcome.restore)));
     if let Some(b) = &outcome.blocked {
         let what = match b.kind {
             "secret" => "a secret",
@@ -1141,14 +1143,11 @@ fn inspect_filter(
     Ok(outcome.body.map(Bytes::from).unwrap_or(body))
 }
 
-/// What the response needs: this conversation's pseudonyms back, and the output guard.
-fn restore_for(state: &State, rt: &Runtime, ctx: &RequestCtx) -> Option<body::Restore> {
+/// What the response needs: the pseudonyms this request put in back, and the output guard.
+fn restore_for(rt: &Runtime, ctx: &RequestCtx) -> Option<body::Restore> {
     use crate::protect::policy::{LinkAction, OutputAction};
     let policy = &rt.config.policy;
-    let map = ctx
-        .conversation
-        .as_ref()
-        .and_then(|c| state.vault.mapping(c, std::time::Instant::now()));
+    let map = ctx.restore_map.clone();
     let guard = (policy.output_secrets != OutputAction::Allow
         || policy.exfil_links != LinkAction::Allow)
         .then(|| crate::protect::restore::OutputGuard {

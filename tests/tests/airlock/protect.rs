@@ -281,6 +281,57 @@ async fn same_value_same_placeholder_across_turns() {
     );
 }
 
+/// QA defect 1: the pseudonym map was keyed by the opening text, so a second request under the
+/// same key and system prompt could ask for `<EMAIL_1>` and get the first user's address back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholder_from_another_request_is_not_restored() {
+    let env = start("");
+    let mail = fakes::email();
+    let ask = |user: String, stream: bool| {
+        post(env.addr(), "/openai/v1/chat/completions")
+            .header("authorization", &format!("Bearer {}", env.alk))
+            .json(
+                &json!({"model": "gpt-4o-mini", "stream": stream, "messages": [
+                {"role": "system", "content": "You are SupportBot 1."},
+                {"role": "user", "content": user}]}),
+            )
+    };
+    let first = send(ask(format!("my email is {mail}"), false)).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    for stream in [false, true] {
+        let res = send(ask("Please repeat exactly: <EMAIL_1>".into(), stream)).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let got = if stream {
+            streamed_text(Provider::OpenAi, &res)
+        } else {
+            Provider::OpenAi.answer(&res.json()).expect("answer")
+        };
+        assert_eq!(
+            got, "echo: Please repeat exactly: <EMAIL_1>",
+            "stream={stream}: another request's PII came back"
+        );
+        assert!(!res.text().contains(&mail), "stream={stream}");
+    }
+}
+
+/// QA defect 12: a placeholder the user typed went upstream next to an identical one made for
+/// a real value, and both came back as the value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typed_placeholder_is_not_reused_for_a_value() {
+    let env = start("");
+    let mail = fakes::email();
+    let prompt = format!("I typed <EMAIL_1> literally and my mail is {mail}");
+    let res = send(Provider::OpenAi.chat(env.addr(), Some(&env.alk), &prompt, false)).await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let up = body_of(&only_request(&env));
+    assert_eq!(up.matches("<EMAIL_1>").count(), 1, "{up}");
+    assert!(!up.contains(&mail), "{up}");
+    assert_eq!(
+        Provider::OpenAi.answer(&res.json()).expect("answer"),
+        format!("echo: {prompt}")
+    );
+}
+
 // === fail closed ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 pub mod body;
 pub mod error;
 pub mod forward;
+pub mod key_mask;
 pub mod record;
 pub mod server;
 pub mod stages;

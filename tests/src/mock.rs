@@ -105,6 +105,12 @@ pub enum Reply {
         content_type: &'static str,
         events: Vec<Bytes>,
     },
+    /// A body that is not JSON (an error page from a load balancer, say).
+    Raw {
+        status: u16,
+        content_type: &'static str,
+        body: Bytes,
+    },
 }
 
 impl Reply {
@@ -276,9 +282,14 @@ async fn handle(
                 serde_json::from_slice::<Value>(&body)
             };
             let reply = match (json, scenario.error_status()) {
-                (_, Some(status)) => {
-                    flavor.error(status, &format!("mock upstream: scenario status {status}"))
-                }
+                (_, Some(status)) => error_reply(
+                    flavor,
+                    status,
+                    &scenario,
+                    &parts.headers,
+                    query.as_deref(),
+                    &body,
+                ),
                 (Err(e), None) => flavor.error(
                     400,
                     &format!("mock upstream: request body is not JSON: {e}"),
@@ -319,11 +330,78 @@ async fn handle(
             content_type,
             events,
         } => stream_response(&state, id, &scenario, content_type, events),
+        Reply::Raw {
+            status,
+            content_type,
+            body,
+        } => full(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            content_type,
+            body,
+        ),
     };
     decorate(&mut res, flavor, id, &scenario);
+    if scenario.echo_auth && scenario.error_status().is_some() {
+        if let Some(v) = presented_key(&parts.headers, query.as_deref())
+            .and_then(|k| HeaderValue::from_str(&k).ok())
+        {
+            res.headers_mut().insert("x-mock-auth-echo", v);
+        }
+    }
     let status = res.status().as_u16();
     state.store.update(id, |r| r.response_status = Some(status));
     Ok(res)
+}
+
+/// The key a request carried, as the client sent it (`Bearer …` included).
+fn presented_key(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    ["authorization", "x-api-key", "x-goog-api-key"]
+        .iter()
+        .find_map(|h| headers.get(*h))
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .or_else(|| {
+            query?
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("key="))
+                .map(str::to_owned)
+        })
+}
+
+/// The answer to a request whose scenario asks for an error status.
+fn error_reply(
+    flavor: Flavor,
+    status: u16,
+    scenario: &Scenario,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    body: &[u8],
+) -> Reply {
+    use scenario::ErrorBody;
+    let raw = |content_type, body: String| Reply::Raw {
+        status,
+        content_type,
+        body: Bytes::from(body),
+    };
+    match scenario.error_body {
+        Some(ErrorBody::Html) => raw(
+            "text/html; charset=utf-8",
+            format!("<html><head><title>{status}</title><style>h1{{color:red}}</style></head><body><h1>mock upstream: {status} from the load balancer</h1><p>try again &amp; later</p></body></html>"),
+        ),
+        Some(ErrorBody::Text) => raw("text/plain", format!("mock upstream: {status} slow down")),
+        Some(ErrorBody::Empty) => raw("text/plain", String::new()),
+        Some(ErrorBody::Echo) => flavor.error(
+            status,
+            &format!("mock upstream: you sent {}", String::from_utf8_lossy(body)),
+        ),
+        None if scenario.echo_auth => flavor.error(
+            status,
+            &format!(
+                "mock upstream: Incorrect API key provided: {}",
+                presented_key(headers, query).unwrap_or_default()
+            ),
+        ),
+        None => flavor.error(status, &format!("mock upstream: scenario status {status}")),
+    }
 }
 
 /// Provider request-id headers, `retry-after` on 429, and the optional hop-by-hop headers.

@@ -23,6 +23,22 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// The class an upstream's bare status stands for (its body said nothing usable).
+    pub fn for_status(status: StatusCode) -> ErrorClass {
+        match status {
+            StatusCode::NOT_FOUND => ErrorClass::NotFound,
+            StatusCode::UNAUTHORIZED => ErrorClass::Authentication,
+            StatusCode::FORBIDDEN => ErrorClass::Permission,
+            StatusCode::PAYLOAD_TOO_LARGE => ErrorClass::TooLarge,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorClass::UnsupportedMediaType,
+            StatusCode::TOO_MANY_REQUESTS => ErrorClass::RateLimited,
+            StatusCode::GATEWAY_TIMEOUT | StatusCode::REQUEST_TIMEOUT => ErrorClass::Timeout,
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => ErrorClass::Unavailable,
+            s if s.is_client_error() => ErrorClass::InvalidRequest,
+            _ => ErrorClass::Internal,
+        }
+    }
+
     fn openai_type(self) -> &'static str {
         match self {
             ErrorClass::InvalidRequest

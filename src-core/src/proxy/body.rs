@@ -142,6 +142,13 @@ pub enum Filter {
         restore: Option<Box<Restore>>,
         notes: Vec<OutputNote>,
     },
+    /// A non-JSON error body (HTML, plain text, empty): collected up to a limit, then sent in
+    /// the provider's own error format with the upstream text, guarded, as the message.
+    ErrorText {
+        buf: Vec<u8>,
+        wrap: Box<ErrorWrap>,
+        notes: Vec<OutputNote>,
+    },
     Sse {
         splitter: crate::sse::SseSplitter,
         meter: Box<crate::meter::StreamMeter>,
@@ -152,7 +159,26 @@ pub enum Filter {
     },
 }
 
+/// What wrapping a non-JSON upstream error needs.
+pub struct ErrorWrap {
+    pub kind: crate::providers::ProviderKind,
+    pub status: http::StatusCode,
+    pub html: bool,
+    pub guard: Option<OutputGuard>,
+}
+
+/// Of a non-JSON error body, only this much is read for the message; the rest is dropped.
+const ERROR_TEXT_LIMIT: usize = 64 * 1024;
+
 impl Filter {
+    pub fn error_text(wrap: ErrorWrap) -> Filter {
+        Filter::ErrorText {
+            buf: Vec::new(),
+            wrap: Box::new(wrap),
+            notes: Vec::new(),
+        }
+    }
+
     pub fn json(restore: Option<Restore>) -> Filter {
         Filter::Json {
             buf: Vec::new(),
@@ -179,6 +205,7 @@ impl Filter {
     pub fn rewrites(&self) -> bool {
         match self {
             Filter::Pass => false,
+            Filter::ErrorText { .. } => true,
             Filter::Json { restore, .. } => restore.is_some(),
             Filter::Sse {
                 hide_usage,
@@ -193,6 +220,10 @@ impl Filter {
     fn on_chunk(&mut self, chunk: Bytes, out: &mut VecDeque<Bytes>) {
         match self {
             Filter::Pass => out.push_back(chunk),
+            Filter::ErrorText { buf, .. } => {
+                let room = ERROR_TEXT_LIMIT.saturating_sub(buf.len());
+                buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
             Filter::Json {
                 buf,
                 overflow,
@@ -287,6 +318,16 @@ impl Filter {
     fn on_end(&mut self, out: &mut VecDeque<Bytes>) {
         match self {
             Filter::Pass => {}
+            Filter::ErrorText { buf, wrap, notes } => {
+                out.push_back(super::error::wrap_upstream_error(
+                    wrap.kind,
+                    wrap.status,
+                    wrap.html,
+                    buf,
+                    wrap.guard.as_ref(),
+                    notes,
+                ));
+            }
             Filter::Json {
                 buf,
                 restore,
@@ -344,6 +385,7 @@ impl Filter {
     fn into_metered(self) -> (Metered, Vec<OutputNote>) {
         match self {
             Filter::Pass => (Metered::Nothing, Vec::new()),
+            Filter::ErrorText { notes, .. } => (Metered::Nothing, notes),
             Filter::Json {
                 buf,
                 overflow,
@@ -415,6 +457,7 @@ pin_project_lite::pin_project! {
         commit: Option<crate::ledger::writer::Committed>,
         #[pin]
         commit_deadline: Option<Sleep>,
+        mask: super::key_mask::KeyMask,
     }
 
     impl PinnedDrop for UpstreamBody {
@@ -434,6 +477,7 @@ impl UpstreamBody {
         inner: Incoming,
         idle_after: Duration,
         filter: Filter,
+        mask: super::key_mask::KeyMask,
         on_end: OnEnd,
     ) -> UpstreamBody {
         UpstreamBody {
@@ -447,6 +491,7 @@ impl UpstreamBody {
             on_end: Some(on_end),
             commit: None,
             commit_deadline: None,
+            mask,
         }
     }
 }
@@ -500,10 +545,20 @@ impl Body for UpstreamBody {
                 this.commit_deadline.set(None);
             }
             if let Some(next) = this.out.pop_front() {
+                // The last filter: keys never reach the client.
+                let next = this.mask.push(next);
+                if next.is_empty() {
+                    continue;
+                }
                 *this.bytes += next.len() as u64;
                 return Poll::Ready(Some(Ok(Frame::data(next))));
             }
             if *this.upstream_done {
+                let tail = this.mask.finish();
+                if !tail.is_empty() {
+                    *this.bytes += tail.len() as u64;
+                    return Poll::Ready(Some(Ok(Frame::data(tail))));
+                }
                 return Poll::Ready(None);
             }
             match this.inner.as_mut().poll_frame(cx) {
@@ -558,7 +613,11 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.upstream_done && self.out.is_empty() && self.on_end.is_none() && self.commit.is_none()
+        self.upstream_done
+            && self.out.is_empty()
+            && self.on_end.is_none()
+            && self.commit.is_none()
+            && !self.mask.is_holding()
     }
 
     fn size_hint(&self) -> SizeHint {

@@ -230,6 +230,87 @@ impl ProxyError {
     }
 }
 
+/// The upstream's error message is cut to this many characters.
+const UPSTREAM_MESSAGE_MAX: usize = 1000;
+
+/// An upstream error whose body is not JSON (an HTML page from a load balancer, a plain-text
+/// 429, nothing at all), in the provider's own error format, so the SDK raises its usual error.
+/// The upstream's text is kept as the message: tags stripped from HTML, whitespace collapsed,
+/// cut to [`UPSTREAM_MESSAGE_MAX`] characters, and passed through the output guard.
+pub fn wrap_upstream_error(
+    kind: ProviderKind,
+    status: StatusCode,
+    html: bool,
+    raw: &[u8],
+    guard: Option<&crate::protect::restore::OutputGuard>,
+    notes: &mut Vec<crate::protect::restore::OutputNote>,
+) -> Bytes {
+    let text = String::from_utf8_lossy(raw);
+    let text = if html {
+        strip_tags(&text)
+    } else {
+        text.into_owned()
+    };
+    let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if let Some((cut, _)) = text.char_indices().nth(UPSTREAM_MESSAGE_MAX) {
+        text.truncate(cut);
+        text.push('…');
+    }
+    if let Some(g) = guard {
+        if let Some(t) = g.check(&text, notes) {
+            text = t;
+        }
+    }
+    let reason = status.canonical_reason().unwrap_or("error");
+    let message = if text.is_empty() {
+        format!(
+            "upstream returned {} {reason} with an empty body",
+            status.as_u16()
+        )
+    } else {
+        format!("upstream returned {} {reason}: {text}", status.as_u16())
+    };
+    error_body(
+        kind,
+        status,
+        ErrorClass::for_status(status),
+        &format!("upstream_{}", status.as_u16()),
+        &message,
+    )
+}
+
+/// The text of an HTML page: tags, scripts and styles removed, a few entities decoded.
+fn strip_tags(html: &str) -> String {
+    let mut out = String::with_capacity(html.len());
+    let lower = html.to_ascii_lowercase();
+    let mut i = 0;
+    while i < html.len() {
+        let rest = &lower[i..];
+        if rest.starts_with("<script") || rest.starts_with("<style") {
+            let close = if rest.starts_with("<script") {
+                "</script>"
+            } else {
+                "</style>"
+            };
+            i = rest.find(close).map_or(html.len(), |e| i + e + close.len());
+            out.push(' ');
+        } else if rest.starts_with('<') {
+            i = rest.find('>').map_or(html.len(), |e| i + e + 1);
+            out.push(' ');
+        } else {
+            let next = rest.find('<').map_or(html.len(), |e| i + e);
+            out.push_str(&html[i..next]);
+            i = next;
+        }
+    }
+    out.replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +371,54 @@ mod tests {
         for (err, status) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");
         }
+    }
+
+    #[test]
+    fn non_json_upstream_errors_are_wrapped_in_the_provider_format() {
+        let html = b"<html><head><style>p{}</style></head><body><h1>500 Internal Server Error</h1>\n<p>nginx &amp; co</p></body></html>";
+        let mut notes = Vec::new();
+        let body = wrap_upstream_error(
+            ProviderKind::Anthropic,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            true,
+            html,
+            None,
+            &mut notes,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["type"], "error");
+        assert_eq!(v["error"]["type"], "api_error");
+        assert_eq!(
+            v["error"]["message"],
+            "upstream returned 500 Internal Server Error: 500 Internal Server Error nginx & co"
+        );
+        let long = "x".repeat(5000);
+        let body = wrap_upstream_error(
+            ProviderKind::Gemini,
+            StatusCode::TOO_MANY_REQUESTS,
+            false,
+            long.as_bytes(),
+            None,
+            &mut notes,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v["error"]["code"], 429);
+        assert_eq!(v["error"]["status"], "RESOURCE_EXHAUSTED");
+        assert!(v["error"]["message"].as_str().expect("msg").chars().count() < 1100);
+        let body = wrap_upstream_error(
+            ProviderKind::OpenAi,
+            StatusCode::BAD_GATEWAY,
+            false,
+            b"",
+            None,
+            &mut notes,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            v["error"]["message"],
+            "upstream returned 502 Bad Gateway with an empty body"
+        );
+        assert_eq!(v["error"]["code"], "upstream_502");
     }
 
     #[test]

@@ -309,6 +309,11 @@ async fn run(
     if let Auth::Key(identity) = &auth {
         admit_limits(state, config, &provider, ctx, identity, body.len()).await?;
     }
+    // Whatever the upstream answers, neither key this request involves reaches the client.
+    let mut keys = super::key_mask::KeyMask::default();
+    if let Some((presented, _)) = providers::client_key(&parts.headers, query.as_deref()) {
+        keys.add(presented, "airlock-key");
+    }
     let upstream = forward(
         state,
         rt,
@@ -318,9 +323,10 @@ async fn run(
         &parts,
         query.as_deref(),
         body,
+        &mut keys,
     )
     .await?;
-    Ok(respond(state, rt, ctx, upstream))
+    Ok(respond(state, rt, ctx, upstream, keys))
 }
 
 // === guard ===
@@ -850,6 +856,7 @@ async fn forward(
     parts: &http::request::Parts,
     query: Option<&str>,
     body: Bytes,
+    keys: &mut super::key_mask::KeyMask,
 ) -> Result<Response<Incoming>, ProxyError> {
     let config = &rt.config;
     let mut uri = forward::upstream_uri(provider, &ctx.endpoint, query)
@@ -866,6 +873,12 @@ async fn forward(
         ),
         _ => None,
     };
+    if let Some(k) = &real_key {
+        keys.add(
+            secrecy::ExposeSecret::expose_secret(k.as_ref()),
+            "provider-key",
+        );
+    }
     let upstream_auth = match (auth, &real_key) {
         (Auth::Passthrough, _) => UpstreamAuth::ClientKey,
         (Auth::Key(_), Some(k)) => UpstreamAuth::Real(k),
@@ -945,9 +958,11 @@ fn respond(
     rt: &Runtime,
     ctx: &mut RequestCtx,
     upstream: Response<Incoming>,
+    keys: super::key_mask::KeyMask,
 ) -> Response<ProxyBody> {
     let (mut parts, incoming) = upstream.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
+    keys.headers(&mut parts.headers);
     let is_sse = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -971,8 +986,26 @@ fn respond(
         .as_ref()
         .map_or(ProviderKind::OpenAi, |p| p.kind);
     let restore = restore_for(rt, &done);
-    let filter = if !status.is_success() {
-        body::Filter::Pass
+    // Every body, whatever its status, passes the output guard; an error that is not JSON is
+    // put in the provider's error format (status and Retry-After kept), so SDKs can read it.
+    let filter = if !status.is_success() && !is_json {
+        let html = parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.contains("html"));
+        parts.headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        body::Filter::error_text(body::ErrorWrap {
+            kind,
+            status,
+            html,
+            guard: restore.and_then(|r| r.guard),
+        })
+    } else if !status.is_success() {
+        body::Filter::json(restore)
     } else if is_sse {
         body::Filter::sse(
             crate::meter::StreamMeter::new(kind, done.model.as_deref().unwrap_or("")),
@@ -999,6 +1032,12 @@ fn respond(
                        metered: body::Metered,
                        notes: Vec<crate::protect::restore::OutputNote>| {
         let mut done = done;
+        // An error answer is not a model call: nothing is priced or estimated.
+        let metered = if status.is_success() {
+            metered
+        } else {
+            body::Metered::Nothing
+        };
         meter_response(&st, &mut done, kind, end, metered);
         for n in notes {
             done.findings.push(ledger::FindingRecord {
@@ -1040,7 +1079,7 @@ fn respond(
         }
         finish(end, bytes, metered, notes)
     });
-    let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, filter, on_end);
+    let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, filter, keys, on_end);
     Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
 }
 

@@ -33,6 +33,22 @@ pub struct Scenario {
     pub reasoning: u64,
     /// `hop_headers`: add hop-by-hop headers to the response (a proxy must strip them).
     pub hop_headers: bool,
+    /// `echo_auth`: with an error `status`, the error message (and an `x-mock-auth-echo`
+    /// header) quote the key the request carried, as a real 401 does ("Incorrect API key
+    /// provided: …").
+    pub echo_auth: bool,
+    /// `error_body=html|text|empty|echo`: with an error `status`, answer with an HTML page, a
+    /// `text/plain` line, an empty body (`content-length: 0`), or a JSON error in the provider's
+    /// format whose message quotes the request body.
+    pub error_body: Option<ErrorBody>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorBody {
+    Html,
+    Text,
+    Empty,
+    Echo,
 }
 
 impl Scenario {
@@ -71,6 +87,16 @@ impl Scenario {
                 "reasoning" => s.reasoning = num(value)?,
                 "tool_call" if value.is_none() => s.tool_call = true,
                 "hop_headers" if value.is_none() => s.hop_headers = true,
+                "echo_auth" if value.is_none() => s.echo_auth = true,
+                "error_body" => {
+                    s.error_body = Some(match value {
+                        Some("html") => ErrorBody::Html,
+                        Some("text") => ErrorBody::Text,
+                        Some("empty") => ErrorBody::Empty,
+                        Some("echo") => ErrorBody::Echo,
+                        _ => return Err(format!("scenario token `{token}`: html|text|empty|echo")),
+                    })
+                }
                 _ => return Err(format!("unknown scenario token `{token}`")),
             }
         }

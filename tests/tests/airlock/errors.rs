@@ -186,3 +186,125 @@ async fn unknown_provider_prefix_is_404_listing_known_providers() {
     }
     assert!(env.mock.requests().is_empty());
 }
+
+/// The provider key the test env stored for `p`.
+fn real_key(env: &airlock_e2e::support::TestEnv, p: Provider) -> &str {
+    match p {
+        Provider::OpenAi => &env.keys.openai,
+        Provider::Anthropic => &env.keys.anthropic,
+        Provider::Gemini => &env.keys.gemini,
+    }
+}
+
+/// QA: an upstream 401 that quotes the key it got ("Incorrect API key provided: …") handed the
+/// app the real provider key from the keyring. Neither that key nor the Airlock key may appear
+/// in any response, header or body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_401_echoing_the_key_never_shows_it() {
+    let env = env();
+    for p in Provider::ALL {
+        let res = p
+            .chat(env.addr(), Some(&env.alk), "hello", false)
+            .header("x-mock-scenario", "status=401; echo_auth")
+            .send()
+            .await
+            .expect("send");
+        let msg = p.assert_error(&res, 401);
+        assert!(msg.contains("Incorrect API key provided"), "{msg}");
+        let key = real_key(&env, p);
+        let echoed = env.mock.requests().pop().expect("forwarded");
+        assert!(
+            format!("{echoed:?}").contains(key),
+            "{}: the mock got the real key",
+            p.name()
+        );
+        let headers = format!("{:?}", res.headers);
+        for (what, secret) in [("provider key", key), ("airlock key", env.alk.as_str())] {
+            assert!(
+                !res.text().contains(secret),
+                "{}: the {what} reached the client in the body",
+                p.name()
+            );
+            assert!(
+                !headers.contains(secret),
+                "{}: the {what} reached the client in a header",
+                p.name()
+            );
+        }
+        assert!(
+            res.header("x-mock-auth-echo")
+                .is_some_and(|v| v.contains("[REDACTED:provider-key]")),
+            "{}: {headers}",
+            p.name()
+        );
+    }
+}
+
+/// QA: error bodies skipped the output guard, so a GitHub token in one reached the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_error_body_goes_through_the_output_guard() {
+    let env = env_with(|c| c.extra = "[policy.rules]\n\"github-pat\" = \"allow\"".into());
+    for p in Provider::ALL {
+        let gh = airlock_e2e::support::fakes::github_pat();
+        let res = p
+            .chat(
+                env.addr(),
+                Some(&env.alk),
+                &format!("token {gh} end"),
+                false,
+            )
+            .header("x-mock-scenario", "status=400; error_body=echo")
+            .send()
+            .await
+            .expect("send");
+        let msg = p.assert_error(&res, 400);
+        assert!(msg.contains("mock upstream: you sent"), "{msg}");
+        assert!(
+            !res.text().contains(&gh[4..]),
+            "{}: a secret in an error body reached the client: {}",
+            p.name(),
+            res.text()
+        );
+        assert!(msg.contains("[REDACTED:github-pat]"), "{msg}");
+    }
+}
+
+/// QA: an HTML 500, a text/plain 429 and an empty 502 were passed as they came, so SDKs could
+/// not read them. They arrive in the provider's format, status and Retry-After kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_json_upstream_errors_arrive_in_the_provider_format() {
+    let env = env();
+    for p in Provider::ALL {
+        for (status, body, want) in [
+            (500u16, "html", "from the load balancer try again & later"),
+            (429, "text", "mock upstream: 429 slow down"),
+            (502, "empty", "with an empty body"),
+        ] {
+            let res = p
+                .chat(env.addr(), Some(&env.alk), "hello", false)
+                .header(
+                    "x-mock-scenario",
+                    &format!("status={status}; error_body={body}"),
+                )
+                .send()
+                .await
+                .expect("send");
+            assert_eq!(
+                res.header("content-type"),
+                Some("application/json"),
+                "{} {status}",
+                p.name()
+            );
+            let msg = p.assert_error(&res, status);
+            assert!(msg.contains(want), "{} {status}: {msg}", p.name());
+            assert!(
+                !msg.contains('<'),
+                "{} {status}: tags kept: {msg}",
+                p.name()
+            );
+            if status == 429 {
+                assert_eq!(res.header("retry-after"), Some("1"), "{}", p.name());
+            }
+        }
+    }
+}

@@ -4,6 +4,7 @@
 //! read whole, up to `max_body`, because they must be checked before anything goes upstream.
 
 pub mod body;
+pub mod decode;
 pub mod error;
 pub mod forward;
 pub mod key_mask;

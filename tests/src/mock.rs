@@ -323,13 +323,19 @@ async fn handle(
             full(
                 StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
                 "application/json",
-                body.to_string(),
+                compress(scenario.encoding.as_deref(), body.to_string().as_bytes()),
             )
         }
         Reply::Stream {
             content_type,
             events,
-        } => stream_response(&state, id, &scenario, content_type, events),
+        } => {
+            let events = match scenario.encoding.as_deref() {
+                Some("gzip") => gzip_events(events),
+                _ => events,
+            };
+            stream_response(&state, id, &scenario, content_type, events)
+        }
         Reply::Raw {
             status,
             content_type,
@@ -341,6 +347,11 @@ async fn handle(
         ),
     };
     decorate(&mut res, flavor, id, &scenario);
+    if let Some(enc) = scenario.encoding.as_deref() {
+        if let Ok(v) = HeaderValue::from_str(enc) {
+            res.headers_mut().insert(http::header::CONTENT_ENCODING, v);
+        }
+    }
     if scenario.echo_auth && scenario.error_status().is_some() {
         if let Some(v) = presented_key(&parts.headers, query.as_deref())
             .and_then(|k| HeaderValue::from_str(&k).ok())
@@ -351,6 +362,63 @@ async fn handle(
     let status = res.status().as_u16();
     state.store.update(id, |r| r.response_status = Some(status));
     Ok(res)
+}
+
+/// `data` compressed with `encoding` (`bogus` and none: as is).
+fn compress(encoding: Option<&str>, data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let run = || -> io::Result<Vec<u8>> {
+        Ok(match encoding {
+            Some("gzip") => {
+                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(data)?;
+                e.finish()?
+            }
+            Some("deflate") => {
+                let mut e =
+                    flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+                e.write_all(data)?;
+                e.finish()?
+            }
+            Some("br") => {
+                let mut out = Vec::new();
+                {
+                    let mut e = brotli::CompressorWriter::new(&mut out, 4096, 5, 22);
+                    e.write_all(data)?;
+                }
+                out
+            }
+            Some("zstd") => zstd::encode_all(data, 3)?,
+            _ => data.to_vec(),
+        })
+    };
+    run().unwrap_or_else(|e| panic!("mock upstream: compressing: {e}"))
+}
+
+/// One gzip stream over all events, flushed after each so every event is decodable on arrival.
+fn gzip_events(events: Vec<Bytes>) -> Vec<Bytes> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut out = Vec::with_capacity(events.len());
+    for ev in &events {
+        let step = e.write_all(ev).and_then(|()| e.flush());
+        if let Err(err) = step {
+            panic!("mock upstream: gzip: {err}");
+        }
+        out.push(Bytes::from(std::mem::take(e.get_mut())));
+    }
+    match e.finish() {
+        Ok(tail) => match out.last_mut() {
+            Some(last) => {
+                let mut joined = last.to_vec();
+                joined.extend_from_slice(&tail);
+                *last = Bytes::from(joined);
+            }
+            None => out.push(Bytes::from(tail)),
+        },
+        Err(err) => panic!("mock upstream: gzip: {err}"),
+    }
+    out
 }
 
 /// The key a request carried, as the client sent it (`Bearer …` included).

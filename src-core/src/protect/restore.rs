@@ -349,7 +349,8 @@ impl StreamRestorer {
         self.map.is_some() || self.guard.is_some()
     }
 
-    /// One complete event in; the bytes to send in its place out (`None`: send it unchanged).
+    /// One complete SSE event in; the bytes to send in its place out (`None`: send it
+    /// unchanged).
     pub fn on_event(
         &mut self,
         raw: &[u8],
@@ -357,29 +358,100 @@ impl StreamRestorer {
         data: &str,
         has_data: bool,
     ) -> Option<Vec<u8>> {
-        if !has_data || data == "[DONE]" || !data.starts_with('{') {
-            return self.flush_before(raw);
+        let emits = self.on_data(event_name, data, has_data)?;
+        let mut out = Vec::new();
+        for e in emits {
+            match e {
+                Emit::Held { name, data } => sse_event(&mut out, name.as_deref(), &data),
+                Emit::This(None) => out.extend_from_slice(raw),
+                Emit::This(Some(new_data)) => {
+                    out.extend(rebuild(raw, std::str::from_utf8(&new_data).unwrap_or(data)))
+                }
+            }
         }
-        let strings = match json_text::strings(data.as_bytes()) {
-            Ok(s) => s,
-            Err(_) => return self.flush_before(raw),
+        Some(out)
+    }
+
+    /// One element of a streamed JSON array (Gemini without `alt=sse`) in; the elements to send
+    /// in its place out (`None`: send it unchanged).
+    pub fn on_element(&mut self, element: &str) -> Option<Vec<Vec<u8>>> {
+        let emits = self.on_data(None, element, true)?;
+        Some(
+            emits
+                .into_iter()
+                .map(|e| match e {
+                    Emit::Held { data, .. } => data,
+                    Emit::This(None) => element.as_bytes().to_vec(),
+                    Emit::This(Some(d)) => d,
+                })
+                .collect(),
+        )
+    }
+
+    /// The stream ended: whatever is still held goes out, in events shaped like the last one
+    /// that carried each field.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for e in self.flush_all() {
+            if let Emit::Held { name, data } = e {
+                sse_event(&mut out, name.as_deref(), &data);
+            }
+        }
+        out
+    }
+
+    /// [`StreamRestorer::finish`] for a JSON array stream: the held text as extra elements.
+    pub fn finish_elements(&mut self) -> Vec<Vec<u8>> {
+        self.flush_all()
+            .into_iter()
+            .filter_map(|e| match e {
+                Emit::Held { data, .. } => Some(data),
+                Emit::This(_) => None,
+            })
+            .collect()
+    }
+
+    /// The core, independent of framing. Held text is kept per text stream (field path plus the
+    /// event's choice/block/item ids); an event that carries no text (a ping, a keep-alive
+    /// comment, an empty delta, a block start) passes by without touching it. Only an event
+    /// that ends text (a stop, a finish reason, `[DONE]`, something unreadable) sends what is
+    /// held first, so the client never gets text after its block was closed.
+    fn on_data(
+        &mut self,
+        event_name: Option<&str>,
+        data: &str,
+        has_data: bool,
+    ) -> Option<Vec<Emit>> {
+        if !has_data {
+            return None; // a comment or keep-alive: carries no text, ends nothing
+        }
+        let strings = if data.starts_with('{') {
+            json_text::strings(data.as_bytes()).ok()
+        } else {
+            None
+        };
+        let Some(strings) = strings else {
+            // `[DONE]` or something unreadable: what is held goes out before it.
+            return self.flush_before();
         };
         let pieces: Vec<_> = strings.iter().filter(|s| is_piece(&s.path)).collect();
         let has_lt = data.contains('<') || data.contains("](");
         if pieces.is_empty() {
-            // A structural event (finish, stop, done): held text goes out first, then it. Whole
-            // strings in it (e.g. `response.output_text.done`) are guarded and restored too.
+            // Whole strings in it (e.g. `response.output_text.done`) are guarded and restored.
             let whole = if has_lt || self.guard.is_some() {
                 self.rewrite_whole(data)
             } else {
                 None
             };
-            let mut out = self.flush_all();
-            match whole {
-                Some(new_data) => out.extend(rebuild(raw, &new_data)),
-                None if out.is_empty() => return None,
-                None => out.extend_from_slice(raw),
+            let mut out = if ends_text(event_name, data) {
+                self.flush_all()
+            } else {
+                Vec::new()
+            };
+            if whole.is_none() && out.is_empty() {
+                return None;
             }
+            out.push(Emit::This(whole.map(String::into_bytes)));
             return Some(out);
         }
         let ids: EventIds = serde_json::from_str(data).unwrap_or_default();
@@ -442,26 +514,22 @@ impl StreamRestorer {
         if edits.is_empty() {
             return None;
         }
-        let new_data = json_text::splice(data.as_bytes(), edits);
-        Some(rebuild(raw, std::str::from_utf8(&new_data).unwrap_or(data)))
+        Some(vec![Emit::This(Some(json_text::splice(
+            data.as_bytes(),
+            edits,
+        )))])
     }
 
-    /// The stream ended: whatever is still held goes out, in events shaped like the last one
-    /// that carried each field.
-    pub fn finish(&mut self) -> Vec<u8> {
-        self.flush_all()
-    }
-
-    fn flush_before(&mut self, raw: &[u8]) -> Option<Vec<u8>> {
+    fn flush_before(&mut self) -> Option<Vec<Emit>> {
         if self.held.is_empty() {
             return None;
         }
         let mut out = self.flush_all();
-        out.extend_from_slice(raw);
+        out.push(Emit::This(None));
         Some(out)
     }
 
-    fn flush_all(&mut self) -> Vec<u8> {
+    fn flush_all(&mut self) -> Vec<Emit> {
         let mut out = Vec::new();
         for (_, h) in std::mem::take(&mut self.held) {
             let inner = h.template.windows(9).any(|w| w == b"arguments")
@@ -475,13 +543,10 @@ impl StreamRestorer {
                 Some(m) => restore_text(m, text, inner).into_owned(),
                 None => text.to_owned(),
             };
-            let data = json_text::splice(&h.template, vec![(h.span, restored)]);
-            if let Some(name) = &h.event_name {
-                out.extend_from_slice(format!("event: {name}\n").as_bytes());
-            }
-            out.extend_from_slice(b"data: ");
-            out.extend_from_slice(&data);
-            out.extend_from_slice(b"\n\n");
+            out.push(Emit::Held {
+                name: h.event_name,
+                data: json_text::splice(&h.template, vec![(h.span, restored)]),
+            });
         }
         out
     }
@@ -495,6 +560,57 @@ impl StreamRestorer {
         )?;
         String::from_utf8(changed).ok()
     }
+}
+
+/// What goes out in place of one event: held text flushed in an event shaped like the last one
+/// that carried it, or the event itself (unchanged, or with new data).
+enum Emit {
+    Held { name: Option<String>, data: Vec<u8> },
+    This(Option<Vec<u8>>),
+}
+
+fn sse_event(out: &mut Vec<u8>, name: Option<&str>, data: &[u8]) {
+    if let Some(name) = name {
+        out.extend_from_slice(format!("event: {name}\n").as_bytes());
+    }
+    out.extend_from_slice(b"data: ");
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\n\n");
+}
+
+/// Whether an event without text ends a text stream, so what is held must go out before it:
+/// OpenAI's `finish_reason`, Gemini's `finishReason`, Anthropic's `content_block_stop`,
+/// `message_delta`, `message_stop` and `error`, the Responses API's `*.done`, `*.completed`,
+/// `*.failed`, `*.incomplete`. Anything else (a ping, an empty delta, a start) does not.
+fn ends_text(event_name: Option<&str>, data: &str) -> bool {
+    let ending = |t: &str| {
+        [
+            "stop",
+            "done",
+            "complete",
+            "fail",
+            "incomplete",
+            "error",
+            "message_delta",
+        ]
+        .iter()
+        .any(|w| t.contains(w))
+    };
+    if event_name.is_some_and(ending) {
+        return true;
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(data) else {
+        return true;
+    };
+    if v.get("type").and_then(|t| t.as_str()).is_some_and(ending) || v.get("error").is_some() {
+        return true;
+    }
+    let finished = |list: &str, field: &str| {
+        v.get(list)
+            .and_then(|c| c.as_array())
+            .is_some_and(|a| a.iter().any(|c| c.get(field).is_some_and(|f| !f.is_null())))
+    };
+    finished("choices", "finish_reason") || finished("candidates", "finishReason")
 }
 
 /// The event's raw bytes with its `data:` line(s) replaced by one line holding `data`.

@@ -149,6 +149,16 @@ pub enum Filter {
         wrap: Box<ErrorWrap>,
         notes: Vec<OutputNote>,
     },
+    /// A stream sent as one JSON array (Gemini without `alt=sse`): metered element by element
+    /// and, when it must change, restored and guarded like an SSE stream (held text per text
+    /// stream, never the whole body) and sent re-framed as `[e1,e2,…]`.
+    JsonArray {
+        splitter: crate::sse::array::JsonArraySplitter,
+        meter: Box<crate::meter::StreamMeter>,
+        restorer: Option<Box<StreamRestorer>>,
+        /// Elements sent so far (the first gets the `[`, the others a `,`).
+        sent: usize,
+    },
     Sse {
         splitter: crate::sse::SseSplitter,
         meter: Box<crate::meter::StreamMeter>,
@@ -188,6 +198,15 @@ impl Filter {
         }
     }
 
+    pub fn json_array(meter: crate::meter::StreamMeter, restore: Option<Restore>) -> Filter {
+        Filter::JsonArray {
+            splitter: Default::default(),
+            meter: Box::new(meter),
+            restorer: restore.map(|r| Box::new(StreamRestorer::new(r.map, r.guard))),
+            sent: 0,
+        }
+    }
+
     pub fn sse(
         meter: crate::meter::StreamMeter,
         hide_usage: bool,
@@ -207,6 +226,7 @@ impl Filter {
             Filter::Pass => false,
             Filter::ErrorText { .. } => true,
             Filter::Json { restore, .. } => restore.is_some(),
+            Filter::JsonArray { restorer, .. } => restorer.is_some(),
             Filter::Sse {
                 hide_usage,
                 restorer,
@@ -223,6 +243,40 @@ impl Filter {
             Filter::ErrorText { buf, .. } => {
                 let room = ERROR_TEXT_LIMIT.saturating_sub(buf.len());
                 buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Filter::JsonArray {
+                splitter,
+                meter,
+                restorer: None,
+                ..
+            } => {
+                splitter.push(&chunk, |e| {
+                    meter.on_event(None, &String::from_utf8_lossy(e));
+                });
+                out.push_back(chunk);
+            }
+            Filter::JsonArray {
+                splitter,
+                meter,
+                restorer: Some(r),
+                sent,
+            } => {
+                let mut buf = Vec::new();
+                splitter.push(&chunk, |e| {
+                    let text = String::from_utf8_lossy(e);
+                    meter.on_event(None, &text);
+                    match r.on_element(&text) {
+                        Some(elements) => {
+                            for el in elements {
+                                array_element(&mut buf, sent, &el);
+                            }
+                        }
+                        None => array_element(&mut buf, sent, e),
+                    }
+                });
+                if !buf.is_empty() {
+                    out.push_back(Bytes::from(buf));
+                }
             }
             Filter::Json {
                 buf,
@@ -318,6 +372,32 @@ impl Filter {
     fn on_end(&mut self, out: &mut VecDeque<Bytes>) {
         match self {
             Filter::Pass => {}
+            Filter::JsonArray {
+                splitter,
+                restorer,
+                sent,
+                ..
+            } => {
+                let Some(r) = restorer.as_deref_mut() else {
+                    return;
+                };
+                let mut buf = Vec::new();
+                for el in r.finish_elements() {
+                    array_element(&mut buf, sent, &el);
+                }
+                if splitter.closed() {
+                    if *sent == 0 {
+                        buf.push(b'[');
+                    }
+                    buf.push(b']');
+                } else {
+                    // Cut short: whatever never completed goes out as it came.
+                    buf.extend_from_slice(&splitter.finish());
+                }
+                if !buf.is_empty() {
+                    out.push_back(Bytes::from(buf));
+                }
+            }
             Filter::ErrorText { buf, wrap, notes } => {
                 out.push_back(super::error::wrap_upstream_error(
                     wrap.kind,
@@ -386,6 +466,12 @@ impl Filter {
         match self {
             Filter::Pass => (Metered::Nothing, Vec::new()),
             Filter::ErrorText { notes, .. } => (Metered::Nothing, notes),
+            Filter::JsonArray {
+                meter, restorer, ..
+            } => (
+                Metered::Stream(meter),
+                restorer.map(|r| r.notes).unwrap_or_default(),
+            ),
             Filter::Json {
                 buf,
                 overflow,
@@ -400,6 +486,13 @@ impl Filter {
             ),
         }
     }
+}
+
+/// Appends one element of a re-framed JSON array stream.
+fn array_element(buf: &mut Vec<u8>, sent: &mut usize, element: &[u8]) {
+    buf.push(if *sent == 0 { b'[' } else { b',' });
+    buf.extend_from_slice(element);
+    *sent += 1;
 }
 
 /// One complete event through the rewriting path: `None` to send it unchanged, `Some(empty)` to

@@ -1026,6 +1026,15 @@ fn respond(
             done.hide_usage,
             restore,
         )
+    } else if is_json
+        && kind == ProviderKind::Gemini
+        && done.endpoint.contains(":streamGenerateContent")
+    {
+        // Without `alt=sse`, Gemini streams one JSON array element by element.
+        body::Filter::json_array(
+            crate::meter::StreamMeter::new(kind, done.model.as_deref().unwrap_or("")),
+            restore,
+        )
     } else if is_json {
         body::Filter::json(restore)
     } else {

@@ -45,6 +45,10 @@ pub struct Scenario {
     /// if the upstream ignored `accept-encoding: identity`. Streams support `gzip` (flushed per
     /// event, so they still stream); `bogus` sends the header with a plain body.
     pub encoding: Option<String>,
+    /// `interleave=ping|comment|empty`: between every two SSE events, an event that carries no
+    /// text: an Anthropic-style `event: ping`, a `: keepalive` comment, or an empty delta
+    /// (OpenAI `delta: {}`, Anthropic an empty `text_delta`, Gemini a ping).
+    pub interleave: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,6 +96,10 @@ impl Scenario {
                 "tool_call" if value.is_none() => s.tool_call = true,
                 "hop_headers" if value.is_none() => s.hop_headers = true,
                 "echo_auth" if value.is_none() => s.echo_auth = true,
+                "interleave" => match value {
+                    Some(v @ ("ping" | "comment" | "empty")) => s.interleave = Some(v.to_owned()),
+                    _ => return Err(format!("scenario token `{token}`: ping|comment|empty")),
+                },
                 "encoding" => match value {
                     Some(v @ ("gzip" | "deflate" | "br" | "zstd" | "bogus")) => {
                         s.encoding = Some(v.to_owned())

@@ -247,6 +247,105 @@ async fn sse_placeholder_split_across_events_is_restored() {
     }
 }
 
+/// QA defect 4: an event without text (a ping, a keep-alive comment, an empty delta) between
+/// the two halves of a placeholder sent both halves to the client unrestored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholder_split_around_events_without_text_is_restored() {
+    let env = start("");
+    for p in Provider::ALL {
+        for kind in ["ping", "comment", "empty"] {
+            let scenario = format!("chunk_chars=3; gap_ms=0; interleave={kind}");
+            let s = Sensitive::new();
+            let res = send(
+                p.chat(env.addr(), Some(&env.alk), &s.prompt(), true)
+                    .header("x-mock-scenario", &scenario),
+            )
+            .await;
+            assert_eq!(res.status, 200, "{}: {}", p.name(), res.text());
+            assert_eq!(
+                streamed_text(p, &res),
+                format!("echo: {}", s.restored_prompt()),
+                "{} {scenario}",
+                p.name()
+            );
+            assert!(
+                !res.text().contains("EMAIL_") && !res.text().contains("CARD_"),
+                "{} {scenario}: a placeholder piece leaked",
+                p.name()
+            );
+            assert_no_secret(&res.text(), &s);
+        }
+    }
+}
+
+/// QA defect 4: a GitHub token split across deltas with a ping between reached the client raw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_split_around_a_ping_is_redacted() {
+    assert_output_secret_redacted("chunk_chars=5; gap_ms=0; interleave=ping").await;
+}
+
+/// The concatenated text of a Gemini stream sent as one JSON array (no `alt=sse`).
+fn gemini_array_text(res: &HttpResponse) -> String {
+    res.json()
+        .as_array()
+        .expect("a JSON array")
+        .iter()
+        .filter_map(|e| Provider::Gemini.delta(e))
+        .collect()
+}
+
+fn gemini_array_stream(
+    env: &TestEnv,
+    prompt: &str,
+    scenario: &str,
+) -> airlock_e2e::support::RequestBuilder {
+    let (n, v) = Provider::Gemini.auth_header(&env.alk);
+    post(
+        env.addr(),
+        "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+    )
+    .header(n, &v)
+    .header("x-mock-scenario", scenario)
+    .json(&Provider::Gemini.chat_body(prompt, true))
+}
+
+/// QA defect 4: Gemini's JSON-array streaming (no `alt=sse`) had no holdback: one character per
+/// element gave the client the placeholders, and a secret split across elements passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_array_stream_is_restored_and_guarded() {
+    let env = start("[policy.rules]\n\"github-pat\" = \"allow\"");
+    let s = Sensitive::new();
+    let res = send(gemini_array_stream(
+        &env,
+        &s.prompt(),
+        "chunk_chars=1; gap_ms=0",
+    ))
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        gemini_array_text(&res),
+        format!("echo: {}", s.restored_prompt())
+    );
+    assert!(!res.text().contains("EMAIL_"), "a placeholder piece leaked");
+    let gh = fakes::github_pat();
+    let res = send(gemini_array_stream(
+        &env,
+        &format!("token {gh} end"),
+        "chunk_chars=5; gap_ms=0",
+    ))
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_eq!(
+        gemini_array_text(&res),
+        "echo: token [REDACTED:github-pat] end"
+    );
+    assert!(!res.text().contains(&gh[4..]));
+    let id = res.header(REQUEST_ID_HEADER).expect("id");
+    let row = env.airlock.ledger_row(id).await;
+    assert!(row["output_tokens"].as_u64().unwrap_or(0) > 0, "{row}");
+    assert_eq!(row["estimated"].as_bool(), Some(false), "{row}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn same_value_same_placeholder_across_turns() {
     let env = start("");

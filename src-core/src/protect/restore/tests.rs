@@ -274,3 +274,101 @@ fn a_streamed_exfil_link_is_held_until_complete_then_neutralized() {
     assert_eq!(seen, "see ![img](#airlock-removed-link) ok");
     assert!(!seen.contains("topsecret"));
 }
+
+/// QA defect 4: an event without text (a ping, a keep-alive comment, an empty delta) between the
+/// two halves of a placeholder flushed the first half unrestored. Every split point, every
+/// kind of interloper, OpenAI and Anthropic framing.
+#[test]
+fn events_without_text_between_halves_do_not_break_the_holdback() {
+    let m = mapping();
+    let text = "to <EMAIL_1> ok";
+    let expected = "to ada@example.org ok";
+    let openai_empty = json!({"id":"c1","object":"chat.completion.chunk","choices":[{"index":0,"delta":{},"finish_reason":null}]}).to_string();
+    let interlopers: Vec<(Option<&str>, String, bool)> = vec![
+        (Some("ping"), r#"{"type": "ping"}"#.to_owned(), true),
+        (None, String::new(), false), // `: keepalive`
+        (None, openai_empty, true),
+    ];
+    for (name, idata, has_data) in &interlopers {
+        for cut in 0..=text.len() {
+            for anthropic in [false, true] {
+                let mut r = StreamRestorer::new(Some(m.clone()), None);
+                let mut seen = String::new();
+                let mut feed =
+                    |r: &mut StreamRestorer, raw: Vec<u8>, n: Option<&str>, d: &str, h: bool| {
+                        let out = r.on_event(&raw, n, d, h).unwrap_or(raw);
+                        for ev in crate::sse::split_all(&out).0 {
+                            let v: Value = serde_json::from_str(&ev.data).unwrap_or(Value::Null);
+                            let piece = if anthropic {
+                                v["delta"]["text"].as_str()
+                            } else {
+                                v["choices"][0]["delta"]["content"].as_str()
+                            };
+                            seen.push_str(piece.unwrap_or(""));
+                        }
+                    };
+                let delta = |t: &str| -> (Vec<u8>, Option<&'static str>, String) {
+                    if anthropic {
+                        let d = json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":t}}).to_string();
+                        (
+                            format!("event: content_block_delta\ndata: {d}\n\n").into_bytes(),
+                            Some("content_block_delta"),
+                            d,
+                        )
+                    } else {
+                        let (raw, d) = openai_event(t);
+                        (raw, None, d)
+                    }
+                };
+                let (raw, n, d) = delta(&text[..cut]);
+                feed(&mut r, raw, n, &d, true);
+                let iraw = match (name, has_data) {
+                    (_, false) => b": keepalive\n\n".to_vec(),
+                    (Some(n), true) => format!("event: {n}\ndata: {idata}\n\n").into_bytes(),
+                    (None, true) => format!("data: {idata}\n\n").into_bytes(),
+                };
+                feed(&mut r, iraw, *name, idata, *has_data);
+                let (raw, n, d) = delta(&text[cut..]);
+                feed(&mut r, raw, n, &d, true);
+                let out = r.finish();
+                feed(&mut r, out, None, "", false);
+                assert_eq!(
+                    seen, expected,
+                    "cut {cut}, interloper {name:?} {idata:?}, anthropic {anthropic}"
+                );
+            }
+        }
+    }
+}
+
+/// QA defect 4: a secret split across Anthropic deltas with a ping between reached the client.
+#[test]
+fn secret_split_around_a_ping_is_redacted() {
+    let key = format!("{}{}", "AKIA", "Q3ZLWB4T7HXVN2PR");
+    let text = format!("token {key} end");
+    for cut in 6..text.len() - 4 {
+        let mut r = StreamRestorer::new(None, Some(guard()));
+        let mut seen = String::new();
+        let mut feed = |r: &mut StreamRestorer, name: &str, d: String| {
+            let raw = format!("event: {name}\ndata: {d}\n\n").into_bytes();
+            let out = r.on_event(&raw, Some(name), &d, true).unwrap_or(raw);
+            for ev in crate::sse::split_all(&out).0 {
+                let v: Value = serde_json::from_str(&ev.data).expect("json");
+                seen.push_str(v["delta"]["text"].as_str().unwrap_or(""));
+            }
+        };
+        let delta = |t: &str| {
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":t}})
+                .to_string()
+        };
+        feed(&mut r, "content_block_delta", delta(&text[..cut]));
+        feed(&mut r, "ping", r#"{"type": "ping"}"#.to_owned());
+        feed(&mut r, "content_block_delta", delta(&text[cut..]));
+        feed(
+            &mut r,
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#.to_owned(),
+        );
+        assert_eq!(seen, "token [REDACTED:aws-access-key-id] end", "cut {cut}");
+    }
+}

@@ -367,6 +367,80 @@ impl Filter {
         }
     }
 
+    /// For a stream cut short: the provider's own mid-stream error, framed for this stream.
+    /// Anthropic sends `event: error` with `{"type":"error","error":{…}}`, OpenAI a `data:` line
+    /// with an `{"error":{…}}` object, Gemini an `{"error":{…}}` event or array element. Text the
+    /// restorer still holds is not sent (it may be the start of a secret).
+    fn error_event(
+        &mut self,
+        kind: crate::providers::ProviderKind,
+        how: BodyEnd,
+        detail: &str,
+    ) -> Option<Bytes> {
+        use crate::providers::{error_body, ErrorClass, ProviderKind};
+        let (status, class, code) = match how {
+            BodyEnd::IdleTimeout => (
+                http::StatusCode::GATEWAY_TIMEOUT,
+                ErrorClass::Timeout,
+                "airlock_upstream_idle_timeout",
+            ),
+            _ => (
+                http::StatusCode::BAD_GATEWAY,
+                ErrorClass::Unavailable,
+                "airlock_upstream_stream_broken",
+            ),
+        };
+        let message = format!("Airlock: the upstream stream ended early: {detail}");
+        let body = error_body(kind, status, class, code, &message);
+        let mut out = Vec::new();
+        match self {
+            Filter::Sse {
+                splitter,
+                hide_usage,
+                restorer,
+                ..
+            } => {
+                if !*hide_usage && restorer.is_none() && splitter.pending_len() > 0 {
+                    // Part of an event already went out as it came: end it first.
+                    out.extend_from_slice(b"\n\n");
+                }
+                if kind == ProviderKind::Anthropic {
+                    out.extend_from_slice(b"event: error\n");
+                }
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(&body);
+                out.extend_from_slice(b"\n\n");
+            }
+            Filter::JsonArray {
+                splitter,
+                restorer,
+                sent,
+                ..
+            } => {
+                let opened = if restorer.is_some() {
+                    *sent > 0
+                } else {
+                    splitter.started()
+                };
+                let any = if restorer.is_some() {
+                    *sent > 0
+                } else {
+                    splitter.elements() > 0
+                };
+                if !opened {
+                    out.push(b'[');
+                }
+                if any {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&body);
+                out.push(b']');
+            }
+            _ => return None,
+        }
+        Some(Bytes::from(out))
+    }
+
     /// The body ended: meter what is left, and hand over everything still held (nothing is
     /// lost: an event that never completed still goes out).
     fn on_end(&mut self, out: &mut VecDeque<Bytes>) {
@@ -536,6 +610,7 @@ pub struct IdleTimeout(Duration);
 pin_project_lite::pin_project! {
     /// The upstream response body as it streams to the client. Frames pass through as they
     /// arrive, never collected: an SSE event reaches the client as soon as it is complete.
+    #[project = UpstreamBodyProj]
     pub struct UpstreamBody {
         #[pin]
         inner: Incoming,
@@ -552,6 +627,7 @@ pin_project_lite::pin_project! {
         commit_deadline: Option<Sleep>,
         mask: super::key_mask::KeyMask,
         decoder: Option<super::decode::ResponseDecoder>,
+        kind: crate::providers::ProviderKind,
     }
 
     impl PinnedDrop for UpstreamBody {
@@ -573,6 +649,7 @@ impl UpstreamBody {
         filter: Filter,
         mask: super::key_mask::KeyMask,
         decoder: Option<super::decode::ResponseDecoder>,
+        kind: crate::providers::ProviderKind,
         on_end: OnEnd,
     ) -> UpstreamBody {
         UpstreamBody {
@@ -588,6 +665,7 @@ impl UpstreamBody {
             commit_deadline: None,
             mask,
             decoder,
+            kind,
         }
     }
 }
@@ -617,6 +695,28 @@ fn upstream_end(
         f.on_end(out);
     }
     Ok(())
+}
+
+/// The upstream broke or went silent mid-body. The record says so (as before); then a stream
+/// ends with the provider's own error event and closes cleanly, so the SDK raises a readable
+/// error instead of "incomplete chunked read". Any other body fails: its framing cannot carry
+/// an error once the status line has gone out.
+fn broken(this: &mut UpstreamBodyProj<'_>, how: BodyEnd, err: BoxError) -> Result<(), BoxError> {
+    let event = this
+        .filter
+        .as_mut()
+        .and_then(|f| f.error_event(*this.kind, how, &err.to_string()));
+    end(this.on_end, this.filter, how, *this.bytes);
+    *this.decoder = None;
+    match event {
+        Some(ev) => {
+            tracing::warn!("upstream stream ended early ({}): {err}", how.as_str());
+            this.out.push_back(ev);
+            *this.upstream_done = true;
+            Ok(())
+        }
+        None => Err(err),
+    }
 }
 
 /// Runs the end hook once, with what the filter metered.
@@ -694,13 +794,11 @@ impl Body for UpstreamBody {
                                 None => data,
                                 Some(Ok(plain)) => plain,
                                 Some(Err(e)) => {
-                                    end(
-                                        this.on_end,
-                                        this.filter,
-                                        BodyEnd::UpstreamError,
-                                        *this.bytes,
-                                    );
-                                    return Poll::Ready(Some(Err(Box::new(BadEncoding(e)))));
+                                    let e: BoxError = Box::new(BadEncoding(e));
+                                    match broken(&mut this, BodyEnd::UpstreamError, e) {
+                                        Ok(()) => continue,
+                                        Err(e) => return Poll::Ready(Some(Err(e))),
+                                    }
                                 }
                             };
                             if !data.is_empty() {
@@ -713,13 +811,10 @@ impl Body for UpstreamBody {
                             // a complete body must be noticed here rather than at a `None`.
                             if this.inner.is_end_stream() {
                                 if let Err(e) = upstream_end(this.decoder, this.filter, this.out) {
-                                    end(
-                                        this.on_end,
-                                        this.filter,
-                                        BodyEnd::UpstreamError,
-                                        *this.bytes,
-                                    );
-                                    return Poll::Ready(Some(Err(Box::new(e))));
+                                    match broken(&mut this, BodyEnd::UpstreamError, Box::new(e)) {
+                                        Ok(()) => continue,
+                                        Err(e) => return Poll::Ready(Some(Err(e))),
+                                    }
                                 }
                                 *this.upstream_done = true;
                             }
@@ -729,35 +824,30 @@ impl Body for UpstreamBody {
                     }
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    end(
-                        this.on_end,
-                        this.filter,
-                        BodyEnd::UpstreamError,
-                        *this.bytes,
-                    );
-                    return Poll::Ready(Some(Err(Box::new(e))));
+                    match broken(&mut this, BodyEnd::UpstreamError, Box::new(e)) {
+                        Ok(()) => continue,
+                        Err(e) => return Poll::Ready(Some(Err(e))),
+                    }
                 }
                 Poll::Ready(None) => {
                     if let Err(e) = upstream_end(this.decoder, this.filter, this.out) {
-                        end(
-                            this.on_end,
-                            this.filter,
-                            BodyEnd::UpstreamError,
-                            *this.bytes,
-                        );
-                        return Poll::Ready(Some(Err(Box::new(e))));
+                        match broken(&mut this, BodyEnd::UpstreamError, Box::new(e)) {
+                            Ok(()) => continue,
+                            Err(e) => return Poll::Ready(Some(Err(e))),
+                        }
                     }
                     *this.upstream_done = true;
                 }
-                Poll::Pending => {
-                    return match this.idle.as_mut().poll(cx) {
-                        Poll::Ready(()) => {
-                            end(this.on_end, this.filter, BodyEnd::IdleTimeout, *this.bytes);
-                            Poll::Ready(Some(Err(Box::new(IdleTimeout(*this.idle_after)))))
+                Poll::Pending => match this.idle.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        let e: BoxError = Box::new(IdleTimeout(*this.idle_after));
+                        match broken(&mut this, BodyEnd::IdleTimeout, e) {
+                            Ok(()) => continue,
+                            Err(e) => return Poll::Ready(Some(Err(e))),
                         }
-                        Poll::Pending => Poll::Pending,
-                    };
-                }
+                    }
+                    Poll::Pending => return Poll::Pending,
+                },
             }
         }
     }

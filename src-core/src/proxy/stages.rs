@@ -1108,6 +1108,7 @@ fn respond(
         filter,
         keys,
         decoder,
+        kind,
         on_end,
     );
     Ok(Response::from_parts(

@@ -25,12 +25,18 @@ pub struct JsonArraySplitter {
     in_string: bool,
     escaped: bool,
     current: Vec<u8>,
+    elements: usize,
 }
 
 impl JsonArraySplitter {
     /// Whether the array's closing `]` has been seen.
     pub fn closed(&self) -> bool {
         self.closed
+    }
+
+    /// Elements reported so far.
+    pub fn elements(&self) -> usize {
+        self.elements
     }
 
     /// Whether the opening `[` has been seen.
@@ -73,6 +79,7 @@ impl JsonArraySplitter {
                     if self.depth == 0 {
                         on_element(&self.current);
                         self.current.clear();
+                        self.elements += 1;
                     }
                 }
                 b']' | b',' if self.depth == 0 => {
@@ -80,6 +87,7 @@ impl JsonArraySplitter {
                     if !self.current.is_empty() {
                         on_element(&self.current);
                         self.current.clear();
+                        self.elements += 1;
                     }
                     self.closed = b == b']';
                 }

@@ -4,6 +4,7 @@ use crate::{env, words};
 use airlock_e2e::mock::text;
 use airlock_e2e::support::client::End;
 use airlock_e2e::support::Provider;
+use serde_json::Value;
 use std::time::Duration;
 
 const EVENT_WAIT: Duration = Duration::from_secs(10);
@@ -93,6 +94,19 @@ async fn sse_events_arrive_one_by_one() {
     }
 }
 
+/// The provider's own mid-stream error event, if `e` is one: its message.
+fn error_event(p: Provider, e: &airlock_e2e::sse::Event) -> Option<String> {
+    let v: Value = serde_json::from_str(&e.data).ok()?;
+    let ok = match p {
+        Provider::Anthropic => e.event.as_deref() == Some("error") && v["type"] == "error",
+        Provider::OpenAi => v["error"]["type"].is_string(),
+        Provider::Gemini => v["error"]["status"].is_string() && v["error"]["code"].is_u64(),
+    };
+    ok.then(|| v["error"]["message"].as_str().unwrap_or("").to_owned())
+}
+
+/// QA defect 5: a stream the upstream stops feeding is cut after `timeouts.idle` and ends with
+/// the provider's error event, then a clean end of body (not "incomplete chunked read").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_upstream_stream_is_ended_after_idle_timeout() {
     let env = env(); // idle = 2s
@@ -107,8 +121,8 @@ async fn stalled_upstream_stream_is_ended_after_idle_timeout() {
         let started = std::time::Instant::now();
         let (events, end) = res.drain(Duration::from_secs(8)).await;
         assert!(
-            !matches!(end, End::TimedOut),
-            "{}: stalled stream still open after 8s (idle is 2s)",
+            matches!(end, End::Clean),
+            "{}: the client must get a clean end after the error event ({end:?})",
             p.name()
         );
         assert!(
@@ -122,11 +136,18 @@ async fn stalled_upstream_stream_is_ended_after_idle_timeout() {
             "{}: a stalled stream must not look complete",
             p.name()
         );
+        let last = events.last().map(|(e, _)| e).expect("events");
+        let msg = error_event(p, last)
+            .unwrap_or_else(|| panic!("{}: last event is not an error: {last:?}", p.name()));
+        assert!(msg.contains("timeouts.idle"), "{}: {msg}", p.name());
     }
 }
 
+/// QA defect 5: an upstream reset mid-stream gave the client "incomplete chunked read". It
+/// gets the provider's error event and a clean end instead; the stream still does not look
+/// complete.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upstream_reset_mid_stream_is_not_a_clean_end() {
+async fn upstream_reset_mid_stream_ends_with_the_provider_error_event() {
     let env = env();
     for p in Provider::ALL {
         let mut res = p
@@ -138,8 +159,8 @@ async fn upstream_reset_mid_stream_is_not_a_clean_end() {
         assert_eq!(res.status, 200, "{}", p.name());
         let (events, end) = res.drain(Duration::from_secs(8)).await;
         assert!(
-            !matches!(end, End::TimedOut),
-            "{}: stream hangs after upstream reset",
+            matches!(end, End::Clean),
+            "{}: the client must get a clean end after the error event ({end:?})",
             p.name()
         );
         assert!(
@@ -147,10 +168,40 @@ async fn upstream_reset_mid_stream_is_not_a_clean_end() {
             "{}: a cut stream must not look complete",
             p.name()
         );
+        let last = events.last().map(|(e, _)| e).expect("events");
         assert!(
-            matches!(end, End::Error(_)),
-            "{}: upstream reset became a clean end of body ({end:?})",
+            error_event(p, last).is_some(),
+            "{}: last event is not the provider's error event: {last:?}",
             p.name()
         );
     }
+}
+
+/// QA defect 5, Gemini without `alt=sse`: a reset mid-array ends the array with an error
+/// element, so the body is still a JSON array the client can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_array_stream_reset_ends_with_an_error_element() {
+    let env = env();
+    let (n, v) = Provider::Gemini.auth_header(&env.alk);
+    let res = airlock_e2e::support::client::post(
+        env.addr(),
+        "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+    )
+    .header(n, &v)
+    .header("x-mock-scenario", "reset_after=3")
+    .json(&Provider::Gemini.chat_body(&words(8), true))
+    .send_streaming()
+    .await
+    .expect("send");
+    assert_eq!(res.status, 200);
+    let body = res
+        .collect(Duration::from_secs(8))
+        .await
+        .expect("clean end");
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", String::from_utf8_lossy(&body)));
+    let items = v.as_array().expect("array");
+    let last = items.last().expect("elements");
+    assert_eq!(last["error"]["status"], "UNAVAILABLE", "{v}");
+    assert!(items.len() >= 2, "{v}");
 }

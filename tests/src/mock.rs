@@ -482,6 +482,7 @@ fn error_reply(
         ),
         Some(ErrorBody::Text) => raw("text/plain", format!("mock upstream: {status} slow down")),
         Some(ErrorBody::Empty) => raw("text/plain", String::new()),
+        Some(ErrorBody::EmptyJson) => raw("application/json", String::new()),
         Some(ErrorBody::Echo) => flavor.error(
             status,
             &format!("mock upstream: you sent {}", String::from_utf8_lossy(body)),

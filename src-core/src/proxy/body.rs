@@ -634,9 +634,17 @@ pin_project_lite::pin_project! {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(f) = this.on_end.take() {
+                // hyper never polls a body whose length is known to be 0 (an upstream error with
+                // `content-length: 0`): dropped unpolled, it was still delivered whole, unless a
+                // filter had something of its own to send.
+                let delivered = this.inner.is_end_stream()
+                    && this.out.is_empty()
+                    && !this.mask.is_holding()
+                    && this.filter.as_ref().is_none_or(|f| !f.rewrites());
+                let how = if delivered { BodyEnd::Complete } else { BodyEnd::ClientGone };
                 let (metered, notes) = this.filter.take().map_or((Metered::Nothing, Vec::new()), Filter::into_metered);
                 // Nobody is left to answer, so the commit signal is not awaited.
-                drop(f(BodyEnd::ClientGone, *this.bytes, metered, notes));
+                drop(f(how, *this.bytes, metered, notes));
             }
         }
     }

@@ -37,9 +37,10 @@ pub struct Scenario {
     /// header) quote the key the request carried, as a real 401 does ("Incorrect API key
     /// provided: …").
     pub echo_auth: bool,
-    /// `error_body=html|text|empty|echo`: with an error `status`, answer with an HTML page, a
-    /// `text/plain` line, an empty body (`content-length: 0`), or a JSON error in the provider's
-    /// format whose message quotes the request body.
+    /// `error_body=html|text|empty|empty_json|echo`: with an error `status`, answer with an HTML
+    /// page, a `text/plain` line, an empty body (`content-length: 0`; `empty_json` with
+    /// `content-type: application/json`), or a JSON error in the provider's format whose message
+    /// quotes the request body.
     pub error_body: Option<ErrorBody>,
     /// `encoding=gzip|deflate|br|zstd|bogus`: answer compressed (with `content-encoding`), as
     /// if the upstream ignored `accept-encoding: identity`. Streams support `gzip` (flushed per
@@ -56,6 +57,7 @@ pub enum ErrorBody {
     Html,
     Text,
     Empty,
+    EmptyJson,
     Echo,
 }
 
@@ -115,8 +117,13 @@ impl Scenario {
                         Some("html") => ErrorBody::Html,
                         Some("text") => ErrorBody::Text,
                         Some("empty") => ErrorBody::Empty,
+                        Some("empty_json") => ErrorBody::EmptyJson,
                         Some("echo") => ErrorBody::Echo,
-                        _ => return Err(format!("scenario token `{token}`: html|text|empty|echo")),
+                        _ => {
+                            return Err(format!(
+                                "scenario token `{token}`: html|text|empty|empty_json|echo"
+                            ))
+                        }
                     })
                 }
                 _ => return Err(format!("unknown scenario token `{token}`")),

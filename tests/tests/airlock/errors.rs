@@ -308,3 +308,28 @@ async fn non_json_upstream_errors_arrive_in_the_provider_format() {
         }
     }
 }
+
+/// QA defect 6: an upstream 502 with `content-length: 0`, delivered completely, was recorded
+/// as `body_end = "client_gone"`: hyper never polls a body whose length is known to be 0, so
+/// the body was dropped unpolled. Both the wrapped (text) case and an empty JSON body that no
+/// filter rewrites (output guard off) must record `complete`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_upstream_error_body_is_recorded_complete() {
+    let env = env_with(|c| {
+        c.extra = "[policy]\noutput_secrets = \"allow\"\nexfil_links = \"allow\"".into()
+    });
+    for body in ["empty", "empty_json"] {
+        let res = Provider::OpenAi
+            .chat(env.addr(), Some(&env.alk), "hello", false)
+            .header("x-mock-scenario", &format!("status=502; error_body={body}"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status, 502, "{body}");
+        let id = res
+            .header(airlock_e2e::support::provider::REQUEST_ID_HEADER)
+            .expect("id");
+        let row = env.airlock.ledger_row(id).await;
+        assert_eq!(row["body_end"], "complete", "{body}: {row}");
+    }
+}

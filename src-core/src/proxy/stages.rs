@@ -69,6 +69,10 @@ pub struct RequestCtx {
     /// The request's worst-case cost held against its budgets until it ends; given back only
     /// after `record` has added the real cost (dropping it on any other path gives it back too).
     held: Option<Reservation>,
+    /// The request body while no stage has read it. A refusal before the body is read drains
+    /// it first (see [`drain_unread`]), so the client is not reset while still sending.
+    unread: Option<Incoming>,
+    drain_unread: bool,
 }
 
 impl RequestCtx {
@@ -100,6 +104,8 @@ impl RequestCtx {
             verdict: None,
             restore_map: None,
             held: None,
+            unread: None,
+            drain_unread: false,
         }
     }
 
@@ -193,6 +199,7 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
     let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {
+            drain_unread(ctx).await;
             // Like a complete response, a refusal is answered once its record is safe.
             let (resp, committed) = fail(&state, &rt, ctx, err);
             let waited = match committed {
@@ -221,6 +228,41 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
         );
     }
     resp
+}
+
+/// The request body, which only one stage reads.
+fn take_body(ctx: &mut RequestCtx) -> Result<Incoming, ProxyError> {
+    ctx.unread
+        .take()
+        .ok_or_else(|| ProxyError::Internal("the request body was read twice".into()))
+}
+
+/// How much of an unread body a refusal reads (and drops) before answering, and for how long.
+const DRAIN_LIMIT: usize = 256 << 10;
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Reads and drops the body of a request refused before its body was read (a foreign Host, a
+/// bad key), up to [`DRAIN_LIMIT`] bytes or [`DRAIN_WAIT`]. Answering with the body unread makes
+/// the server close the connection with bytes still in its receive buffer, and the kernel then
+/// resets it: a client still sending, or whose body arrives after the close, gets "connection
+/// reset" instead of the refusal (seen with the Anthropic SDK on a refused Host). A longer body
+/// is left, and the connection closes after the answer as before. A request with `Expect:
+/// 100-continue` is not drained: reading its body would ask the client to send it.
+async fn drain_unread(ctx: &mut RequestCtx) {
+    use http_body_util::BodyExt;
+    let Some(mut body) = ctx.unread.take().filter(|_| ctx.drain_unread) else {
+        return;
+    };
+    let read = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DRAIN_LIMIT {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_WAIT, read).await;
 }
 
 /// A request not yet answered. If the client goes away first, hyper drops the request's future
@@ -275,24 +317,33 @@ async fn run(
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let config = &rt.config;
+    let (parts, incoming) = req.into_parts();
+    ctx.unread = Some(incoming);
+    // A client that asked to be told before sending its body is told no, and sends none.
+    ctx.drain_unread = !parts
+        .headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     // Know the provider before the guard, so even a refused Host or Origin gets the error in the
     // format the client's SDK expects.
-    ctx.provider = first_segment(req.uri().path())
+    ctx.provider = first_segment(parts.uri.path())
         .and_then(|p| config.provider(p))
         .cloned();
-    ctx.cors_origin = guard(config, state.listen.port(), req.headers(), req.uri())?;
-    if req.method() == Method::OPTIONS && ctx.cors_origin.is_some() {
+    ctx.cors_origin = guard(config, state.listen.port(), &parts.headers, &parts.uri)?;
+    if parts.method == Method::OPTIONS && ctx.cors_origin.is_some() {
         return Ok(preflight());
     }
-    let path = req.uri().path().to_owned();
+    let path = parts.uri.path().to_owned();
     if path.starts_with("/_airlock/") {
+        let body = take_body(ctx)?;
+        let req = Request::from_parts(parts, body);
         return Ok(crate::admin::handle(state, config, req).await);
     }
     let (provider, rest) = route(config, &path)?;
     ctx.provider = Some(provider.clone());
     ctx.endpoint = rest.to_owned();
-    let query = req.uri().query().map(str::to_owned);
-    let auth = authenticate(state, &provider, req.headers(), query.as_deref()).await?;
+    let query = parts.uri.query().map(str::to_owned);
+    let auth = authenticate(state, &provider, &parts.headers, query.as_deref()).await?;
     if let Auth::Key(identity) = &auth {
         ctx.identity = Some(identity.clone());
         if !identity.allows_provider(&provider.name) {
@@ -303,7 +354,7 @@ async fn run(
             });
         }
     }
-    let (parts, incoming) = req.into_parts();
+    let incoming = take_body(ctx)?;
     let body = admit(config, &provider, ctx, &parts.headers, incoming).await?;
     let body = inspect_filter(state, rt, &provider, ctx, &parts.headers, body)?;
     if let Auth::Key(identity) = &auth {

@@ -5,6 +5,7 @@
 //!   strings into those spans without touching anything else.
 //! - [`paths`]: where each provider's request keeps user text, system text, tool results and
 //!   documents, and which fields are media (never scanned as text).
+//! - [`multipart`]: where each part of an upload lies, and which content is binary.
 //! - [`policy`]: the action per finding (block, redact, pseudonymize, warn, allow) in layers.
 //! - [`pseudonym`]: the per-conversation placeholder vault, in memory only.
 //! - [`restore`]: putting pseudonyms back and guarding output, in whole bodies and streams.
@@ -15,6 +16,7 @@
 pub mod injection;
 pub mod json_text;
 pub mod mask;
+pub mod multipart;
 pub mod paths;
 pub mod policy;
 pub mod pseudonym;

@@ -4,6 +4,7 @@
 
 use super::injection::{self, Report};
 use super::json_text::{self, path_string};
+use super::multipart::{self, MultipartError};
 use super::paths::{classify, Role};
 use super::policy::{Action, LayerFile, Policy, Subject};
 use super::pseudonym::{Mapping, Vault};
@@ -64,10 +65,15 @@ pub struct Inspector<'a> {
     pub now: Instant,
 }
 
-/// The body could not be parsed as the JSON it claims to be.
+/// The body could not be parsed as what it claims to be.
 #[derive(Debug, thiserror::Error)]
-#[error("the body is not valid JSON (at byte {0})")]
-pub struct Unreadable(pub usize);
+#[non_exhaustive]
+pub enum Unreadable {
+    #[error("the body is not valid JSON (at byte {0})")]
+    Json(usize),
+    #[error("the multipart body cannot be read: {0}")]
+    Multipart(MultipartError),
+}
 
 impl Inspector<'_> {
     pub fn value_hash(&self, value: &str) -> String {
@@ -91,7 +97,7 @@ impl Inspector<'_> {
 
     /// Inspects a JSON body.
     pub fn inspect_json(&self, body: &[u8]) -> Result<Outcome, Unreadable> {
-        let strings = json_text::strings(body).map_err(|e| Unreadable(e.0))?;
+        let strings = json_text::strings(body).map_err(|e| Unreadable::Json(e.0))?;
         let roles = classify(&strings);
         let mut out = Outcome::default();
 
@@ -210,26 +216,50 @@ impl Inspector<'_> {
         Ok(out)
     }
 
-    /// Inspects a body that is not JSON. Multipart uploads are read part by part: text, JSON
-    /// and JSONL parts (batch files, prompts) are scanned, binary media (audio, images) is not.
+    /// Inspects a body that is not JSON. A multipart upload is read part by part: every part's
+    /// headers (a file name can hold a key) and every part's content are scanned, whatever type
+    /// it declares (`.env` arrives as `application/octet-stream`), except content that is
+    /// recognisably binary ([`multipart::is_binary`]: a NUL in its first 8 KiB or an image,
+    /// audio, video or archive signature). Any other body is scanned the same way, whole.
     /// Findings cannot be rewritten in place here, so any finding whose action is stricter than
-    /// `warn` blocks the request.
-    pub fn inspect_other(&self, content_type: &str, body: &[u8]) -> Outcome {
+    /// `warn` blocks the request. A multipart body whose parts cannot be placed is
+    /// [`Unreadable`].
+    pub fn inspect_other(&self, content_type: &str, body: &[u8]) -> Result<Outcome, Unreadable> {
         let mut out = Outcome::default();
-        let ct = content_type.to_ascii_lowercase();
-        if ct.starts_with("multipart/") {
-            match multipart_boundary(content_type) {
-                Some(boundary) => {
-                    for (name, offset, part) in multipart_text_parts(body, &boundary) {
-                        self.scan_region(part, offset, &format!("part {name:?}"), &mut out);
-                    }
-                }
-                None => self.scan_region(body, 0, "body", &mut out),
-            }
-        } else if !is_binary_media(&ct) {
-            self.scan_region(body, 0, "body", &mut out);
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if !media
+            .get(..10)
+            .is_some_and(|m| m.eq_ignore_ascii_case("multipart/"))
+        {
+            self.inspect_raw(body, &mut out);
+            return Ok(out);
         }
-        out
+        let boundary = multipart::boundary(content_type)
+            .ok_or(Unreadable::Multipart(MultipartError::NoBoundary))?;
+        let m = multipart::parse(body, boundary).map_err(Unreadable::Multipart)?;
+        for range in &m.outside {
+            self.scan_region(&body[range.clone()], range.start, "body", &mut out);
+        }
+        for part in &m.parts {
+            let what = format!("part {:?}", part.name);
+            let content = &body[part.content.clone()];
+            // Headers and content in one scan where both are text (the usual case).
+            let region = if multipart::is_binary(content) {
+                part.headers.clone()
+            } else {
+                part.headers.start..part.content.end
+            };
+            self.scan_region(&body[region.clone()], region.start, &what, &mut out);
+        }
+        Ok(out)
+    }
+
+    /// Scans a whole body as bytes unless it is recognisably binary; for raw uploads, and for
+    /// a multipart body that cannot be read when policy lets such bodies through.
+    pub fn inspect_raw(&self, body: &[u8], out: &mut Outcome) {
+        if !multipart::is_binary(body) {
+            self.scan_region(body, 0, "body", out);
+        }
     }
 
     /// Inspects the request path (Gemini names the model there; any path can carry a pasted
@@ -274,79 +304,6 @@ impl Inspector<'_> {
             true
         });
     }
-}
-
-/// Media types that hold no text to inspect.
-fn is_binary_media(ct: &str) -> bool {
-    [
-        "audio/",
-        "image/",
-        "video/",
-        "application/pdf",
-        "application/zip",
-        "font/",
-    ]
-    .iter()
-    .any(|p| ct.starts_with(p))
-}
-
-fn multipart_boundary(content_type: &str) -> Option<String> {
-    content_type.split(';').find_map(|p| {
-        let (k, v) = p.trim().split_once('=')?;
-        k.eq_ignore_ascii_case("boundary")
-            .then(|| v.trim_matches('"').to_owned())
-    })
-}
-
-/// The parts of a multipart body worth scanning as text: (name, byte offset, bytes).
-fn multipart_text_parts<'b>(body: &'b [u8], boundary: &str) -> Vec<(String, usize, &'b [u8])> {
-    let delim = format!("--{boundary}");
-    let d = delim.as_bytes();
-    let mut starts = Vec::new();
-    let mut i = 0;
-    while let Some(pos) = memchr::memmem::find(&body[i..], d) {
-        starts.push(i + pos);
-        i += pos + d.len();
-    }
-    let mut out = Vec::new();
-    for w in starts.windows(2) {
-        let part = &body[w[0] + d.len()..w[1]];
-        let Some(hdr_end) = memchr::memmem::find(part, b"\r\n\r\n") else {
-            continue;
-        };
-        let headers = String::from_utf8_lossy(&part[..hdr_end]).to_ascii_lowercase();
-        let content = &part[hdr_end + 4..];
-        let content = content.strip_suffix(b"\r\n").unwrap_or(content);
-        let header = |name: &str| {
-            headers.lines().find_map(|l| {
-                l.trim()
-                    .strip_prefix(name)
-                    .map(|v| v.trim_start_matches(':').trim().to_owned())
-            })
-        };
-        let ct = header("content-type").unwrap_or_default();
-        let disposition = header("content-disposition").unwrap_or_default();
-        let field = |key: &str| {
-            disposition.split(';').find_map(|p| {
-                p.trim()
-                    .strip_prefix(key)
-                    .map(|v| v.trim_matches('"').to_owned())
-            })
-        };
-        let name = field("name=").unwrap_or_default();
-        let filename = field("filename=").unwrap_or_default();
-        let text_file = [
-            ".jsonl", ".json", ".txt", ".md", ".csv", ".tsv", ".yaml", ".yml", ".xml", ".html",
-        ]
-        .iter()
-        .any(|e| filename.ends_with(e));
-        let texty = ct.is_empty() || ct.starts_with("text/") || ct.contains("json") || text_file;
-        if texty && !is_binary_media(&ct) {
-            let offset = w[0] + d.len() + hdr_end + 4;
-            out.push((name, offset, content));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -493,34 +450,121 @@ mod tests {
         assert!(out.body.is_none());
     }
 
+    /// One multipart/form-data body: `purpose=batch` and a file part with these headers.
+    fn upload(nl: &str, file_headers: &str, content: &[u8]) -> Vec<u8> {
+        let mut body = format!(
+            "--XyZ{nl}Content-Disposition: form-data; name=\"purpose\"{nl}{nl}batch{nl}\
+             --XyZ{nl}Content-Disposition: form-data; name=\"file\"; {file_headers}{nl}{nl}"
+        )
+        .into_bytes();
+        body.extend_from_slice(content);
+        body.extend_from_slice(format!("{nl}--XyZ--{nl}").as_bytes());
+        body
+    }
+
+    const FORM: &str = "multipart/form-data; boundary=XyZ";
+
     #[test]
     fn multipart_uploads_scan_text_parts_and_skip_media() {
         let key = format!("{}{}", "AKIA", "Q3ZLWB4T7HXVN2PR");
-        let mut body = Vec::new();
-        body.extend_from_slice(
-            b"--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n",
-        );
-        body.extend_from_slice(b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"audio.mp3\"\r\nContent-Type: audio/mpeg\r\n\r\n");
-        body.extend_from_slice(format!("ID3 {key} 4111111111111111").as_bytes());
-        body.extend_from_slice(b"\r\n--XyZ--\r\n");
         let policy = Policy::default();
         let vault = Vault::default();
         let i = inspector(&policy, &vault);
-        let media = i.inspect_other("multipart/form-data; boundary=XyZ", &body);
+        let mp3 = upload(
+            "\r\n",
+            "filename=\"audio.mp3\"\r\nContent-Type: audio/mpeg",
+            format!("ID3 {key} 4111111111111111").as_bytes(),
+        );
+        let media = i.inspect_other(FORM, &mp3).expect("parses");
         assert!(
             media.decisions.is_empty(),
             "audio is not scanned: {:?}",
             media.decisions
         );
-        let jsonl = String::from_utf8(body)
-            .expect("utf8")
-            .replace("audio.mp3", "batch.jsonl")
-            .replace("audio/mpeg", "application/octet-stream");
-        let text = i.inspect_other("multipart/form-data; boundary=XyZ", jsonl.as_bytes());
+        let jsonl = upload(
+            "\r\n",
+            "filename=\"batch.jsonl\"\r\nContent-Type: application/octet-stream",
+            format!("{{\"k\":\"{key}\"}}").as_bytes(),
+        );
+        let text = i.inspect_other(FORM, &jsonl).expect("parses");
         let b = text.blocked.expect("a secret in a batch file blocks");
         assert_eq!(b.rule, "aws-access-key-id");
         assert!(b.location.starts_with("part \"file\""), "{}", b.location);
-        assert!(i.inspect_other("image/png", b"AKIA").decisions.is_empty());
+        let png = [&b"\x89PNG\r\n\x1a\n"[..], key.as_bytes()].concat();
+        let raw = i.inspect_other("image/png", &png).expect("raw");
+        assert!(raw.decisions.is_empty(), "{:?}", raw.decisions);
+    }
+
+    /// Regression: only parts typed text/* or JSON, or named .txt/.jsonl…, were scanned, so an
+    /// `.env` sent as application/octet-stream (curl's default), a PEM file, a shell script, a
+    /// body with LF-only line ends, and a body whose boundary did not match the Content-Type all
+    /// went upstream unread.
+    #[test]
+    fn multipart_parts_are_scanned_whatever_type_they_declare() {
+        let mut g = crate::inspect::testgen::Gen::new(41);
+        let gh = g.github("ghp_");
+        let pem = g.pem("RSA PRIVATE KEY", "\n");
+        let policy = Policy::default();
+        let vault = Vault::default();
+        let i = inspector(&policy, &vault);
+        let env = format!("GITHUB_TOKEN={gh}\n");
+        let sh = format!("#!/bin/sh\nexport GITHUB_TOKEN={gh}\n");
+        for (nl, headers, content, rule) in [
+            (
+                "\r\n",
+                "filename=\".env\"\r\nContent-Type: application/octet-stream",
+                &env,
+                "github-pat",
+            ),
+            (
+                "\r\n",
+                "filename=\"id_rsa\"\r\nContent-Type: application/x-pem-file",
+                &pem,
+                "private-key-rsa",
+            ),
+            (
+                "\r\n",
+                "filename=\"deploy\"\r\nContent-Type: application/x-sh",
+                &sh,
+                "github-pat",
+            ),
+            (
+                "\n",
+                "filename=\".env\"\nContent-Type: application/octet-stream",
+                &env,
+                "github-pat",
+            ),
+            ("\r\n", "filename=\".env\"", &env, "github-pat"),
+        ] {
+            let body = upload(nl, &headers.replace("\r\n", nl), content.as_bytes());
+            let out = i.inspect_other(FORM, &body).expect("parses");
+            let b = out
+                .blocked
+                .unwrap_or_else(|| panic!("{headers:?} {nl:?} was not blocked"));
+            assert_eq!(b.rule, rule, "{headers:?}");
+            assert!(b.location.starts_with("part \"file\""), "{}", b.location);
+        }
+        // A key in a file name is in the part's headers, which go upstream too.
+        let named = upload("\r\n", &format!("filename=\"{gh}.txt\""), b"hello");
+        assert!(i
+            .inspect_other(FORM, &named)
+            .expect("parses")
+            .blocked
+            .is_some());
+        // A body whose parts cannot be placed is unreadable, never passed as clean.
+        let body = upload("\r\n", "filename=\".env\"", env.as_bytes());
+        for ct in ["multipart/form-data; boundary=Other", "multipart/form-data"] {
+            assert!(
+                matches!(i.inspect_other(ct, &body), Err(Unreadable::Multipart(_))),
+                "{ct}"
+            );
+        }
+        let open = &body[..body.len() - b"--XyZ--\r\n".len()];
+        assert!(i.inspect_other(FORM, open).is_err(), "no close delimiter");
+        // …while its bytes can still be scanned whole when policy lets it through.
+        let mut raw = Outcome::default();
+        i.inspect_raw(&body, &mut raw);
+        assert!(raw.blocked.is_some());
     }
 
     #[test]

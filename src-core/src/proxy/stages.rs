@@ -1224,7 +1224,23 @@ fn inspect_filter(
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        inspector.inspect_other(ct, &body)
+        match inspector.inspect_other(ct, &body) {
+            Ok(o) => o,
+            Err(e) => {
+                if config
+                    .policy
+                    .unparseable(&provider.name, account.as_deref(), project.as_deref())
+                    == Unparseable::Passthrough
+                {
+                    // Its parts cannot be placed, but its bytes can still be scanned whole.
+                    let mut o = Outcome::default();
+                    inspector.inspect_raw(&body, &mut o);
+                    o
+                } else {
+                    return Err(ProxyError::Uninspectable(e.to_string()));
+                }
+            }
+        }
     };
     if from_path.blocked.is_some() {
         outcome.blocked = from_path.blocked;

@@ -470,6 +470,82 @@ async fn unparseable_passthrough_forwards_as_is() {
     assert_eq!(body_of(&only_request(&env)), raw);
 }
 
+/// A multipart upload the way curl sends `-F purpose=batch -F file=@NAME`.
+fn upload_body(boundary: &str, nl: &str, filename: &str, ct: &str, content: &str) -> String {
+    format!(
+        "--{boundary}{nl}Content-Disposition: form-data; name=\"purpose\"{nl}{nl}batch{nl}\
+         --{boundary}{nl}Content-Disposition: form-data; name=\"file\"; filename=\"{filename}\"{nl}\
+         Content-Type: {ct}{nl}{nl}{content}{nl}--{boundary}--{nl}"
+    )
+}
+
+/// Regression: a multipart upload was scanned only in parts typed text/* or JSON, so an `.env`
+/// sent as application/octet-stream (curl's default), a PEM key as application/x-pem-file, a
+/// body with LF-only line ends or one whose boundary did not match went upstream unread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_upload_parts_are_scanned_whatever_their_type() {
+    let env = start("");
+    let gh = fakes::github_pat();
+    let pem = fakes::rsa_private_key();
+    let dotenv = format!("GITHUB_TOKEN={gh}");
+    let send_upload = |ct: String, body: String| {
+        send(
+            post(env.addr(), "/openai/v1/files")
+                .header("authorization", &format!("Bearer {}", env.alk))
+                .header("content-type", &ct)
+                .body(body),
+        )
+    };
+    let form = |b: &str| format!("multipart/form-data; boundary={b}");
+    for (ct, body, want) in [
+        (
+            form("XyZ"),
+            upload_body("XyZ", "\r\n", ".env", "application/octet-stream", &dotenv),
+            "github-pat",
+        ),
+        (
+            form("XyZ"),
+            upload_body("XyZ", "\r\n", "id_rsa", "application/x-pem-file", &pem),
+            "private-key-rsa",
+        ),
+        (
+            form("XyZ"),
+            upload_body("XyZ", "\r\n", "run.sh", "application/x-sh", &dotenv),
+            "github-pat",
+        ),
+        (
+            form("XyZ"),
+            upload_body("XyZ", "\n", ".env", "application/octet-stream", &dotenv),
+            "github-pat",
+        ),
+        (
+            form("Other"),
+            upload_body("XyZ", "\r\n", ".env", "application/octet-stream", &dotenv),
+            "cannot be read",
+        ),
+    ] {
+        let res = send_upload(ct, body).await;
+        let msg = Provider::OpenAi.assert_error(&res, 400);
+        assert!(msg.contains(want), "{want}: {msg}");
+        assert!(!res.text().contains(&gh[4..]), "{}", res.text());
+    }
+    assert!(
+        env.mock.requests().is_empty(),
+        "an upload holding a secret reached the upstream: {:?}",
+        env.mock.requests()
+    );
+    // A clean upload still goes through, byte for byte.
+    let clean = upload_body(
+        "XyZ",
+        "\r\n",
+        "batch.jsonl",
+        "application/octet-stream",
+        "{\"a\":1}",
+    );
+    send_upload(form("XyZ"), clean.clone()).await;
+    assert_eq!(body_of(&only_request(&env)), clean);
+}
+
 fn compress(encoding: &str, data: &[u8]) -> Vec<u8> {
     match encoding {
         "gzip" => {

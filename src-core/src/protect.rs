@@ -4,7 +4,8 @@
 //! - [`json_text`]: every string of a JSON body with its path and byte span, and splicing new
 //!   strings into those spans without touching anything else.
 //! - [`paths`]: where each provider's request keeps user text, system text, tool results and
-//!   documents, and which fields are media (never scanned as text).
+//!   documents, which fields are media (never scanned as text) and which are base64 text
+//!   documents (decoded and scanned).
 //! - [`multipart`]: where each part of an upload lies, and which content is binary.
 //! - [`policy`]: the action per finding (block, redact, pseudonymize, warn, allow) in layers.
 //! - [`pseudonym`]: the per-conversation placeholder vault, in memory only.

@@ -40,35 +40,153 @@ const STRUCTURAL: [&str; 15] = [
     "voice",
 ];
 
-/// Base64 media (images, audio, files) is not text.
-fn is_media(path: &[Seg], value: &str) -> bool {
-    if value.starts_with("data:") && value[..value.len().min(100)].contains(";base64,") {
-        return true;
-    }
-    let last = match path.last() {
-        Some(Seg::Key(k)) => k.as_str(),
-        _ => "",
+/// How a string that is inspected is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Form {
+    /// As it is.
+    Plain,
+    /// Base64 of a textual document (a `data:` URL's text after `prefix` bytes, or a `data`
+    /// field next to a textual `media_type`/`mimeType`): decoded and scanned.
+    Base64 { prefix: usize },
+}
+
+/// One inspected string: whose text it is and how to read it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Field {
+    pub role: Role,
+    pub form: Form,
+}
+
+/// Keys whose value may be a base64 payload.
+const PAYLOAD_KEYS: [&str; 4] = ["data", "b64_json", "file_data", "audio"];
+
+/// Media types whose bytes are text, so a base64 payload of them is decoded and scanned.
+/// `application/octet-stream` is decoded too (a `.env` is often sent so) and then skipped if
+/// it is recognisably binary. Images, audio, video and PDFs are never decoded.
+pub fn is_textual(mime: &str) -> bool {
+    let m = mime
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let Some((top, sub)) = m.split_once('/') else {
+        return false;
     };
-    matches!(last, "data" | "b64_json" | "file_data" | "audio")
-        && value.len() >= 64
-        && value.bytes().all(|b| {
-            b.is_ascii_alphanumeric()
-                || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'\n' | b'\r')
-        })
+    match top {
+        "text" => true,
+        "message" => sub == "rfc822",
+        "application" => {
+            sub.ends_with("+json")
+                || sub.ends_with("+xml")
+                || matches!(
+                    sub,
+                    "json"
+                        | "jsonl"
+                        | "x-ndjson"
+                        | "x-jsonlines"
+                        | "xml"
+                        | "yaml"
+                        | "x-yaml"
+                        | "toml"
+                        | "x-toml"
+                        | "javascript"
+                        | "x-javascript"
+                        | "ecmascript"
+                        | "typescript"
+                        | "x-typescript"
+                        | "x-sh"
+                        | "x-shellscript"
+                        | "x-pem-file"
+                        | "x-x509-ca-cert"
+                        | "pkcs8"
+                        | "x-pkcs12-text"
+                        | "sql"
+                        | "x-sql"
+                        | "graphql"
+                        | "csv"
+                        | "x-csv"
+                        | "x-www-form-urlencoded"
+                        | "x-httpd-php"
+                        | "x-python"
+                        | "x-python-code"
+                        | "x-perl"
+                        | "x-ruby"
+                        | "x-tex"
+                        | "rtf"
+                        | "x-ipynb+json"
+                        | "octet-stream"
+                )
+        }
+        _ => false,
+    }
+}
+
+/// `None` for media (skipped), or how to read the string.
+fn form_of(
+    path: &[Seg],
+    value: &str,
+    mimes: &HashMap<String, &str>,
+    types: &HashMap<String, &str>,
+) -> Option<Form> {
+    if let Some(rest) = value.strip_prefix("data:") {
+        let head = &rest[..rest.len().min(100)];
+        if let Some(at) = head.find(";base64,") {
+            let mime = &head[..at];
+            let mime = mime.split(';').next().unwrap_or(mime);
+            let prefix = 5 + at + ";base64,".len();
+            return (mime.is_empty() || is_textual(mime)).then_some(Form::Base64 { prefix });
+        }
+    }
+    let Some((Seg::Key(last), parent)) = path.split_last() else {
+        return Some(Form::Plain);
+    };
+    if !PAYLOAD_KEYS.contains(&last.as_str()) {
+        return Some(Form::Plain);
+    }
+    let parent = path_string(parent);
+    // Anthropic's `{"type":"text","media_type":"text/plain","data":…}` is plain text.
+    if types.get(&parent) == Some(&"text") {
+        return Some(Form::Plain);
+    }
+    match mimes.get(&parent) {
+        Some(mime) if is_textual(mime) => Some(Form::Base64 { prefix: 0 }),
+        Some(_) => None,
+        // No type beside it: base64 media (images, audio) as before, anything else is text.
+        None => {
+            let media = value.len() >= 64
+                && value.bytes().all(|b| {
+                    b.is_ascii_alphanumeric()
+                        || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_' | b'\n' | b'\r')
+                });
+            (!media).then_some(Form::Plain)
+        }
+    }
 }
 
 /// For each string: `None` to skip it, or its role.
 pub fn classify(strings: &[JsonString]) -> Vec<Option<Role>> {
-    // Sibling `role` and `type` fields, by the path of the object holding them.
+    classify_fields(strings)
+        .into_iter()
+        .map(|f| f.map(|f| f.role))
+        .collect()
+}
+
+/// For each string: `None` to skip it (media, structural fields), or its role and form.
+pub fn classify_fields(strings: &[JsonString]) -> Vec<Option<Field>> {
+    // Sibling `role`, `type` and media type fields, by the path of the object holding them.
     let mut roles: HashMap<String, &str> = HashMap::new();
     let mut types: HashMap<String, &str> = HashMap::new();
+    let mut mimes: HashMap<String, &str> = HashMap::new();
     for s in strings {
         if let Some((Seg::Key(k), parent)) = s.path.split_last() {
-            if k == "role" {
-                roles.insert(path_string(parent), &s.text);
-            } else if k == "type" {
-                types.insert(path_string(parent), &s.text);
-            }
+            let map = match k.as_str() {
+                "role" => &mut roles,
+                "type" => &mut types,
+                "media_type" | "mimeType" | "mime_type" => &mut mimes,
+                _ => continue,
+            };
+            map.insert(path_string(parent), &s.text);
         }
     }
     strings
@@ -79,10 +197,11 @@ pub fn classify(strings: &[JsonString]) -> Vec<Option<Role>> {
                     return None;
                 }
             }
-            if is_media(&s.path, &s.text) {
-                return None;
-            }
-            Some(role_of(&s.path, &roles, &types))
+            let form = form_of(&s.path, &s.text, &mimes, &types)?;
+            Some(Field {
+                role: role_of(&s.path, &roles, &types),
+                form,
+            })
         })
         .collect()
 }
@@ -205,5 +324,45 @@ mod tests {
             get("contents[0].parts[1].functionResponse.response.out"),
             Some(Some(Role::Tool))
         );
+    }
+
+    /// Regression: base64 text documents were skipped as media.
+    #[test]
+    fn base64_documents_are_read_by_their_media_type() {
+        let b64 = "QUJD".repeat(20);
+        let doc = serde_json::json!({"messages":[{"role":"user","content":[
+            {"type":"document","source":{"type":"base64","media_type":"text/plain","data":b64}},
+            {"type":"document","source":{"type":"text","media_type":"text/plain","data":b64}},
+            {"type":"image","source":{"type":"base64","media_type":"image/png","data":b64}},
+            {"type":"input_file","file_data":format!("data:application/json;base64,{b64}")},
+            {"type":"image_url","image_url":{"url":format!("data:image/png;base64,{b64}")}}]}]})
+        .to_string();
+        let s = strings(doc.as_bytes()).expect("json");
+        let f = classify_fields(&s);
+        let get = |p: &str| {
+            s.iter()
+                .zip(&f)
+                .find(|(s, _)| path_string(&s.path) == p)
+                .and_then(|(_, f)| f.map(|f| f.form))
+        };
+        assert_eq!(
+            get("messages[0].content[0].source.data"),
+            Some(Form::Base64 { prefix: 0 })
+        );
+        assert_eq!(
+            get("messages[0].content[1].source.data"),
+            Some(Form::Plain),
+            "type text"
+        );
+        assert_eq!(get("messages[0].content[2].source.data"), None, "an image");
+        assert_eq!(
+            get("messages[0].content[3].file_data"),
+            Some(Form::Base64 {
+                prefix: "data:application/json;base64,".len()
+            })
+        );
+        assert_eq!(get("messages[0].content[4].image_url.url"), None);
+        assert!(is_textual("application/x-sh") && is_textual("TEXT/Markdown; charset=utf-8"));
+        assert!(!is_textual("application/pdf") && !is_textual("image/svg"));
     }
 }

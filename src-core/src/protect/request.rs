@@ -5,9 +5,9 @@
 use super::injection::{self, Report};
 use super::json_text::{self, path_string};
 use super::multipart::{self, MultipartError};
-use super::paths::{classify, Role};
-use super::policy::{Action, LayerFile, Policy, Subject};
-use super::pseudonym::{Mapping, Vault};
+use super::paths::{classify_fields, Field, Form, Role};
+use super::policy::{Action, LayerFile, Policy, Subject, Unparseable};
+use super::pseudonym::{ConversationKey, Mapping, Vault};
 use crate::inspect::Engine;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -73,6 +73,9 @@ pub enum Unreadable {
     Json(usize),
     #[error("the multipart body cannot be read: {0}")]
     Multipart(MultipartError),
+    /// Names the location, never the value.
+    #[error("{0} is declared as base64 text but is not valid base64")]
+    Base64(String),
 }
 
 impl Inspector<'_> {
@@ -98,14 +101,22 @@ impl Inspector<'_> {
     /// Inspects a JSON body.
     pub fn inspect_json(&self, body: &[u8]) -> Result<Outcome, Unreadable> {
         let strings = json_text::strings(body).map_err(|e| Unreadable::Json(e.0))?;
-        let roles = classify(&strings);
+        let fields = classify_fields(&strings);
         let mut out = Outcome::default();
 
         // The conversation is named by its opening text, so every turn of it maps alike.
         let opening = strings
             .iter()
-            .zip(&roles)
-            .find(|(_, r)| matches!(r, Some(Role::System | Role::User)))
+            .zip(&fields)
+            .find(|(_, f)| {
+                matches!(
+                    f,
+                    Some(Field {
+                        role: Role::System | Role::User,
+                        form: Form::Plain
+                    })
+                )
+            })
             .map(|(s, _)| s.text.as_str())
             .unwrap_or("");
         let conversation = self.account.map(|a| self.vault.conversation(a, opening));
@@ -113,78 +124,60 @@ impl Inspector<'_> {
         // it would come back restored where the user wrote it.
         let taken = |p: &str| strings.iter().any(|s| s.text.contains(p));
 
+        // Base64 documents decoded to text, kept for the injection heuristics.
+        let mut decoded: Vec<(String, Role, String)> = Vec::new();
         let mut edits = Vec::new();
         let mut texts_for_injection = Vec::new();
-        for (s, role) in strings.iter().zip(&roles) {
-            let Some(role) = role else { continue };
+        for (s, field) in strings.iter().zip(&fields) {
+            let Some(Field { role, form }) = *field else {
+                continue;
+            };
             let location = path_string(&s.path);
-            let mut replacements: Vec<(std::ops::Range<usize>, String)> = Vec::new();
-            self.engine.scan(&s.text, |f| {
-                let kind = f.kind.as_str();
-                let action = self.action(kind, f.family, f.rule_id);
-                if action == Action::Allow {
-                    return true;
+            match form {
+                Form::Plain => {
+                    if let Some(text) =
+                        self.scan_text(&s.text, &location, &conversation, &taken, &mut out)
+                    {
+                        edits.push((s.span.clone(), text));
+                    }
+                    texts_for_injection.push((s.text.as_str(), role, location));
                 }
-                let value = f.fingerprint_input(&s.text);
-                let d = Decision {
-                    rule: f.rule_id.to_owned(),
-                    kind: if kind == "secret" { "secret" } else { "pii" },
-                    family: f.family.to_owned(),
-                    location: location.clone(),
-                    action,
-                    value_hash: self.value_hash(&value),
-                    preview: f.preview().to_owned(),
-                };
-                match action {
-                    Action::Block => {
-                        if out.blocked.is_none() {
-                            out.blocked = Some(d.clone());
+                Form::Base64 { prefix } => {
+                    let (head, payload) = s.text.split_at(prefix.min(s.text.len()));
+                    let Some(mut b64) = Base64Text::decode(payload) else {
+                        if self
+                            .policy
+                            .unparseable(self.provider, self.account, self.project)
+                            == Unparseable::Passthrough
+                        {
+                            continue;
                         }
-                    }
-                    Action::Redact => {
-                        replacements.push((f.span.clone(), format!("[REDACTED:{}]", f.rule_id)))
-                    }
-                    Action::Pseudonymize => {
-                        let placeholder = match &conversation {
-                            Some(c) => {
-                                let p = self.vault.placeholder(
-                                    c,
-                                    f.family,
-                                    &value,
-                                    self.policy.pseudonym_ttl,
-                                    self.now,
-                                    taken,
-                                );
-                                out.restore
-                                    .insert(p.clone(), zeroize::Zeroizing::new(value.to_string()));
-                                p
-                            }
-                            // No account (passthrough): nothing to restore into, so redact.
-                            None => format!("[REDACTED:{}]", f.rule_id),
-                        };
-                        replacements.push((f.span.clone(), placeholder));
-                    }
-                    Action::Warn | Action::Allow => {}
-                }
-                out.decisions.push(d);
-                true
-            });
-            if !replacements.is_empty() {
-                let mut text = String::with_capacity(s.text.len());
-                let mut at = 0;
-                for (span, rep) in replacements {
-                    if span.start < at || span.end > s.text.len() {
+                        return Err(Unreadable::Base64(location));
+                    };
+                    if multipart::is_binary(&b64.bytes) {
                         continue;
                     }
-                    text.push_str(&s.text[at..span.start]);
-                    text.push_str(&rep);
-                    at = span.end;
+                    let location = format!("{location} (base64)");
+                    match String::from_utf8(std::mem::take(&mut b64.bytes)) {
+                        Ok(text) => {
+                            if let Some(new) =
+                                self.scan_text(&text, &location, &conversation, &taken, &mut out)
+                            {
+                                // Re-encoded in the payload's own alphabet and padding, so only
+                                // the redacted bytes differ once decoded.
+                                let payload = b64.encode(&new);
+                                edits.push((s.span.clone(), format!("{head}{payload}")));
+                            }
+                            decoded.push((text, role, location));
+                        }
+                        // Not UTF-8: scanned as bytes, and a finding cannot be rewritten there.
+                        Err(e) => self.scan_region(e.as_bytes(), 0, &location, &mut out),
+                    }
                 }
-                text.push_str(&s.text[at..]);
-                edits.push((s.span.clone(), text));
             }
-            texts_for_injection.push((s.text.as_str(), *role, location));
         }
+        let decoded_texts = decoded.iter().map(|(t, r, l)| (t.as_str(), *r, l.clone()));
+        texts_for_injection.extend(decoded_texts);
 
         out.injection = injection::assess(texts_for_injection);
         if out.injection.score >= self.policy.injection_threshold {
@@ -214,6 +207,84 @@ impl Inspector<'_> {
             out.body = Some(json_text::splice(body, edits));
         }
         Ok(out)
+    }
+
+    /// Scans one text; records every decision in `out` and returns the text with redactions
+    /// and placeholders spliced in, if it changed.
+    fn scan_text(
+        &self,
+        text: &str,
+        location: &str,
+        conversation: &Option<ConversationKey>,
+        taken: &dyn Fn(&str) -> bool,
+        out: &mut Outcome,
+    ) -> Option<String> {
+        let mut replacements: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+        self.engine.scan(text, |f| {
+            let kind = f.kind.as_str();
+            let action = self.action(kind, f.family, f.rule_id);
+            if action == Action::Allow {
+                return true;
+            }
+            let value = f.fingerprint_input(text);
+            let d = Decision {
+                rule: f.rule_id.to_owned(),
+                kind: if kind == "secret" { "secret" } else { "pii" },
+                family: f.family.to_owned(),
+                location: location.to_owned(),
+                action,
+                value_hash: self.value_hash(&value),
+                preview: f.preview().to_owned(),
+            };
+            match action {
+                Action::Block => {
+                    if out.blocked.is_none() {
+                        out.blocked = Some(d.clone());
+                    }
+                }
+                Action::Redact => {
+                    replacements.push((f.span.clone(), format!("[REDACTED:{}]", f.rule_id)))
+                }
+                Action::Pseudonymize => {
+                    let placeholder = match conversation {
+                        Some(c) => {
+                            let p = self.vault.placeholder(
+                                c,
+                                f.family,
+                                &value,
+                                self.policy.pseudonym_ttl,
+                                self.now,
+                                taken,
+                            );
+                            out.restore
+                                .insert(p.clone(), zeroize::Zeroizing::new(value.to_string()));
+                            p
+                        }
+                        // No account (passthrough): nothing to restore into, so redact.
+                        None => format!("[REDACTED:{}]", f.rule_id),
+                    };
+                    replacements.push((f.span.clone(), placeholder));
+                }
+                Action::Warn | Action::Allow => {}
+            }
+            out.decisions.push(d);
+            true
+        });
+        if replacements.is_empty() {
+            return None;
+        }
+        let mut new = String::with_capacity(text.len());
+        let mut at = 0;
+        for (span, rep) in replacements {
+            if span.start < at || span.end > text.len() {
+                continue;
+            }
+            new.push_str(&text[at..span.start]);
+            new.push_str(&rep);
+            at = span.end;
+        }
+        new.push_str(&text[at..]);
+        Some(new)
     }
 
     /// Inspects a body that is not JSON. A multipart upload is read part by part: every part's
@@ -303,6 +374,55 @@ impl Inspector<'_> {
             out.decisions.push(d);
             true
         });
+    }
+}
+
+/// A base64 payload decoded, with what it takes to encode a new text the same way.
+struct Base64Text {
+    bytes: Vec<u8>,
+    url_safe: bool,
+    padded: bool,
+}
+
+impl Base64Text {
+    /// Standard or URL-safe alphabet, padded or not, line breaks allowed (MIME style).
+    fn decode(payload: &str) -> Option<Base64Text> {
+        use base64::engine::{general_purpose as gp, DecodePaddingMode, GeneralPurpose};
+        let compact: std::borrow::Cow<'_, str> = if payload.bytes().any(|b| b.is_ascii_whitespace())
+        {
+            payload.split_ascii_whitespace().collect::<String>().into()
+        } else {
+            payload.into()
+        };
+        let url_safe = compact.contains(['-', '_']);
+        let padded = compact.ends_with('=');
+        let config = gp::GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true);
+        let alphabet = if url_safe {
+            &base64::alphabet::URL_SAFE
+        } else {
+            &base64::alphabet::STANDARD
+        };
+        let bytes =
+            base64::Engine::decode(&GeneralPurpose::new(alphabet, config), compact.as_bytes())
+                .ok()?;
+        Some(Base64Text {
+            bytes,
+            url_safe,
+            padded,
+        })
+    }
+
+    fn encode(&self, text: &str) -> String {
+        use base64::engine::general_purpose as gp;
+        let engine = match (self.url_safe, self.padded) {
+            (false, true) => gp::STANDARD,
+            (false, false) => gp::STANDARD_NO_PAD,
+            (true, true) => gp::URL_SAFE,
+            (true, false) => gp::URL_SAFE_NO_PAD,
+        };
+        base64::Engine::encode(&engine, text)
     }
 }
 
@@ -565,6 +685,84 @@ mod tests {
         let mut raw = Outcome::default();
         i.inspect_raw(&body, &mut raw);
         assert!(raw.blocked.is_some());
+    }
+
+    /// The three ways to attach a base64 document, with `b64` as its payload.
+    fn base64_documents(mime: &str, b64: &str) -> [(&'static str, Value); 4] {
+        [
+            (
+                "anthropic",
+                json!({"messages":[{"role":"user","content":[{"type":"document",
+                    "source":{"type":"base64","media_type":mime,"data":b64}},
+                    {"type":"text","text":"summarise"}]}]}),
+            ),
+            (
+                "openai responses",
+                json!({"input":[{"role":"user","content":[{"type":"input_file",
+                    "filename":"notes.txt","file_data":format!("data:{mime};base64,{b64}")}]}]}),
+            ),
+            (
+                "openai chat",
+                json!({"messages":[{"role":"user","content":[{"type":"file",
+                    "file":{"filename":"notes.txt","file_data":format!("data:{mime};base64,{b64}")}}]}]}),
+            ),
+            (
+                "gemini",
+                json!({"contents":[{"role":"user","parts":[{"inlineData":
+                    {"mimeType":mime,"data":b64}},{"text":"summarise"}]}]}),
+            ),
+        ]
+    }
+
+    /// Regression: a text document sent as base64 (Anthropic `source.type = "base64"`, OpenAI
+    /// `file_data`, Gemini `inlineData`) was skipped as media, so a private key and a token in
+    /// it reached the upstream with no finding.
+    #[test]
+    fn base64_text_documents_are_decoded_and_scanned() {
+        use base64::Engine as _;
+        let b64 = |t: &str| base64::engine::general_purpose::STANDARD.encode(t);
+        let mut g = crate::inspect::testgen::Gen::new(43);
+        let gh = g.github("ghp_");
+        let pem = g.pem("RSA PRIVATE KEY", "\n");
+        let policy = Policy::default();
+        let vault = Vault::default();
+        let i = inspector(&policy, &vault);
+        for mime in ["text/plain", "application/x-pem-file", "application/json"] {
+            let doc = format!("notes\n{pem}\nGITHUB_TOKEN={gh}\n");
+            for (shape, body) in base64_documents(mime, &b64(&doc)) {
+                let out = i.inspect_json(body.to_string().as_bytes()).expect("json");
+                let b = out
+                    .blocked
+                    .unwrap_or_else(|| panic!("{shape} {mime}: not blocked: {:?}", out.decisions));
+                assert_eq!(b.rule, "private-key-rsa", "{shape}");
+                assert!(b.location.ends_with("(base64)"), "{shape}: {}", b.location);
+            }
+        }
+        // A token alone is redacted inside the document, which is re-encoded exactly.
+        let doc = format!("line one\nGITHUB_TOKEN={gh}\nline three é\n");
+        let want = doc.replace(&gh, "[REDACTED:github-pat]");
+        for (shape, body) in base64_documents("text/plain", &b64(&doc)) {
+            let out = i.inspect_json(body.to_string().as_bytes()).expect("json");
+            assert!(out.blocked.is_none(), "{shape}");
+            let sent = String::from_utf8(out.body.clone().expect("rewritten")).expect("utf8");
+            assert!(!sent.contains(&b64(&doc)), "{shape}");
+            assert!(sent.contains(&b64(&want)), "{shape}: {sent}");
+            assert_eq!(out.counts_header().as_deref(), Some("secret=1"), "{shape}");
+        }
+        // Images are not decoded; a payload that is not base64 cannot be inspected.
+        for (shape, body) in base64_documents("image/png", &b64(&doc)) {
+            let out = i.inspect_json(body.to_string().as_bytes()).expect("json");
+            assert!(out.decisions.is_empty() && out.body.is_none(), "{shape}");
+        }
+        for (shape, body) in base64_documents("text/plain", "not base64 at all!") {
+            assert!(
+                matches!(
+                    i.inspect_json(body.to_string().as_bytes()),
+                    Err(Unreadable::Base64(_))
+                ),
+                "{shape}"
+            );
+        }
     }
 
     #[test]

@@ -6,19 +6,22 @@ use std::fmt::Write;
 use std::ops::Range;
 
 /// One step of a path: an object key or an array index.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Seg {
     Key(String),
     Index(usize),
 }
 
-/// A string value: where it is, and its decoded text.
+/// A string value (or an object key): where it is, and its decoded text.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JsonString {
+    /// For a key, the path of its value (the key is the last segment).
     pub path: Vec<Seg>,
     /// The span of the token in the document, quotes included.
     pub span: Range<usize>,
     pub text: String,
+    /// An object key rather than a value.
+    pub key: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -49,11 +52,28 @@ pub fn path_string(path: &[Seg]) -> String {
 
 /// All string values (not keys) of `doc`, in document order.
 pub fn strings(doc: &[u8]) -> Result<Vec<JsonString>, JsonError> {
+    walk(doc, false)
+}
+
+/// All string values of `doc` and the object keys that could hold a value, in document order.
+/// A key that is a plain word (ASCII letters and `_`, up to 32 bytes: every schema key such as
+/// `messages` or `tool_call_id`) is left out: no detector matches one, and there are many.
+pub fn strings_and_keys(doc: &[u8]) -> Result<Vec<JsonString>, JsonError> {
+    walk(doc, true)
+}
+
+/// Whether a key is a plain word that cannot hold a value worth scanning.
+fn plain_word(key: &str) -> bool {
+    key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+}
+
+fn walk(doc: &[u8], keys: bool) -> Result<Vec<JsonString>, JsonError> {
     let mut p = Parser {
         b: doc,
         i: 0,
         path: Vec::new(),
         out: Vec::new(),
+        keys,
     };
     p.ws();
     p.value(0)?;
@@ -72,6 +92,8 @@ struct Parser<'a> {
     i: usize,
     path: Vec<Seg>,
     out: Vec<JsonString>,
+    /// Report object keys too.
+    keys: bool,
 }
 
 impl Parser<'_> {
@@ -95,6 +117,7 @@ impl Parser<'_> {
                     path: self.path.clone(),
                     span: start..self.i,
                     text,
+                    key: false,
                 });
                 Ok(())
             }
@@ -118,14 +141,27 @@ impl Parser<'_> {
             if self.b.get(self.i) != Some(&b'"') {
                 return Err(JsonError(self.i));
             }
+            let start = self.i;
             let key = self.string()?;
+            self.path.push(Seg::Key(key));
+            if self.keys {
+                if let Some(Seg::Key(k)) = self.path.last() {
+                    if !plain_word(k) {
+                        self.out.push(JsonString {
+                            path: self.path.clone(),
+                            span: start..self.i,
+                            text: k.clone(),
+                            key: true,
+                        });
+                    }
+                }
+            }
             self.ws();
             if self.b.get(self.i) != Some(&b':') {
                 return Err(JsonError(self.i));
             }
             self.i += 1;
             self.ws();
-            self.path.push(Seg::Key(key));
             self.value(depth + 1)?;
             self.path.pop();
             self.ws();
@@ -317,6 +353,21 @@ mod tests {
             let back: String = serde_json::from_slice(&doc[j.span.clone()]).expect("token");
             assert_eq!(back, j.text);
         }
+    }
+
+    #[test]
+    fn keys_that_can_hold_a_value_are_reported() {
+        let doc = br#"{"messages":[{"role":"user"}],"metadata":{"k-1":"v","tool_call_id":"c"}}"#;
+        assert!(strings(doc).expect("valid").iter().all(|s| !s.key));
+        let s = strings_and_keys(doc).expect("valid");
+        let keys: Vec<(String, &str)> = s
+            .iter()
+            .filter(|s| s.key)
+            .map(|s| (path_string(&s.path), s.text.as_str()))
+            .collect();
+        assert_eq!(keys, [("metadata.k-1".to_owned(), "k-1")]);
+        let k = s.iter().find(|s| s.key).expect("key");
+        assert_eq!(&doc[k.span.clone()], b"\"k-1\"");
     }
 
     #[test]

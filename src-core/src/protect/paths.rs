@@ -178,7 +178,7 @@ pub fn classify_fields(strings: &[JsonString]) -> Vec<Option<Field>> {
     let mut roles: HashMap<String, &str> = HashMap::new();
     let mut types: HashMap<String, &str> = HashMap::new();
     let mut mimes: HashMap<String, &str> = HashMap::new();
-    for s in strings {
+    for s in strings.iter().filter(|s| !s.key) {
         if let Some((Seg::Key(k), parent)) = s.path.split_last() {
             let map = match k.as_str() {
                 "role" => &mut roles,
@@ -192,6 +192,13 @@ pub fn classify_fields(strings: &[JsonString]) -> Vec<Option<Field>> {
     strings
         .iter()
         .map(|s| {
+            if s.key {
+                // A key is a name, but one that holds a value goes upstream like any text.
+                return Some(Field {
+                    role: role_of(&s.path, &roles, &types),
+                    form: Form::Plain,
+                });
+            }
             if let Some(Seg::Key(k)) = s.path.last() {
                 if STRUCTURAL.contains(&k.as_str()) {
                     return None;

@@ -3,7 +3,7 @@
 //! a keyed hash of each value instead of the value.
 
 use super::injection::{self, Report};
-use super::json_text::{self, path_string};
+use super::json_text::{self, path_string, JsonString, Seg};
 use super::multipart::{self, MultipartError};
 use super::paths::{classify_fields, Field, Form, Role};
 use super::policy::{Action, LayerFile, Policy, Subject, Unparseable};
@@ -100,7 +100,7 @@ impl Inspector<'_> {
 
     /// Inspects a JSON body.
     pub fn inspect_json(&self, body: &[u8]) -> Result<Outcome, Unreadable> {
-        let strings = json_text::strings(body).map_err(|e| Unreadable::Json(e.0))?;
+        let strings = json_text::strings_and_keys(body).map_err(|e| Unreadable::Json(e.0))?;
         let fields = classify_fields(&strings);
         let mut out = Outcome::default();
 
@@ -108,14 +108,15 @@ impl Inspector<'_> {
         let opening = strings
             .iter()
             .zip(&fields)
-            .find(|(_, f)| {
-                matches!(
-                    f,
-                    Some(Field {
-                        role: Role::System | Role::User,
-                        form: Form::Plain
-                    })
-                )
+            .find(|(s, f)| {
+                !s.key
+                    && matches!(
+                        f,
+                        Some(Field {
+                            role: Role::System | Role::User,
+                            form: Form::Plain
+                        })
+                    )
             })
             .map(|(s, _)| s.text.as_str())
             .unwrap_or("");
@@ -127,12 +128,20 @@ impl Inspector<'_> {
         // Base64 documents decoded to text, kept for the injection heuristics.
         let mut decoded: Vec<(String, Role, String)> = Vec::new();
         let mut edits = Vec::new();
+        let mut key_edits: Vec<(&JsonString, String, String)> = Vec::new();
         let mut texts_for_injection = Vec::new();
         for (s, field) in strings.iter().zip(&fields) {
             let Some(Field { role, form }) = *field else {
                 continue;
             };
             let location = path_string(&s.path);
+            if s.key {
+                let location = format!("{location} (key)");
+                if let Some(text) = self.scan_text(&s.text, &location, &conversation, &mut out) {
+                    key_edits.push((s, text, location));
+                }
+                continue;
+            }
             match form {
                 Form::Plain => {
                     if let Some(text) =
@@ -176,6 +185,9 @@ impl Inspector<'_> {
                 }
             }
         }
+        if !key_edits.is_empty() {
+            self.rename_keys(&strings, key_edits, &mut edits, &mut out);
+        }
         let decoded_texts = decoded.iter().map(|(t, r, l)| (t.as_str(), *r, l.clone()));
         texts_for_injection.extend(decoded_texts);
 
@@ -209,6 +221,48 @@ impl Inspector<'_> {
         Ok(out)
     }
 
+    /// Renames object keys that held a value, unless a new name would collide with another key
+    /// of the same object (two redacted keys read alike): a duplicate key is parsed differently
+    /// by different servers, so the request is blocked instead.
+    fn rename_keys(
+        &self,
+        strings: &[JsonString],
+        renamed: Vec<(&JsonString, String, String)>,
+        edits: &mut Vec<(std::ops::Range<usize>, String)>,
+        out: &mut Outcome,
+    ) {
+        use std::collections::HashMap;
+        let new_name: HashMap<usize, &str> = renamed
+            .iter()
+            .map(|(s, text, _)| (s.span.start, text.as_str()))
+            .collect();
+        // Every key that could read like a new name: the reported ones (a plain word cannot
+        // look like `[REDACTED:…]` or `<EMAIL_1>`), under their final names.
+        let mut seen: HashMap<(&[Seg], &str), usize> = HashMap::new();
+        for s in strings.iter().filter(|s| s.key) {
+            let name = new_name
+                .get(&s.span.start)
+                .copied()
+                .unwrap_or(s.text.as_str());
+            let parent = &s.path[..s.path.len() - 1];
+            *seen.entry((parent, name)).or_default() += 1;
+        }
+        for (s, text, location) in &renamed {
+            let parent = &s.path[..s.path.len() - 1];
+            if seen.get(&(parent, text.as_str())).copied().unwrap_or(0) > 1 {
+                let shown = self.engine.mask_findings(location);
+                for d in out.decisions.iter_mut().filter(|d| d.location == shown) {
+                    d.action = Action::Block;
+                    if out.blocked.is_none() {
+                        out.blocked = Some(d.clone());
+                    }
+                }
+            } else {
+                edits.push((s.span.clone(), text.clone()));
+            }
+        }
+    }
+
     /// Scans one text; records every decision in `out` and returns the text with redactions
     /// and placeholders spliced in, if it changed.
     fn scan_text(
@@ -220,6 +274,9 @@ impl Inspector<'_> {
         out: &mut Outcome,
     ) -> Option<String> {
         let mut replacements: Vec<(std::ops::Range<usize>, String)> = Vec::new();
+        // A path can hold a value too (a key pasted as a key): shown masked, built on the
+        // first decision only.
+        let mut shown: Option<String> = None;
         self.engine.scan(text, |f| {
             let kind = f.kind.as_str();
             let action = self.action(kind, f.family, f.rule_id);
@@ -231,7 +288,9 @@ impl Inspector<'_> {
                 rule: f.rule_id.to_owned(),
                 kind: if kind == "secret" { "secret" } else { "pii" },
                 family: f.family.to_owned(),
-                location: location.to_owned(),
+                location: shown
+                    .get_or_insert_with(|| self.engine.mask_findings(location).into_owned())
+                    .clone(),
                 action,
                 value_hash: self.value_hash(&value),
                 preview: f.preview().to_owned(),
@@ -356,7 +415,8 @@ impl Inspector<'_> {
                 kind: if kind == "secret" { "secret" } else { "pii" },
                 family: f.family.to_owned(),
                 location: format!(
-                    "{what} bytes {}..{}",
+                    "{} bytes {}..{}",
+                    self.engine.mask_findings(what),
                     f.span.start + offset,
                     f.span.end + offset
                 ),
@@ -763,6 +823,43 @@ mod tests {
                 "{shape}"
             );
         }
+    }
+
+    /// Regression: a secret used as an object key (`"metadata":{"ghp_…":"x"}`) went upstream
+    /// with no finding; only string values were scanned.
+    #[test]
+    fn secret_used_as_an_object_key_is_redacted_keeping_keys_unique() {
+        let mut g = crate::inspect::testgen::Gen::new(47);
+        let (a, b) = (g.github("ghp_"), g.github("ghp_"));
+        let policy = Policy::default();
+        let vault = Vault::default();
+        let i = inspector(&policy, &vault);
+        let body = json!({"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],
+            "metadata":{(a.clone()):"x","plain":"y"}})
+        .to_string();
+        let out = i.inspect_json(body.as_bytes()).expect("json");
+        assert!(out.blocked.is_none());
+        assert!(
+            !format!("{:?}", out.decisions).contains(&a[4..]),
+            "a location shows the key"
+        );
+        let sent: Value = serde_json::from_slice(&out.body.expect("rewritten")).expect("valid");
+        assert_eq!(
+            sent["metadata"],
+            json!({"[REDACTED:github-pat]":"x","plain":"y"}),
+            "{sent}"
+        );
+        assert_eq!(out.decisions[0].location, "metadata.ghp_**** (key)");
+        // Two keys that would both read `[REDACTED:github-pat]`: a duplicate key, so blocked.
+        let body = json!({"metadata":{(a.clone()):"x",(b.clone()):"y"}}).to_string();
+        let out = i.inspect_json(body.as_bytes()).expect("json");
+        let blocked = out.blocked.expect("blocked");
+        assert_eq!(blocked.rule, "github-pat");
+        assert!(out.body.is_none());
+        // The same key in two objects is no collision.
+        let body = json!({"a":{(a.clone()):1},"b":{(a.clone()):2}}).to_string();
+        let out = i.inspect_json(body.as_bytes()).expect("json");
+        assert!(out.blocked.is_none() && out.body.is_some());
     }
 
     #[test]

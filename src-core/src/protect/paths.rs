@@ -20,8 +20,10 @@ pub enum Role {
     Other,
 }
 
-/// Fields that name things rather than carry text. `model` is not one of them: the client
-/// writes it freely, and a key pasted there would go upstream like any other text.
+/// Fields that name things rather than carry text. They go upstream like any other string, so a
+/// key pasted into one is found (ordinary ids such as `call_…`, `toolu_…`, `msg_…`, `resp_…` are
+/// not findings), but they are read as names ([`Form::Name`]): not prose for the injection
+/// heuristics, and never the text that names a conversation. `model` is read as text.
 const STRUCTURAL: [&str; 15] = [
     "role",
     "type",
@@ -48,6 +50,9 @@ pub enum Form {
     /// Base64 of a textual document (a `data:` URL's text after `prefix` bytes, or a `data`
     /// field next to a textual `media_type`/`mimeType`): decoded and scanned.
     Base64 { prefix: usize },
+    /// A name (a structural field such as `role`, `type` or `id`, or an object key): scanned
+    /// for values, but not prose.
+    Name,
 }
 
 /// One inspected string: whose text it is and how to read it.
@@ -196,12 +201,15 @@ pub fn classify_fields(strings: &[JsonString]) -> Vec<Option<Field>> {
                 // A key is a name, but one that holds a value goes upstream like any text.
                 return Some(Field {
                     role: role_of(&s.path, &roles, &types),
-                    form: Form::Plain,
+                    form: Form::Name,
                 });
             }
             if let Some(Seg::Key(k)) = s.path.last() {
                 if STRUCTURAL.contains(&k.as_str()) {
-                    return None;
+                    return Some(Field {
+                        role: Role::Other,
+                        form: Form::Name,
+                    });
                 }
             }
             let form = form_of(&s.path, &s.text, &mimes, &types)?;

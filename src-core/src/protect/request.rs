@@ -151,6 +151,12 @@ impl Inspector<'_> {
                     }
                     texts_for_injection.push((s.text.as_str(), role, location));
                 }
+                Form::Name => {
+                    if let Some(text) = self.scan_text(&s.text, &location, &conversation, &mut out)
+                    {
+                        edits.push((s.span.clone(), text));
+                    }
+                }
                 Form::Base64 { prefix } => {
                     let (head, payload) = s.text.split_at(prefix.min(s.text.len()));
                     let Some(mut b64) = Base64Text::decode(payload) else {
@@ -860,6 +866,109 @@ mod tests {
         let body = json!({"a":{(a.clone()):1},"b":{(a.clone()):2}}).to_string();
         let out = i.inspect_json(body.as_bytes()).expect("json");
         assert!(out.blocked.is_none() && out.body.is_some());
+    }
+
+    /// Regression: `role`, `type`, `id` and `tool_call_id` were never scanned, so a key pasted
+    /// into one went upstream as is.
+    #[test]
+    fn secrets_in_structural_fields_are_found() {
+        let mut g = crate::inspect::testgen::Gen::new(53);
+        let gh = g.github("ghp_");
+        let policy = Policy::default();
+        let vault = Vault::default();
+        let i = inspector(&policy, &vault);
+        let bodies = [
+            (
+                "messages[1].role",
+                json!({"messages":[{"role":"user","content":"hi"},{"role":gh,"content":"x"}]}),
+            ),
+            (
+                "messages[0].content[0].type",
+                json!({"messages":[{"role":"user","content":[{"type":gh,"text":"x"}]}]}),
+            ),
+            (
+                "messages[0].tool_calls[0].id",
+                json!({"messages":[{"role":"assistant","tool_calls":[{"id":gh,"type":"function","function":{"name":"f","arguments":"{}"}}]}]}),
+            ),
+            (
+                "messages[0].tool_call_id",
+                json!({"messages":[{"role":"tool","tool_call_id":gh,"content":"ok"}]}),
+            ),
+        ];
+        for (location, body) in bodies {
+            let out = i.inspect_json(body.to_string().as_bytes()).expect("json");
+            assert_eq!(
+                out.counts_header().as_deref(),
+                Some("secret=1"),
+                "{location}"
+            );
+            assert_eq!(out.decisions[0].location, location);
+            let sent = String::from_utf8(out.body.expect("rewritten")).expect("utf8");
+            assert!(
+                !sent.contains(&gh) && sent.contains("[REDACTED:github-pat]"),
+                "{sent}"
+            );
+        }
+        // A name is not prose: the role `user` does not become the conversation's opening.
+        let a = json!({"messages":[{"role":"user","content":"first"}]}).to_string();
+        let b = json!({"messages":[{"role":"user","content":"second"}]}).to_string();
+        let conv = |body: &str| i.inspect_json(body.as_bytes()).expect("json").conversation;
+        assert_ne!(conv(&a), conv(&b));
+    }
+
+    /// Ordinary ids of every provider, in the fields that carry them, are never findings.
+    #[test]
+    fn ordinary_provider_ids_are_not_findings() {
+        let mut g = crate::inspect::testgen::Gen::new(59);
+        let policy = Policy::default();
+        let vault = Vault::default();
+        let i = inspector(&policy, &vault);
+        // (prefix, character class, length) as each API issues them.
+        let shapes = [
+            ("call_", 'm', 24),       // OpenAI chat tool calls
+            ("chatcmpl-", 'm', 29),   // OpenAI completions
+            ("resp_", 'h', 50),       // OpenAI Responses
+            ("msg_", 'h', 50),        // OpenAI Responses items
+            ("fc_", 'h', 50),         // OpenAI Responses function calls
+            ("rs_", 'h', 50),         // OpenAI reasoning items
+            ("file-", 'm', 22),       // OpenAI files
+            ("toolu_01", 'm', 22),    // Anthropic tool use
+            ("srvtoolu_01", 'm', 22), // Anthropic server tools
+            ("msg_01", 'm', 22),      // Anthropic messages
+        ];
+        let mut ids = Vec::new();
+        for (prefix, class, n) in shapes {
+            for _ in 0..300 {
+                ids.push(format!("{prefix}{}", g.chars(class, n).expect("class")));
+            }
+        }
+        // Gemini function calls carry UUID-like ids, when they carry one.
+        for _ in 0..300 {
+            let h = |g: &mut crate::inspect::testgen::Gen, n| g.chars('h', n).expect("hex");
+            ids.push(format!(
+                "{}-{}-4{}-a{}-{}",
+                h(&mut g, 8),
+                h(&mut g, 4),
+                h(&mut g, 3),
+                h(&mut g, 3),
+                h(&mut g, 12)
+            ));
+        }
+        let items: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                json!({"role":"assistant","id":id,"tool_calls":[{"id":id,"type":"function",
+                    "function":{"name":"f","arguments":"{}"}}],"tool_call_id":id,"call_id":id})
+            })
+            .collect();
+        let body = json!({"messages": items}).to_string();
+        let out = i.inspect_json(body.as_bytes()).expect("json");
+        let found: Vec<_> = out
+            .decisions
+            .iter()
+            .map(|d| (&d.rule, &d.location))
+            .collect();
+        assert!(found.is_empty(), "{found:?}");
     }
 
     #[test]

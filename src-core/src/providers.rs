@@ -180,14 +180,38 @@ pub fn model_names(normalized: &str) -> impl Iterator<Item = &str> {
     })
 }
 
-/// Whether a client-sent key looks like a real provider key rather than a typo or a dummy.
-/// Used only to choose the error message: any non-Airlock key is refused either way.
-pub fn looks_like_provider_key(key: &str) -> bool {
-    const PREFIXES: [&str; 12] = [
-        "sk-", "sk_", "AIza", "gsk_", "xai-", "pplx-", "hf_", "r8_", "fw_", "csk-", "nvapi-",
-        "tgp_",
+/// Whether a client-sent key looks like a real provider key rather than a typo or a dummy, and
+/// whose it is when its prefix says (`Some(None)`: a provider key of a shape several providers
+/// use, such as a bare `sk-`). Used only to choose the error message: any non-Airlock key is
+/// refused either way.
+pub fn provider_key_kind(key: &str) -> Option<Option<&'static str>> {
+    // Most specific prefix first.
+    const PREFIXES: [(&str, Option<&str>); 17] = [
+        ("sk-ant-", Some("anthropic")),
+        ("sk-proj-", Some("openai")),
+        ("sk-svcacct-", Some("openai")),
+        ("sk-admin-", Some("openai")),
+        ("sk-or-", Some("openrouter")),
+        ("AIza", Some("gemini")),
+        ("gsk_", Some("groq")),
+        ("xai-", Some("xai")),
+        ("pplx-", Some("perplexity")),
+        ("hf_", Some("huggingface")),
+        ("r8_", Some("replicate")),
+        ("fw_", Some("fireworks")),
+        ("csk-", Some("cerebras")),
+        ("nvapi-", Some("nvidia")),
+        ("tgp_", Some("together")),
+        ("sk-", None),
+        ("sk_", None),
     ];
-    key.len() >= 20 && PREFIXES.iter().any(|p| key.starts_with(p))
+    if key.len() < 20 {
+        return None;
+    }
+    PREFIXES
+        .iter()
+        .find(|(p, _)| key.starts_with(p))
+        .map(|(_, who)| *who)
 }
 
 #[cfg(test)]
@@ -274,5 +298,25 @@ mod tests {
             ["openrouter/openai/o1-mini", "openai/o1-mini", "o1-mini"]
         );
         assert_eq!(model_names("gpt-4o").collect::<Vec<_>>(), ["gpt-4o"]);
+    }
+
+    #[test]
+    fn provider_keys_are_named_by_their_prefix() {
+        let tail = "x".repeat(24);
+        for (prefix, want) in [
+            ("sk-ant-api03-", Some(Some("anthropic"))),
+            ("AIza", Some(Some("gemini"))),
+            ("sk-proj-", Some(Some("openai"))),
+            ("gsk_", Some(Some("groq"))),
+            ("sk-", Some(None)),
+            ("alk_", None),
+        ] {
+            assert_eq!(
+                provider_key_kind(&format!("{prefix}{tail}")),
+                want,
+                "{prefix}"
+            );
+        }
+        assert_eq!(provider_key_kind("sk-short"), None);
     }
 }

@@ -32,8 +32,14 @@ pub enum ProxyError {
     UnknownKey,
     #[error("that is not an Airlock key; Airlock only accepts local keys (alk_…). Issue one with `airlock keys issue NAME`")]
     NotAnAirlockKey,
-    #[error("this request carries a real {provider} API key. Keep it out of your app: move it into the OS keyring with `airlock keys set {provider}` (or `airlock keys import-env .env`), then use an Airlock key from `airlock keys issue NAME` instead")]
-    ProviderKeyFromClient { provider: String },
+    /// `key_of` names whose key it is, when its prefix says: an Anthropic key sent to the
+    /// `openai` route is called an Anthropic key.
+    #[error("this request carries {}. Keep it out of your app: move it into the OS keyring with `airlock keys set {}` (or `airlock keys import-env .env`), then use an Airlock key from `airlock keys issue NAME` instead", provider_key_phrase(*.key_of), .key_of.unwrap_or(.provider))]
+    ProviderKeyFromClient {
+        /// The route the request came in on.
+        provider: String,
+        key_of: Option<&'static str>,
+    },
     #[error("Airlock key {0:?} has expired; issue a new one with `airlock keys issue`")]
     KeyExpired(String),
     #[error(
@@ -91,6 +97,11 @@ pub enum ProxyError {
     },
     #[error("this request body cannot be inspected ({0}), and the policy blocks what Airlock cannot inspect (set policy.unparseable = \"passthrough\" for this provider to allow it)")]
     Uninspectable(String),
+}
+
+/// "a real anthropic API key", or "a real provider API key" when the prefix does not say whose.
+fn provider_key_phrase(key_of: Option<&str>) -> String {
+    format!("a real {} API key", key_of.unwrap_or("provider"))
 }
 
 impl ProxyError {
@@ -336,6 +347,7 @@ mod tests {
             (
                 ProxyError::ProviderKeyFromClient {
                     provider: "openai".into(),
+                    key_of: Some("anthropic"),
                 },
                 401,
             ),
@@ -378,6 +390,25 @@ mod tests {
         for (err, status) in cases {
             assert_eq!(err.status().as_u16(), status, "{err}");
         }
+    }
+
+    /// Regression: an Anthropic or Gemini key sent on the openai route was called "a real
+    /// openai API key".
+    #[test]
+    fn a_provider_key_is_named_by_whose_it_is() {
+        let msg = |key_of| {
+            ProxyError::ProviderKeyFromClient {
+                provider: "openai".into(),
+                key_of,
+            }
+            .to_string()
+        };
+        let m = msg(Some("anthropic"));
+        assert!(m.contains("a real anthropic API key"), "{m}");
+        assert!(m.contains("`airlock keys set anthropic`"), "{m}");
+        let m = msg(None);
+        assert!(m.contains("a real provider API key"), "{m}");
+        assert!(m.contains("`airlock keys set openai`"), "{m}");
     }
 
     #[test]

@@ -274,6 +274,29 @@ async fn real_provider_key_from_client_is_401_naming_airlock_keys() {
     );
 }
 
+/// Regression: an Anthropic or Gemini key sent on /openai was called "a real openai API key".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_provider_key_is_named_by_whose_it_is() {
+    let env = env();
+    let p = Provider::OpenAi;
+    for (real, who) in [
+        (keys::anthropic(), "a real anthropic API key"),
+        (keys::gemini(), "a real gemini API key"),
+        (keys::compat(), "a real provider API key"),
+    ] {
+        let res = p
+            .chat(env.addr(), Some(&real), "hello", false)
+            .send()
+            .await
+            .expect("send");
+        let msg = p.assert_error(&res, 401);
+        assert!(msg.contains(who), "{who}: {msg}");
+        assert!(!msg.contains("openai API key"), "{msg}");
+        assert!(!res.text().contains(&real[8..]), "the error echoes the key");
+    }
+    assert!(env.mock.requests().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn passthrough_forwards_the_client_provider_key() {
     let env = env_with(|c| c.client_provider_keys = "passthrough".to_owned());

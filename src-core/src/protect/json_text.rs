@@ -24,9 +24,15 @@ pub struct JsonString {
     pub key: bool,
 }
 
+/// Where a document stops being readable, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid JSON at byte {0}")]
-pub struct JsonError(pub usize);
+#[non_exhaustive]
+pub enum JsonError {
+    #[error("not valid JSON at byte {0}")]
+    Syntax(usize),
+    #[error("nested more than {MAX_DEPTH} levels deep at byte {0}")]
+    TooDeep(usize),
+}
 
 /// `messages[2].content[0].text`, the location format shown to users.
 pub fn path_string(path: &[Seg]) -> String {
@@ -79,13 +85,14 @@ fn walk(doc: &[u8], keys: bool) -> Result<Vec<JsonString>, JsonError> {
     p.value(0)?;
     p.ws();
     if p.i != doc.len() {
-        return Err(JsonError(p.i));
+        return Err(JsonError::Syntax(p.i));
     }
     Ok(p.out)
 }
 
-/// Nesting deeper than this is refused rather than risking the stack.
-const MAX_DEPTH: usize = 256;
+/// Arrays and objects nested deeper than this are refused rather than risking the stack. It is
+/// serde_json's limit too, so a body is refused at the same depth wherever the nesting is.
+pub const MAX_DEPTH: usize = 127;
 
 struct Parser<'a> {
     b: &'a [u8],
@@ -104,10 +111,9 @@ impl Parser<'_> {
     }
 
     fn value(&mut self, depth: usize) -> Result<(), JsonError> {
-        if depth > MAX_DEPTH {
-            return Err(JsonError(self.i));
-        }
         match self.b.get(self.i) {
+            // `depth` containers enclose this one.
+            Some(b'{' | b'[') if depth >= MAX_DEPTH => Err(JsonError::TooDeep(self.i)),
             Some(b'{') => self.object(depth),
             Some(b'[') => self.array(depth),
             Some(b'"') => {
@@ -125,7 +131,7 @@ impl Parser<'_> {
             Some(b'f') => self.literal(b"false"),
             Some(b'n') => self.literal(b"null"),
             Some(b'-' | b'0'..=b'9') => self.number(),
-            _ => Err(JsonError(self.i)),
+            _ => Err(JsonError::Syntax(self.i)),
         }
     }
 
@@ -139,7 +145,7 @@ impl Parser<'_> {
         loop {
             self.ws();
             if self.b.get(self.i) != Some(&b'"') {
-                return Err(JsonError(self.i));
+                return Err(JsonError::Syntax(self.i));
             }
             let start = self.i;
             let key = self.string()?;
@@ -158,7 +164,7 @@ impl Parser<'_> {
             }
             self.ws();
             if self.b.get(self.i) != Some(&b':') {
-                return Err(JsonError(self.i));
+                return Err(JsonError::Syntax(self.i));
             }
             self.i += 1;
             self.ws();
@@ -171,7 +177,7 @@ impl Parser<'_> {
                     self.i += 1;
                     return Ok(());
                 }
-                _ => return Err(JsonError(self.i)),
+                _ => return Err(JsonError::Syntax(self.i)),
             }
         }
     }
@@ -197,7 +203,7 @@ impl Parser<'_> {
                     self.i += 1;
                     return Ok(());
                 }
-                _ => return Err(JsonError(self.i)),
+                _ => return Err(JsonError::Syntax(self.i)),
             }
         }
     }
@@ -207,7 +213,7 @@ impl Parser<'_> {
             self.i += word.len();
             Ok(())
         } else {
-            Err(JsonError(self.i))
+            Err(JsonError::Syntax(self.i))
         }
     }
 
@@ -222,7 +228,7 @@ impl Parser<'_> {
             self.i += 1;
         }
         if self.i == start {
-            Err(JsonError(start))
+            Err(JsonError::Syntax(start))
         } else {
             Ok(())
         }
@@ -236,21 +242,23 @@ impl Parser<'_> {
         let mut run = self.i;
         loop {
             let Some(&c) = self.b.get(self.i) else {
-                return Err(JsonError(start));
+                return Err(JsonError::Syntax(start));
             };
             match c {
                 b'"' => {
                     out.push_str(
-                        std::str::from_utf8(&self.b[run..self.i]).map_err(|_| JsonError(run))?,
+                        std::str::from_utf8(&self.b[run..self.i])
+                            .map_err(|_| JsonError::Syntax(run))?,
                     );
                     self.i += 1;
                     return Ok(out);
                 }
                 b'\\' => {
                     out.push_str(
-                        std::str::from_utf8(&self.b[run..self.i]).map_err(|_| JsonError(run))?,
+                        std::str::from_utf8(&self.b[run..self.i])
+                            .map_err(|_| JsonError::Syntax(run))?,
                     );
-                    let esc = *self.b.get(self.i + 1).ok_or(JsonError(self.i))?;
+                    let esc = *self.b.get(self.i + 1).ok_or(JsonError::Syntax(self.i))?;
                     self.i += 2;
                     match esc {
                         b'"' => out.push('"'),
@@ -280,20 +288,23 @@ impl Parser<'_> {
                             };
                             out.push(char::from_u32(code).unwrap_or('\u{FFFD}'));
                         }
-                        _ => return Err(JsonError(self.i - 1)),
+                        _ => return Err(JsonError::Syntax(self.i - 1)),
                     }
                     run = self.i;
                 }
-                0x00..=0x1F => return Err(JsonError(self.i)),
+                0x00..=0x1F => return Err(JsonError::Syntax(self.i)),
                 _ => self.i += 1,
             }
         }
     }
 
     fn hex4(&mut self) -> Result<u32, JsonError> {
-        let h = self.b.get(self.i..self.i + 4).ok_or(JsonError(self.i))?;
-        let s = std::str::from_utf8(h).map_err(|_| JsonError(self.i))?;
-        let v = u32::from_str_radix(s, 16).map_err(|_| JsonError(self.i))?;
+        let h = self
+            .b
+            .get(self.i..self.i + 4)
+            .ok_or(JsonError::Syntax(self.i))?;
+        let s = std::str::from_utf8(h).map_err(|_| JsonError::Syntax(self.i))?;
+        let v = u32::from_str_radix(s, 16).map_err(|_| JsonError::Syntax(self.i))?;
         self.i += 4;
         Ok(v)
     }
@@ -399,8 +410,14 @@ mod tests {
         ] {
             assert!(strings(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
-        let deep = "[".repeat(10_000);
-        assert!(strings(deep.as_bytes()).is_err());
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        assert_eq!(
+            strings(deep(10_000).as_bytes()).map_err(|e| e.to_string()),
+            Err("nested more than 127 levels deep at byte 127".to_owned())
+        );
+        assert!(strings(deep(MAX_DEPTH).as_bytes()).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&deep(MAX_DEPTH)).is_ok());
+        assert!(serde_json::from_str::<serde_json::Value>(&deep(MAX_DEPTH + 1)).is_err());
     }
 
     #[test]

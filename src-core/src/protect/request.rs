@@ -3,7 +3,7 @@
 //! a keyed hash of each value instead of the value.
 
 use super::injection::{self, Report};
-use super::json_text::{self, path_string, JsonString, Seg};
+use super::json_text::{self, path_string, JsonError, JsonString, Seg};
 use super::multipart::{self, MultipartError};
 use super::paths::{classify_fields, Field, Form, Role};
 use super::policy::{Action, LayerFile, Policy, Subject, Unparseable};
@@ -69,8 +69,8 @@ pub struct Inspector<'a> {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Unreadable {
-    #[error("the body is not valid JSON (at byte {0})")]
-    Json(usize),
+    #[error("the body is {0}")]
+    Json(JsonError),
     #[error("the multipart body cannot be read: {0}")]
     Multipart(MultipartError),
     /// Names the location, never the value.
@@ -100,7 +100,7 @@ impl Inspector<'_> {
 
     /// Inspects a JSON body.
     pub fn inspect_json(&self, body: &[u8]) -> Result<Outcome, Unreadable> {
-        let strings = json_text::strings_and_keys(body).map_err(|e| Unreadable::Json(e.0))?;
+        let strings = json_text::strings_and_keys(body).map_err(Unreadable::Json)?;
         let fields = classify_fields(&strings);
         let mut out = Outcome::default();
 

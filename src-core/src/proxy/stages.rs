@@ -531,9 +531,10 @@ async fn authenticate(
     if !token::is_airlock_key(presented) {
         return if provider.client_provider_keys == ClientKeyPolicy::Passthrough {
             Ok(Auth::Passthrough)
-        } else if providers::looks_like_provider_key(presented) {
+        } else if let Some(key_of) = providers::provider_key_kind(presented) {
             Err(ProxyError::ProviderKeyFromClient {
                 provider: provider.name.clone(),
+                key_of,
             })
         } else {
             Err(ProxyError::NotAnAirlockKey)
@@ -865,16 +866,54 @@ pub fn raise_anomaly(state: &State, config: &Config, alert: Alert) -> bool {
     pause
 }
 
-/// serde_json's own messages can quote input; build one that never does.
+/// serde_json's own messages can quote input; build one that never does. Only the kind of
+/// error is taken from its message, and a duplicated key is named only when it is one of
+/// [`JsonFields`]' own (schema names, never input).
 fn describe_json_error(e: &serde_json::Error) -> ProxyError {
     use serde_json::error::Category;
-    let what = match e.classify() {
-        Category::Syntax => "syntax error",
-        Category::Eof => "unexpected end of input",
-        Category::Data => "the body must be a JSON object",
-        Category::Io => "could not read the body",
+    let msg = e.to_string();
+    let what: std::borrow::Cow<'static, str> = match e.classify() {
+        Category::Syntax if msg.starts_with("recursion limit exceeded") => format!(
+            "the body is nested more than {} levels deep",
+            crate::protect::json_text::MAX_DEPTH
+        )
+        .into(),
+        Category::Syntax if msg.starts_with("number out of range") => {
+            "a number is too long (beyond the range of a 64-bit float)".into()
+        }
+        Category::Syntax => "syntax error".into(),
+        Category::Eof => "unexpected end of input".into(),
+        Category::Data => match duplicate_field(&msg) {
+            Some(field) => {
+                format!("duplicate key \"{field}\" (a key may appear once per object)").into()
+            }
+            None if msg.contains("expected struct JsonFields") => {
+                "the body must be a JSON object".into()
+            }
+            None => "a field has a value of the wrong type".into(),
+        },
+        Category::Io => "could not read the body".into(),
     };
     ProxyError::MalformedJson(format!("{what} at line {} column {}", e.line(), e.column()))
+}
+
+/// The field serde names in "duplicate field `model`", if it is one of ours.
+fn duplicate_field(msg: &str) -> Option<&'static str> {
+    const OURS: [&str; 11] = [
+        "model",
+        "stream",
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "generationConfig",
+        "maxOutputTokens",
+        "messages",
+        "input",
+        "prompt",
+        "contents",
+    ];
+    let name = msg.strip_prefix("duplicate field `")?.split('`').next()?;
+    OURS.iter().find(|f| **f == name).copied()
 }
 
 /// Upload endpoints take multipart or raw bytes; everything else takes JSON.
@@ -1518,6 +1557,35 @@ mod tests {
                 // serde_json refuses numbers out of f64 range outright: refused either way.
                 Err(e) => assert!(body.contains("1e400"), "{body}: {e}"),
             }
+        }
+    }
+
+    /// Regression: a duplicated key was reported as "the body must be a JSON object", deep
+    /// nesting and a 5,000-digit number as a bare "syntax error".
+    #[test]
+    fn json_errors_say_what_is_wrong() {
+        let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        for (body, want) in [
+            (
+                r#"{"model":"a","model":"b"}"#.to_owned(),
+                "duplicate key \"model\"",
+            ),
+            (deep(10_000), "nested more than 127 levels deep"),
+            (
+                format!("{{\"model\":\"m\",\"max_tokens\":{}}}", "9".repeat(5000)),
+                "a number is too long",
+            ),
+            (
+                r#"{"generationConfig":5}"#.to_owned(),
+                "a field has a value of the wrong type",
+            ),
+            ("5".to_owned(), "the body must be a JSON object"),
+            ("{\"model\" 1}".to_owned(), "syntax error"),
+        ] {
+            let e = serde_json::from_slice::<JsonFields>(body.as_bytes()).expect_err("bad");
+            let msg = describe_json_error(&e).to_string();
+            assert!(msg.contains(want), "{want}: {msg}");
+            assert!(msg.contains("line 1"), "{msg}");
         }
     }
 

@@ -455,6 +455,47 @@ async fn unparseable_body_is_refused_and_never_forwarded() {
     );
 }
 
+/// Regression: a duplicated key was refused as "the body must be a JSON object", 10,000 nested
+/// arrays as "not valid JSON (at byte 327)" and a 5,000-digit number as "syntax error".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_errors_say_what_is_wrong_in_the_provider_format() {
+    let env = start("");
+    let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    let gh = fakes::github_pat();
+    let cases = [
+        (
+            format!("{{\"model\":\"a\",\"model\":\"{gh}\"}}"),
+            "duplicate key \"model\"",
+        ),
+        (
+            format!("{{\"messages\":{}}}", nest(10_000)),
+            "nested more than 127 levels deep",
+        ),
+        (nest(10_000), "nested more than 127 levels deep"),
+        (
+            format!("{{\"max_tokens\":{},\"note\":\"{gh}\"}}", "9".repeat(5000)),
+            "a number is too long",
+        ),
+    ];
+    for p in Provider::ALL {
+        let (h, v) = p.auth_header(&env.alk);
+        for (body, want) in &cases {
+            let res = send(
+                post(env.addr(), &p.chat_path(false))
+                    .headers(p.sdk_headers())
+                    .header(h, &v)
+                    .header("content-type", "application/json")
+                    .body(body.clone()),
+            )
+            .await;
+            let msg = p.assert_error(&res, 400);
+            assert!(msg.contains(want), "{} {want}: {msg}", p.name());
+            assert!(!res.text().contains(&gh[4..]), "{}", res.text());
+        }
+    }
+    assert!(env.mock.requests().is_empty());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unparseable_passthrough_forwards_as_is() {
     let env = start("[policy]\nunparseable = \"passthrough\"");

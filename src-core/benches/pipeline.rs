@@ -37,6 +37,24 @@ fn body(findings: bool) -> Vec<u8> {
         .into_bytes()
 }
 
+/// An agent loop: 20 tool calls and their results, each with its ids, types and roles (the
+/// short structural strings that are scanned as names).
+fn agent_body() -> Vec<u8> {
+    let mut messages = vec![serde_json::json!({"role": "user", "content": "fix the failing test"})];
+    for n in 0..20 {
+        let id = format!("call_{n:02}Xk3pQ9vLm2Tz8WbR4yHs7D");
+        messages.push(serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": id, "type": "function",
+             "function": {"name": "read_file", "arguments": format!("{{\"path\":\"src/mod{n}.rs\"}}")}}]}));
+        messages.push(serde_json::json!({"role": "tool", "tool_call_id": id,
+            "content": "fn main() { println!(\"hello\"); }\n".repeat(8)}));
+    }
+    serde_json::json!({"model": "gpt-4o-mini", "messages": messages,
+        "metadata": {"x-trace-id": "t-1", "session": "s"}})
+    .to_string()
+    .into_bytes()
+}
+
 fn bench(c: &mut Criterion) {
     let engine = Arc::new(Engine::new().expect("engine"));
     let policy = Policy::default();
@@ -52,9 +70,16 @@ fn bench(c: &mut Criterion) {
         ("clean", body(false)),
         ("findings", body(true)),
         ("one_non_ascii", curly),
+        ("agent_loop", agent_body()),
     ] {
         g.throughput(Throughput::Bytes(b.len() as u64));
-        g.bench_function(format!("inspect_request_4k_{name}"), |bench| {
+        // The agent loop is about 11 KB; the others 4 KB.
+        let label = if name == "agent_loop" {
+            "inspect_request_11k_agent_loop".to_owned()
+        } else {
+            format!("inspect_request_4k_{name}")
+        };
+        g.bench_function(label, |bench| {
             bench.iter(|| {
                 let i = Inspector {
                     engine: &engine,

@@ -68,8 +68,9 @@ pub fn strings_and_keys(doc: &[u8]) -> Result<Vec<JsonString>, JsonError> {
     walk(doc, true)
 }
 
-/// Whether a key is a plain word that cannot hold a value worth scanning.
-fn plain_word(key: &str) -> bool {
+/// Whether a key or name is a plain word (ASCII letters and `_`, up to 32 bytes) that cannot
+/// hold a value worth scanning: no detector matches one.
+pub fn plain_word(key: &str) -> bool {
     key.len() <= 32 && key.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
 }
 

@@ -151,6 +151,8 @@ impl Inspector<'_> {
                     }
                     texts_for_injection.push((s.text.as_str(), role, location));
                 }
+                // `user`, `function`, `input_text`: most names are plain words.
+                Form::Name if json_text::plain_word(&s.text) => {}
                 Form::Name => {
                     if let Some(text) = self.scan_text(&s.text, &location, &conversation, &mut out)
                     {

@@ -463,7 +463,9 @@ impl Base64Text {
             payload.into()
         };
         let url_safe = compact.contains(['-', '_']);
-        let padded = compact.ends_with('=');
+        // Unpadded only where the payload shows it (a length that is not a multiple of 4): a
+        // payload that needed no padding says nothing, and padding is the usual form.
+        let padded = compact.len() % 4 == 0;
         let config = gp::GeneralPurposeConfig::new()
             .with_decode_padding_mode(DecodePaddingMode::Indifferent)
             .with_decode_allow_trailing_bits(true);
@@ -806,7 +808,19 @@ mod tests {
                 assert!(b.location.ends_with("(base64)"), "{shape}: {}", b.location);
             }
         }
-        // A token alone is redacted inside the document, which is re-encoded exactly.
+        // A token alone is redacted inside the document, which is re-encoded exactly (the
+        // first one needs no padding, the redacted one does).
+        let alone = format!("GITHUB_TOKEN={gh}\n");
+        assert_eq!(alone.len() % 3, 0);
+        for (shape, body) in base64_documents("text/plain", &b64(&alone)) {
+            let out = i.inspect_json(body.to_string().as_bytes()).expect("json");
+            let sent = String::from_utf8(out.body.clone().expect("rewritten")).expect("utf8");
+            let want = b64("GITHUB_TOKEN=[REDACTED:github-pat]\n");
+            assert!(
+                want.ends_with('=') && sent.contains(&want),
+                "{shape}: {sent}"
+            );
+        }
         let doc = format!("line one\nGITHUB_TOKEN={gh}\nline three é\n");
         let want = doc.replace(&gh, "[REDACTED:github-pat]");
         for (shape, body) in base64_documents("text/plain", &b64(&doc)) {

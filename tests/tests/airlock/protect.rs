@@ -587,6 +587,69 @@ async fn multipart_upload_parts_are_scanned_whatever_their_type() {
     assert_eq!(body_of(&only_request(&env)), clean);
 }
 
+/// A chat request of provider `p` whose user turn attaches a base64 text document.
+fn with_base64_document(p: Provider, doc: &str) -> Value {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(doc);
+    let mut body = p.chat_body("summarise the attached notes", false);
+    match p {
+        Provider::OpenAi => {
+            body["messages"][0]["content"] = json!([{"type":"text","text":"summarise"},
+                {"type":"file","file":{"filename":"notes.txt",
+                 "file_data":format!("data:text/plain;base64,{b64}")}}]);
+        }
+        Provider::Anthropic => {
+            body["messages"][0]["content"] = json!([{"type":"document",
+                "source":{"type":"base64","media_type":"text/plain","data":b64}},
+                {"type":"text","text":"summarise"}]);
+        }
+        Provider::Gemini => {
+            body["contents"][0]["parts"] = json!([{"inlineData":
+                {"mimeType":"text/plain","data":b64}},{"text":"summarise"}]);
+        }
+    }
+    body
+}
+
+/// Regression: a text document sent as base64 was skipped as media; a private key and a
+/// token in it reached the upstream with no finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn base64_text_documents_are_decoded_and_inspected() {
+    let env = start("");
+    let gh = fakes::github_pat();
+    let pem = fakes::rsa_private_key();
+    for p in Provider::ALL {
+        env.mock.reset();
+        let (h, v) = p.auth_header(&env.alk);
+        let doc = format!("notes\n{pem}\nGITHUB_TOKEN={gh}\n");
+        let res = send(
+            post(env.addr(), &p.chat_path(false))
+                .headers(p.sdk_headers())
+                .header(h, &v)
+                .json(&with_base64_document(p, &doc)),
+        )
+        .await;
+        let msg = p.assert_error(&res, 400);
+        assert!(msg.contains("private-key-rsa"), "{}: {msg}", p.name());
+        assert!(env.mock.requests().is_empty(), "{}", p.name());
+        // The token alone is redacted inside the document, which is encoded again.
+        let res = send(
+            post(env.addr(), &p.chat_path(false))
+                .headers(p.sdk_headers())
+                .header(h, &v)
+                .json(&with_base64_document(p, &format!("GITHUB_TOKEN={gh}\n"))),
+        )
+        .await;
+        assert_eq!(res.status, 200, "{}: {}", p.name(), res.text());
+        assert_eq!(findings(&res), "secret=1", "{}", p.name());
+        use base64::Engine as _;
+        let want = base64::engine::general_purpose::STANDARD
+            .encode("GITHUB_TOKEN=[REDACTED:github-pat]\n");
+        let up = body_of(&only_request(&env));
+        assert!(up.contains(&want), "{}: {up}", p.name());
+    }
+}
+
 fn compress(encoding: &str, data: &[u8]) -> Vec<u8> {
     match encoding {
         "gzip" => {

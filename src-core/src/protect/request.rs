@@ -137,7 +137,9 @@ impl Inspector<'_> {
             let location = path_string(&s.path);
             if s.key {
                 let location = format!("{location} (key)");
-                if let Some(text) = self.scan_text(&s.text, &location, &conversation, &mut out) {
+                if let Some(text) =
+                    self.scan_text(&s.text, &location, &conversation, &taken, &mut out)
+                {
                     key_edits.push((s, text, location));
                 }
                 continue;
@@ -154,7 +156,8 @@ impl Inspector<'_> {
                 // `user`, `function`, `input_text`: most names are plain words.
                 Form::Name if json_text::plain_word(&s.text) => {}
                 Form::Name => {
-                    if let Some(text) = self.scan_text(&s.text, &location, &conversation, &mut out)
+                    if let Some(text) =
+                        self.scan_text(&s.text, &location, &conversation, &taken, &mut out)
                     {
                         edits.push((s.span.clone(), text));
                     }
@@ -926,10 +929,16 @@ mod tests {
             );
         }
         // A name is not prose: the role `user` does not become the conversation's opening.
-        let a = json!({"messages":[{"role":"user","content":"first"}]}).to_string();
-        let b = json!({"messages":[{"role":"user","content":"second"}]}).to_string();
-        let conv = |body: &str| i.inspect_json(body.as_bytes()).expect("json").conversation;
-        assert_ne!(conv(&a), conv(&b));
+        // Had both turns been named `user`, they would share a conversation and the second
+        // address would be the conversation's second.
+        let a = json!({"messages":[{"role":"user","content":"first: mail ann.lee@gmail.com"}]});
+        let b = json!({"messages":[{"role":"user","content":"second: mail bo.kim@gmail.com"}]});
+        let placeholders = |body: serde_json::Value| {
+            let out = i.inspect_json(body.to_string().as_bytes()).expect("json");
+            out.restore.keys().cloned().collect::<Vec<_>>()
+        };
+        assert_eq!(placeholders(a), vec!["<EMAIL_1>".to_string()]);
+        assert_eq!(placeholders(b), vec!["<EMAIL_1>".to_string()]);
     }
 
     /// Ordinary ids of every provider, in the fields that carry them, are never findings.

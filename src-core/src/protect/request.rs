@@ -931,8 +931,12 @@ mod tests {
         // A name is not prose: the role `user` does not become the conversation's opening.
         // Had both turns been named `user`, they would share a conversation and the second
         // address would be the conversation's second.
-        let a = json!({"messages":[{"role":"user","content":"first: mail ann.lee@gmail.com"}]});
-        let b = json!({"messages":[{"role":"user","content":"second: mail bo.kim@gmail.com"}]});
+        // Addresses built from pieces, so this file holds none.
+        let mail = |user: &str| format!("{user}@{}", "gmail.com");
+        let a =
+            json!({"messages":[{"role":"user","content":format!("first: {}", mail("ann.lee"))}]});
+        let b =
+            json!({"messages":[{"role":"user","content":format!("second: {}", mail("bo.kim"))}]});
         let placeholders = |body: serde_json::Value| {
             let out = i.inspect_json(body.to_string().as_bytes()).expect("json");
             out.restore.keys().cloned().collect::<Vec<_>>()

@@ -184,7 +184,7 @@ fn run_inner(ctx: &super::Ctx, args: ScanArgs) -> anyhow::Result<bool> {
             if !meta.is_dir() && !meta.is_file() {
                 // A pipe, FIFO or device named on the command line (`<(cmd)`, `/dev/stdin`):
                 // read it as a stream. Inside a directory such files are skipped, as git does.
-                if let Err(e) = scan_stream(&engine, p, &args, &suppress, &mut sink) {
+                if let Err(e) = scan_file(&engine, p, false, &args, &suppress, &mut sink) {
                     eprintln!("airlock scan: {}: {e:#}", p.display());
                     errors += 1;
                 }
@@ -209,7 +209,7 @@ fn run_inner(ctx: &super::Ctx, args: ScanArgs) -> anyhow::Result<bool> {
                 if !scanned.insert(path.canonicalize().unwrap_or_else(|_| path.to_path_buf())) {
                     continue;
                 }
-                if let Err(e) = scan_file(&engine, path, &args, &suppress, &mut sink) {
+                if let Err(e) = scan_file(&engine, path, true, &args, &suppress, &mut sink) {
                     eprintln!("airlock scan: {}: {e:#}", path.display());
                     errors += 1;
                 }
@@ -379,33 +379,20 @@ fn emit_buffer(
     Ok(())
 }
 
-/// Scans a file in overlapping chunks, so large files use bounded memory.
+/// Scans a file in overlapping chunks, so large files use bounded memory. `seekable` is false
+/// for a pipe or device named on the command line, read once front to back: a line longer than
+/// a chunk is then judged by the part the chunk holds.
 fn scan_file(
     engine: &Engine,
     path: &Path,
+    seekable: bool,
     args: &ScanArgs,
     suppress: &Suppressions,
     sink: &mut Sink,
 ) -> anyhow::Result<()> {
     let file = std::fs::File::open(path).context("open")?;
-    for (hit, pragma) in scan_reader(engine, &display_path(path), file, Some(path), args)? {
-        if !suppress.hides(&hit, pragma) {
-            sink.emit(hit)?;
-        }
-    }
-    Ok(())
-}
-
-/// A pipe or device named on the command line: read once, front to back, like a file.
-fn scan_stream(
-    engine: &Engine,
-    path: &Path,
-    args: &ScanArgs,
-    suppress: &Suppressions,
-    sink: &mut Sink,
-) -> anyhow::Result<()> {
-    let stream = std::fs::File::open(path).context("open")?;
-    for (hit, pragma) in scan_reader(engine, &display_path(path), stream, None, args)? {
+    let reread = seekable.then_some(path);
+    for (hit, pragma) in scan_reader(engine, &display_path(path), file, reread, args)? {
         if !suppress.hides(&hit, pragma) {
             sink.emit(hit)?;
         }

@@ -1240,23 +1240,22 @@ fn inspect_filter(
         .is_some_and(|v| v.contains("json"));
     // The path first: it goes upstream whatever the body holds (Gemini names the model there).
     let from_path = inspector.inspect_path(&ctx.endpoint);
+    let passthrough = || {
+        config
+            .policy
+            .unparseable(&provider.name, account.as_deref(), project.as_deref())
+            == Unparseable::Passthrough
+    };
     let mut outcome = if body.is_empty() || ctx.uninspected {
         Outcome::default()
     } else if is_json {
         match inspector.inspect_json(&body) {
             Ok(o) => o,
-            Err(e) => {
-                if config
-                    .policy
-                    .unparseable(&provider.name, account.as_deref(), project.as_deref())
-                    == Unparseable::Passthrough
-                {
-                    ctx.uninspected = true;
-                    Outcome::default()
-                } else {
-                    return Err(ProxyError::Uninspectable(e.to_string()));
-                }
+            Err(_) if passthrough() => {
+                ctx.uninspected = true;
+                Outcome::default()
             }
+            Err(e) => return Err(ProxyError::Uninspectable(e.to_string())),
         }
     } else {
         let ct = headers
@@ -1265,20 +1264,13 @@ fn inspect_filter(
             .unwrap_or("");
         match inspector.inspect_other(ct, &body) {
             Ok(o) => o,
-            Err(e) => {
-                if config
-                    .policy
-                    .unparseable(&provider.name, account.as_deref(), project.as_deref())
-                    == Unparseable::Passthrough
-                {
-                    // Its parts cannot be placed, but its bytes can still be scanned whole.
-                    let mut o = Outcome::default();
-                    inspector.inspect_raw(&body, &mut o);
-                    o
-                } else {
-                    return Err(ProxyError::Uninspectable(e.to_string()));
-                }
+            Err(_) if passthrough() => {
+                // Its parts cannot be placed, but its bytes can still be scanned whole.
+                let mut o = Outcome::default();
+                inspector.inspect_raw(&body, &mut o);
+                o
             }
+            Err(e) => return Err(ProxyError::Uninspectable(e.to_string())),
         }
     };
     if from_path.blocked.is_some() {

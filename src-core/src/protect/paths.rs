@@ -135,9 +135,11 @@ fn form_of(
     types: &HashMap<String, &str>,
 ) -> Option<Form> {
     if let Some(rest) = value.strip_prefix("data:") {
-        let head = &rest[..rest.len().min(100)];
-        if let Some(at) = head.find(";base64,") {
-            let mime = &head[..at];
+        // Bytes, not a `&str` cut: byte 100 may fall inside a character. `;` is ASCII, so a
+        // match ends on a char boundary.
+        let head = &rest.as_bytes()[..rest.len().min(100)];
+        if let Some(at) = memchr::memmem::find(head, b";base64,") {
+            let mime = &rest[..at];
             let mime = mime.split(';').next().unwrap_or(mime);
             let prefix = 5 + at + ";base64,".len();
             return (mime.is_empty() || is_textual(mime)).then_some(Form::Base64 { prefix });

@@ -123,7 +123,14 @@ impl Inspector<'_> {
         let conversation = self.account.map(|a| self.vault.conversation(a, opening));
         // A placeholder that already appears in the request (typed by the user) is not used:
         // it would come back restored where the user wrote it.
-        let taken = |p: &str| strings.iter().any(|s| s.text.contains(p));
+        // Collected once, at the first pseudonym: asked under the vault's lock, it must not
+        // read the whole request each time.
+        let typed = std::cell::OnceCell::new();
+        let taken = |p: &str| {
+            typed
+                .get_or_init(|| placeholder_shapes(&strings))
+                .contains(p)
+        };
 
         // Base64 documents decoded to text, kept for the injection heuristics.
         let mut decoded: Vec<(String, Role, String)> = Vec::new();
@@ -170,9 +177,17 @@ impl Inspector<'_> {
                             .unparseable(self.provider, self.account, self.project)
                             == Unparseable::Passthrough
                         {
+                            // Let through, but still read as the text it is.
+                            if let Some(text) =
+                                self.scan_text(&s.text, &location, &conversation, &taken, &mut out)
+                            {
+                                edits.push((s.span.clone(), text));
+                            }
                             continue;
                         }
-                        return Err(Unreadable::Base64(location));
+                        // The path may hold an object key: masked like a finding's location.
+                        let shown = self.engine.mask_findings(&location).into_owned();
+                        return Err(Unreadable::Base64(shown));
                     };
                     if multipart::is_binary(&b64.bytes) {
                         continue;
@@ -215,7 +230,10 @@ impl Inspector<'_> {
                     rule: format!("prompt-injection:{}", top.map_or("signals", |r| r.signal)),
                     kind: "injection",
                     family: "injection".to_owned(),
-                    location: top.map(|r| r.location.clone()).unwrap_or_default(),
+                    // The path may hold an object key, which can be a secret: masked.
+                    location: top
+                        .map(|r| self.engine.mask_findings(&r.location).into_owned())
+                        .unwrap_or_default(),
                     action,
                     value_hash: String::new(),
                     preview: format!("score {:.1}", out.injection.score),
@@ -497,6 +515,27 @@ impl Base64Text {
         };
         base64::Engine::encode(&engine, text)
     }
+}
+
+/// Every `<LABEL_N>`-shaped token in the request's strings (what [`Vault::placeholder`]
+/// makes), so a placeholder the user typed is not handed to a value.
+fn placeholder_shapes(strings: &[json_text::JsonString]) -> std::collections::HashSet<&str> {
+    let mut found = std::collections::HashSet::new();
+    for s in strings {
+        let text = s.text.as_str();
+        for open in memchr::memchr_iter(b'<', text.as_bytes()) {
+            let rest = &text.as_bytes()[open + 1..];
+            let len = rest
+                .iter()
+                .take(64)
+                .take_while(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || **b == b'_')
+                .count();
+            if rest.get(len) == Some(&b'>') && len > 0 {
+                found.insert(&text[open..open + len + 2]);
+            }
+        }
+    }
+    found
 }
 
 #[cfg(test)]

@@ -254,7 +254,7 @@ const UPSTREAM_MESSAGE_MAX: usize = 1000;
 /// An upstream error whose body is not JSON (an HTML page from a load balancer, a plain-text
 /// 429, nothing at all), in the provider's own error format, so the SDK raises its usual error.
 /// The upstream's text is kept as the message: tags stripped from HTML, whitespace collapsed,
-/// cut to [`UPSTREAM_MESSAGE_MAX`] characters, and passed through the output guard.
+/// passed through the output guard, and cut between words to [`UPSTREAM_MESSAGE_MAX`] characters.
 pub fn wrap_upstream_error(
     kind: ProviderKind,
     status: StatusCode,
@@ -270,14 +270,17 @@ pub fn wrap_upstream_error(
         text.into_owned()
     };
     let mut text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if let Some((cut, _)) = text.char_indices().nth(UPSTREAM_MESSAGE_MAX) {
-        text.truncate(cut);
-        text.push('…');
-    }
+    // Guarded whole, then cut between words: a cut inside a value would leave a part of it
+    // that neither the guard nor the key mask could recognise.
     if let Some(g) = guard {
         if let Some(t) = g.check(&text, notes) {
             text = t;
         }
+    }
+    if let Some((cut, _)) = text.char_indices().nth(UPSTREAM_MESSAGE_MAX) {
+        let cut = text[..cut].rfind(' ').unwrap_or(0);
+        text.truncate(cut);
+        text.push('…');
     }
     let reason = status.canonical_reason().unwrap_or("error");
     let message = if text.is_empty() {

@@ -102,9 +102,13 @@ pub async fn serve(
         Some(path) => {
             let st = state.clone();
             Some(config::watch::watch(path, move |loaded| {
+                // A config error can quote the file (a rule's regex, a value in the wrong place),
+                // which may hold a secret: masked by the running engine before it is logged or
+                // published.
+                let shown = |e: String| st.runtime().engine.mask_findings(&e).into_owned();
                 let result = loaded
-                    .map_err(|e| e.to_string())
-                    .and_then(|new| st.apply_config(new).map_err(|e| e.to_string()));
+                    .map_err(|e| shown(e.to_string()))
+                    .and_then(|new| st.apply_config(new).map_err(|e| shown(e.to_string())));
                 match &result {
                     Ok(()) => tracing::info!("config reloaded"),
                     Err(e) => {

@@ -88,6 +88,14 @@ struct Book {
     held_lifetime: HashMap<i64, i64>,
 }
 
+/// The book, even if a thread panicked holding it: it is only counters, each update whole, so
+/// the data is sound, and refusing to count (as a failed lock used to) would admit every
+/// request unchecked.
+fn lock(book: &Mutex<Book>) -> std::sync::MutexGuard<'_, Book> {
+    book.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 #[derive(Default)]
 pub struct SpendBook {
     inner: Arc<Mutex<Book>>,
@@ -107,7 +115,7 @@ impl Drop for Reservation {
         if self.micros == 0 {
             return;
         }
-        let Ok(mut b) = self.book.lock() else { return };
+        let mut b = lock(&self.book);
         for s in self.scopes.drain(..) {
             if let std::collections::hash_map::Entry::Occupied(mut e) = b.held.entry(s) {
                 *e.get_mut() -= self.micros;
@@ -232,7 +240,7 @@ impl SpendBook {
         today: &[(Option<String>, Option<String>, i64)],
         key_lifetimes: &[(i64, i64)],
     ) {
-        let Ok(mut b) = self.inner.lock() else { return };
+        let mut b = lock(&self.inner);
         b.roll(&periods(now_ms));
         for (rows, day) in [(month, false), (today, true)] {
             for (account, provider, micros) in rows {
@@ -278,9 +286,7 @@ impl SpendBook {
             key_ids: Vec::new(),
             micros: 0,
         };
-        let Ok(mut b) = self.inner.lock() else {
-            return Ok(r);
-        };
+        let mut b = lock(&self.inner);
         b.roll(&p);
         for (key, id, limit) in c.lifetimes(key_budget) {
             let Some(limit) = limit else { continue };
@@ -356,11 +362,7 @@ impl SpendBook {
 
     /// What requests in flight hold against a scope's budgets.
     pub fn held(&self, scope: &Scope) -> i64 {
-        self.inner
-            .lock()
-            .ok()
-            .and_then(|b| b.held.get(scope).copied())
-            .unwrap_or(0)
+        lock(&self.inner).held.get(scope).copied().unwrap_or(0)
     }
 
     /// Adds a finished request's cost; returns the alerts it triggers (each once per period).
@@ -373,9 +375,7 @@ impl SpendBook {
         key_budget: Option<i64>,
     ) -> Vec<BudgetAlert> {
         let p = periods(now_ms);
-        let Ok(mut b) = self.inner.lock() else {
-            return Vec::new();
-        };
+        let mut b = lock(&self.inner);
         b.roll(&p);
         let mut alerts = Vec::new();
         for (key, id, limit) in c.lifetimes(key_budget) {
@@ -447,9 +447,7 @@ impl SpendBook {
 
     /// Current spend for a scope: (today, this month).
     pub fn spent(&self, now_ms: i64, scope: &Scope) -> (i64, i64) {
-        let Ok(mut b) = self.inner.lock() else {
-            return (0, 0);
-        };
+        let mut b = lock(&self.inner);
         b.roll(&periods(now_ms));
         (
             b.day_sums.get(scope).copied().unwrap_or(0),
@@ -459,10 +457,10 @@ impl SpendBook {
 
     /// What the key with this id has spent over its life.
     pub fn key_lifetime(&self, key_id: i64) -> i64 {
-        self.inner
-            .lock()
-            .ok()
-            .and_then(|b| b.key_lifetime.get(&key_id).copied())
+        lock(&self.inner)
+            .key_lifetime
+            .get(&key_id)
+            .copied()
             .unwrap_or(0)
     }
 }

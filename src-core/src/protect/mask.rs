@@ -6,15 +6,11 @@
 use crate::inspect::Engine;
 use std::borrow::Cow;
 
-/// `text` with every value the engine finds (secret or personal data, whatever the policy says
-/// about it) replaced by its masked preview, e.g. `ghp_****`. Borrowed when nothing was found.
-pub fn mask_findings<'t>(engine: &Engine, text: &'t str) -> Cow<'t, str> {
-    engine.mask_findings(text)
-}
-
-/// [`mask_findings`] in place, for an owned field.
+/// [`Engine::mask_findings`] in place, for an owned field: every value the engine finds
+/// (secret or personal data, whatever the policy says about it) replaced by its masked preview,
+/// e.g. `ghp_****`.
 pub fn mask_in_place(engine: &Engine, text: &mut String) {
-    if let Cow::Owned(masked) = mask_findings(engine, text) {
+    if let Cow::Owned(masked) = engine.mask_findings(text) {
         *text = masked;
     }
 }
@@ -31,11 +27,11 @@ mod tests {
     fn secrets_in_a_model_name_or_path_are_masked() {
         let mut g = Gen::new(7);
         let pat = g.github("ghp_");
-        let model = mask_findings(&ENGINE, &pat).into_owned();
+        let model = ENGINE.mask_findings(&pat).into_owned();
         assert!(!model.contains(&pat[4..]), "{model}");
         assert!(model.starts_with("ghp_****"), "{model}");
         let path = format!("/v1beta/models/{pat}:generateContent");
-        let masked = mask_findings(&ENGINE, &path);
+        let masked = ENGINE.mask_findings(&path);
         assert!(!masked.contains(&pat[4..]), "{masked}");
         assert!(masked.starts_with("/v1beta/models/"), "{masked}");
         assert!(masked.ends_with(":generateContent"), "{masked}");
@@ -62,7 +58,7 @@ mod tests {
         assert!(names.len() > 100, "{}", names.len());
         for n in &names {
             assert!(
-                matches!(mask_findings(&ENGINE, n), Cow::Borrowed(_)),
+                matches!(ENGINE.mask_findings(n), Cow::Borrowed(_)),
                 "{n} was masked"
             );
         }

@@ -443,7 +443,8 @@ impl StreamRestorer {
             } else {
                 None
             };
-            let mut out = if ends_text(event_name, data) {
+            // Nothing held, nothing to flush: the event is not parsed to ask.
+            let mut out = if !self.held.is_empty() && ends_text(event_name, data) {
                 self.flush_all()
             } else {
                 Vec::new()

@@ -13,7 +13,7 @@ use crate::limits::budget::{Charge, ParentCharge};
 use crate::protect::mask::mask_in_place;
 
 /// Finishes a request. `message` is the refusal or failure message. `engine` masks any secret
-/// or personal data in the free text of the row (model, endpoint, reason) and in the message
+/// or personal data in the free text of the row (model, endpoint) and in the message
 /// before any of it is logged, published or queued for the ledger. `identity` is the key the
 /// request came with, whose lifetime spend (and, for a child key, its parent's) the cost
 /// counts under.
@@ -134,15 +134,13 @@ pub fn finish(
 }
 
 /// The client chose the model name and the path, so either can hold a secret (a key pasted
-/// into the wrong field): they are recorded masked, like a finding's preview.
+/// into the wrong field): they are recorded masked, like a finding's preview. The reason is
+/// not: it is always Airlock's own code (`ProxyError::code`, `upstream_NNN`, `client_gone`).
 fn mask_free_text(engine: &Engine, r: &mut Record) {
     if let Some(model) = r.model.as_mut() {
         mask_in_place(engine, model);
     }
     mask_in_place(engine, &mut r.endpoint);
-    if let Some(reason) = r.reason.as_mut() {
-        mask_in_place(engine, reason);
-    }
 }
 
 /// One line per request: method, endpoint, status, reason. Never a key, query string or body.

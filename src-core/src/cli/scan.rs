@@ -401,44 +401,54 @@ fn scan_file(
 }
 
 /// Whether the whole line of `path` holding byte `offset` has the pragma: read outwards from
-/// `offset` in blocks until both line breaks (for a line longer than a chunk).
+/// `offset` in blocks until both line breaks (for a line longer than a chunk). Each block is
+/// searched as it is read, with the pragma's length less one byte carried over so a pragma
+/// across two blocks is found; the line is never held whole.
 fn pragma_in_file(path: &Path, offset: usize) -> std::io::Result<bool> {
     use std::io::{Seek, SeekFrom};
     const BLOCK: usize = 64 << 10;
+    let carry = PRAGMA.len() - 1;
     let mut f = std::fs::File::open(path)?;
-    let mut block = vec![0u8; BLOCK];
-    // Backwards to the line's start.
-    let mut start = offset;
-    let mut line: Vec<u8> = Vec::new();
-    while start > 0 {
-        let from = start.saturating_sub(BLOCK);
+    // Backwards to the line's start: `buf` is a block followed by the start of the one after.
+    let mut buf = vec![0u8; BLOCK + carry];
+    let mut next: Vec<u8> = Vec::new();
+    let mut end = offset;
+    let mut line_start = 0;
+    while end > 0 {
+        let from = end.saturating_sub(BLOCK);
         f.seek(SeekFrom::Start(from as u64))?;
-        let n = read_full(&mut f, &mut block[..start - from])?;
-        let got = &block[..n];
-        match memchr::memrchr(b'\n', got) {
-            Some(i) => {
-                line.splice(0..0, got[i + 1..].iter().copied());
-                break;
-            }
-            None => line.splice(0..0, got.iter().copied()),
-        };
-        start = from;
+        let n = read_full(&mut f, &mut buf[..end - from])?;
+        let start = memchr::memrchr(b'\n', &buf[..n]).map_or(0, |i| i + 1);
+        let kept = next.len().min(carry);
+        buf[n..n + kept].copy_from_slice(&next[..kept]);
+        if memchr::memmem::find(&buf[start..n + kept], PRAGMA).is_some() {
+            return Ok(true);
+        }
+        if start > 0 || n < end - from {
+            line_start = from + start;
+            break;
+        }
+        next = buf[..carry.min(n)].to_vec();
+        end = from;
     }
-    // Forwards to its end.
-    f.seek(SeekFrom::Start(offset as u64))?;
+    // Forwards to its end, from the pragma's length before `offset` (the part read above), but
+    // not before the line's start.
+    let from = offset.saturating_sub(carry).max(line_start);
+    f.seek(SeekFrom::Start(from as u64))?;
+    let mut tail: Vec<u8> = Vec::new();
     loop {
-        let n = read_full(&mut f, &mut block)?;
-        let got = &block[..n];
-        if let Some(i) = memchr::memchr(b'\n', got) {
-            line.extend_from_slice(&got[..i]);
-            break;
+        let n = read_full(&mut f, &mut buf[..BLOCK])?;
+        let got = &buf[..n];
+        let stop = memchr::memchr(b'\n', got);
+        tail.extend_from_slice(&got[..stop.unwrap_or(n)]);
+        if memchr::memmem::find(&tail, PRAGMA).is_some() {
+            return Ok(true);
         }
-        line.extend_from_slice(got);
-        if n < BLOCK {
-            break;
+        if stop.is_some() || n < BLOCK {
+            return Ok(false);
         }
+        tail.drain(..tail.len() - carry);
     }
-    Ok(memchr::memmem::find(&line, PRAGMA).is_some())
 }
 
 fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
@@ -1263,6 +1273,38 @@ mod tests {
         let files = parse_added_lines(diff);
         assert_eq!(files[0].0, "q\"t.env");
         assert_eq!(files[0].1, vec![(1, b"three".to_vec())]);
+    }
+
+    #[test]
+    fn the_pragma_is_found_anywhere_on_a_long_line_and_only_there() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f");
+        let block = 64 << 10;
+        // (text before the value on its line, after it, pragma expected)
+        let pad = |n: usize| "x".repeat(n);
+        let cases = [
+            (format!("# airlock:allow {}", pad(3 * block)), pad(10), true),
+            (pad(10), format!("{} airlock:allow", pad(3 * block)), true),
+            // Across a block boundary, counted back from the value.
+            (
+                format!("airlock:allow{}", pad(block - 6)),
+                String::new(),
+                true,
+            ),
+            (pad(3 * block), pad(3 * block), false),
+        ];
+        for (i, (before, after, want)) in cases.iter().enumerate() {
+            for previous in ["", "airlock:allow\n", "airlock:al\n"] {
+                let text = format!("{previous}{before}VALUE{after}\nnext airlock:allow\n");
+                std::fs::write(&path, &text).expect("write");
+                let offset = text.find("VALUE").expect("value");
+                assert_eq!(
+                    pragma_in_file(&path, offset).expect("read"),
+                    *want,
+                    "case {i} after {previous:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -52,7 +52,9 @@ fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     match segments {
         ["status" | "spend" | "requests" | "limits" | "events" | "metrics"] => Some("GET"),
         ["keys"] => Some("GET, POST"),
-        ["keys", _, "revoke" | "pause" | "resume"] | ["pause"] | ["resume"] => Some("POST"),
+        ["keys", _, "revoke" | "pause" | "resume"] | ["pause"] | ["resume"] | ["sync"] => {
+            Some("POST")
+        }
         _ => None,
     }
 }
@@ -533,25 +535,8 @@ fn query_value(query: &str, name: &str) -> Option<String> {
 }
 
 fn percent_decode(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                (Some(h), Some(l)) => {
-                    out.push(h << 4 | l);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    // In a query string `+` is a space; `%2B` stays a plus, decoded after.
+    crate::providers::percent_decode(&s.replace('+', " ")).into_owned()
 }
 
 #[cfg(test)]

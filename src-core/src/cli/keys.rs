@@ -256,7 +256,7 @@ pub(super) fn describe_scope(k: &IssuedKey) -> String {
         k.models.join(", ")
     };
     let expiry = match k.expires_at {
-        Some(t) => format!("expires {}", fmt_time(t)),
+        Some(t) => format!("expires {}", crate::ledger::query::fmt_ms(t)),
         None => "no expiry".to_owned(),
     };
     format!("{providers}; {models}; {expiry}")
@@ -301,16 +301,13 @@ fn issued(ctx: &Ctx, all: bool, json: bool) -> anyhow::Result<()> {
             } else {
                 k.models.join(",")
             },
-            k.expires_at.map(fmt_time).unwrap_or_else(|| "never".into()),
+            k.expires_at
+                .map(crate::ledger::query::fmt_ms)
+                .unwrap_or_else(|| "never".into()),
             k.parent.as_deref().unwrap_or("-"),
         )?;
     }
     Ok(())
-}
-
-pub(super) fn fmt_time(ms: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Reads a secret: hidden prompt on a terminal, one line from stdin otherwise.

@@ -221,7 +221,7 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
                     out,
                     "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
                     r.id,
-                    super::keys::fmt_time(r.ts),
+                    crate::ledger::query::fmt_ms(r.ts),
                     csv(r.account.as_deref().unwrap_or("")),
                     csv(r.provider.as_deref().unwrap_or("")),
                     csv(&r.method),
@@ -261,7 +261,7 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
                 writeln!(
                     out,
                     "{:<20} {:<14} {:<10} {:<26} {:>6} {:<9} {:>12} {}",
-                    super::keys::fmt_time(r.ts),
+                    crate::ledger::query::fmt_ms(r.ts),
                     printable(r.account.as_deref().unwrap_or("-")),
                     printable(r.provider.as_deref().unwrap_or("-")),
                     printable(r.model.as_deref().unwrap_or("-")),

@@ -281,7 +281,7 @@ fn describe(v: &Value) -> String {
     let s = |k: &str| printable(v[k].as_str().unwrap_or("-")).into_owned();
     let time = v["ts"]
         .as_i64()
-        .map(super::keys::fmt_time)
+        .map(crate::ledger::query::fmt_ms)
         .unwrap_or_default();
     let body = match v["type"].as_str().unwrap_or("?") {
         "request_finished" => format!(

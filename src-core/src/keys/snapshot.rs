@@ -2,7 +2,7 @@
 
 use super::store::{now_ms, IssuedKey};
 use super::token;
-use globset::{GlobSet, GlobSetBuilder};
+use crate::config::ModelGlobs;
 use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -16,8 +16,8 @@ pub struct Identity {
     /// The name use is attributed to: the parent's for a child key made with `--as`.
     pub account: String,
     providers: Vec<String>,
-    models: Option<GlobSet>,
-    model_patterns: Vec<String>,
+    /// `None`: any model.
+    models: Option<ModelGlobs>,
     expires_at: Option<i64>,
     /// Why the key (or its parent) is paused, if it is.
     pub paused: Option<String>,
@@ -58,11 +58,7 @@ impl Identity {
     /// Matched as the config's model lists are (`ModelGlobs::matches`): the normalized name or
     /// any of its prefix-peeled names.
     pub fn allows_model(&self, model: &str) -> bool {
-        self.models.as_ref().is_none_or(|set| {
-            let model = crate::providers::normalize_model(model);
-            let hit = crate::providers::model_names(&model).any(|name| set.is_match(name));
-            hit
-        })
+        self.models.as_ref().is_none_or(|m| m.matches(model))
     }
 
     pub fn providers(&self) -> &[String] {
@@ -70,7 +66,7 @@ impl Identity {
     }
 
     pub fn model_patterns(&self) -> &[String] {
-        &self.model_patterns
+        self.models.as_ref().map_or(&[], ModelGlobs::patterns)
     }
 }
 
@@ -109,7 +105,6 @@ impl KeySnapshot {
                     account: scope_from.name.clone(),
                     providers: scope_from.providers.clone(),
                     models,
-                    model_patterns: scope_from.models.clone(),
                     expires_at,
                     paused: k
                         .paused_at
@@ -188,18 +183,18 @@ impl KeySnapshot {
     }
 }
 
-fn compile_globs(patterns: &[String]) -> Option<GlobSet> {
+/// A key's model patterns, `None` when it has none (any model). Patterns were validated at
+/// issue time; one that no longer parses is left out, and a key left with none matches nothing.
+fn compile_globs(patterns: &[String]) -> Option<ModelGlobs> {
     if patterns.is_empty() {
         return None;
     }
-    let mut b = GlobSetBuilder::new();
-    for p in patterns {
-        // Patterns were validated at issue time; one that no longer parses matches nothing.
-        if let Ok(g) = crate::config::model_glob(p) {
-            b.add(g);
-        }
-    }
-    Some(b.build().unwrap_or_else(|_| GlobSet::empty()))
+    let valid: Vec<String> = patterns
+        .iter()
+        .filter(|p| crate::config::model_glob(p).is_ok())
+        .cloned()
+        .collect();
+    Some(ModelGlobs::new(&valid).unwrap_or_default())
 }
 
 #[cfg(test)]

@@ -334,7 +334,8 @@ pub fn check_range(since_ms: i64, until_ms: Option<i64>, now_ms: i64) -> Result<
     }
 }
 
-fn fmt_ms(ms: i64) -> String {
+/// A Unix-milliseconds time as RFC 3339, to the second, for people to read.
+pub fn fmt_ms(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }

@@ -220,19 +220,8 @@ impl ProxyError {
     }
 
     fn class(&self) -> ErrorClass {
-        use ProxyError::*;
-        match self.status() {
-            StatusCode::NOT_FOUND => ErrorClass::NotFound,
-            StatusCode::UNAUTHORIZED => ErrorClass::Authentication,
-            StatusCode::FORBIDDEN => ErrorClass::Permission,
-            StatusCode::PAYLOAD_TOO_LARGE => ErrorClass::TooLarge,
-            StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorClass::UnsupportedMediaType,
-            StatusCode::GATEWAY_TIMEOUT => ErrorClass::Timeout,
-            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE => ErrorClass::Unavailable,
-            StatusCode::TOO_MANY_REQUESTS => ErrorClass::RateLimited,
-            _ if matches!(self, Internal(_) | Vault { .. }) => ErrorClass::Internal,
-            _ => ErrorClass::InvalidRequest,
-        }
+        // Every refusal's status says what it is; the only 500s are Airlock's own failures.
+        ErrorClass::for_status(self.status())
     }
 
     /// The body in the provider's own error format; an unknown prefix gets OpenAI's.

@@ -1092,7 +1092,8 @@ fn respond(
     let restore = restore_for(rt, &done);
     // Every body, whatever its status, passes the output guard; an error that is not JSON is
     // put in the provider's error format (status and Retry-After kept), so SDKs can read it.
-    let filter = if !status.is_success() && !is_json {
+    // (Only errors: a 304 or other 3xx has no body to wrap.)
+    let filter = if (status.is_client_error() || status.is_server_error()) && !is_json {
         let html = parts
             .headers
             .get(header::CONTENT_TYPE)

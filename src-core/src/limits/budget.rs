@@ -137,6 +137,7 @@ impl Drop for Reservation {
 
 impl Reservation {
     /// What this reservation holds, in micro-dollars.
+    #[cfg(test)]
     pub fn micros(&self) -> i64 {
         self.micros
     }
@@ -361,6 +362,7 @@ impl SpendBook {
     }
 
     /// What requests in flight hold against a scope's budgets.
+    #[cfg(test)]
     pub fn held(&self, scope: &Scope) -> i64 {
         lock(&self.inner).held.get(scope).copied().unwrap_or(0)
     }

@@ -289,6 +289,7 @@ impl PriceTable {
     }
 
     /// The priced model names (lowercased), in no particular order.
+    #[cfg(test)]
     pub fn model_names(&self) -> impl Iterator<Item = &str> {
         self.models.keys().map(String::as_str)
     }

@@ -172,6 +172,7 @@ fn form_of(
 }
 
 /// For each string: `None` to skip it, or its role.
+#[cfg(test)]
 pub fn classify(strings: &[JsonString]) -> Vec<Option<Role>> {
     classify_fields(strings)
         .into_iter()

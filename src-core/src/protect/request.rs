@@ -431,6 +431,8 @@ impl Inspector<'_> {
     }
 
     fn scan_region(&self, body: &[u8], offset: usize, what: &str, out: &mut Outcome) {
+        // `what` may quote a part's name or a JSON key: masked once, at the first finding.
+        let shown = std::cell::OnceCell::new();
         self.engine.scan_bytes(body, |f| {
             let kind = f.kind.as_str();
             let action = self.action(kind, f.family, f.rule_id);
@@ -445,7 +447,7 @@ impl Inspector<'_> {
                 family: f.family.to_owned(),
                 location: format!(
                     "{} bytes {}..{}",
-                    self.engine.mask_findings(what),
+                    shown.get_or_init(|| self.engine.mask_findings(what)),
                     f.span.start + offset,
                     f.span.end + offset
                 ),

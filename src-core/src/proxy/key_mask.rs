@@ -73,6 +73,10 @@ impl KeyMask {
             return;
         }
         for v in headers.values_mut() {
+            // Copied only when a key is in it: most responses have none.
+            if !self.contains(v.as_bytes()) {
+                continue;
+            }
             let mut bytes = v.as_bytes().to_vec();
             if self.replace_all(&mut bytes) {
                 if let Ok(nv) = HeaderValue::from_bytes(&bytes) {
@@ -80,6 +84,13 @@ impl KeyMask {
                 }
             }
         }
+    }
+
+    /// Whether a whole key is in `bytes`.
+    fn contains(&self, bytes: &[u8]) -> bool {
+        self.needles
+            .iter()
+            .any(|n| memchr::memmem::find(bytes, &n.bytes).is_some())
     }
 
     /// Replaces every whole key in `buf`; whether anything changed.
@@ -119,10 +130,7 @@ impl KeyMask {
             return chunk;
         }
         if self.held.is_empty() {
-            let whole = self
-                .needles
-                .iter()
-                .any(|n| memchr::memmem::find(&chunk, &n.bytes).is_some());
+            let whole = self.contains(&chunk);
             let partial = self.partial_start(&chunk);
             if !whole && partial.is_none() {
                 return chunk; // the usual case: no copy

@@ -50,6 +50,9 @@ pub struct State {
     secrets: Arc<Mutex<HashMap<SecretId, Arc<SecretString>>>>,
     /// Keyring reads in progress, one per key, shared by every request that needs it meanwhile.
     lookups: Arc<Mutex<HashMap<SecretId, Lookup>>>,
+    /// Bumped whenever the cache is emptied for changed keys: a keyring read started before
+    /// does not put what it read into the cache, nor stays shared with later requests.
+    secrets_epoch: Arc<std::sync::atomic::AtomicU64>,
     secrets_generation: Mutex<i64>,
     control_generation: Mutex<i64>,
     paused: AtomicBool,
@@ -78,6 +81,8 @@ type SecretId = (String, String);
 struct Lookup {
     /// `None` until the keyring answers.
     answer: tokio::sync::watch::Receiver<Option<Result<Arc<SecretString>, VaultError>>>,
+    /// The cache's epoch when the read started.
+    epoch: u64,
 }
 
 /// The keyring entry holding the key for hashing found values.
@@ -177,6 +182,7 @@ impl State {
             poll_gate: tokio::sync::Mutex::new(Instant::now()),
             secrets: Arc::default(),
             lookups: Arc::default(),
+            secrets_epoch: Arc::default(),
             secrets_generation: Mutex::new(secrets_generation),
             control_generation: Mutex::new(control_generation),
             paused: AtomicBool::new(paused),
@@ -421,7 +427,11 @@ impl State {
                 .map_err(|_| StateError::Poisoned)?;
             if *seen != secrets_gen {
                 *seen = secrets_gen;
-                self.secrets
+                let mut secrets = self.secrets.lock().map_err(|_| StateError::Poisoned)?;
+                self.secrets_epoch.fetch_add(1, Ordering::SeqCst);
+                secrets.clear();
+                drop(secrets);
+                self.lookups
                     .lock()
                     .map_err(|_| StateError::Poisoned)?
                     .clear();
@@ -501,15 +511,23 @@ impl State {
         let (tx, rx) = tokio::sync::watch::channel(None);
         let secrets = self.secrets.clone();
         let lookups = self.lookups.clone();
+        let epochs = self.secrets_epoch.clone();
+        let epoch = epochs.load(Ordering::SeqCst);
         std::thread::Builder::new()
             .name("airlock-keyring".into())
             .spawn(move || {
                 let result = Vault::new(&id.0).get_unbounded(&id.1).map(Arc::new);
+                // Checked under the cache's lock, which the emptying holds while it bumps the
+                // epoch: a key read before a change is never cached after it.
                 if let (Ok(key), Ok(mut m)) = (&result, secrets.lock()) {
-                    m.insert(id.clone(), key.clone());
+                    if epochs.load(Ordering::SeqCst) == epoch {
+                        m.insert(id.clone(), key.clone());
+                    }
                 }
                 if let Ok(mut l) = lookups.lock() {
-                    l.remove(&id);
+                    if l.get(&id).is_some_and(|x| x.epoch == epoch) {
+                        l.remove(&id);
+                    }
                 }
                 // No receiver left means every waiter gave up; the cache has the key anyway.
                 tx.send_replace(Some(result));
@@ -517,7 +535,7 @@ impl State {
             .map_err(|e| VaultError::Failed {
                 detail: format!("cannot start a thread for the keyring read: {e}"),
             })?;
-        Ok(Lookup { answer: rx })
+        Ok(Lookup { answer: rx, epoch })
     }
 }
 

@@ -1082,7 +1082,6 @@ fn watch(
     let (tx, rx) = std::sync::mpsc::channel();
     let mut watcher = notify::recommended_watcher(tx).context("starting the file watcher")?;
     let mut seen: HashSet<(String, String, String)> = HashSet::new();
-    let mut roots = Vec::new();
     for dir in &args.watch {
         if !dir.is_dir() {
             bail!("{}: not a directory", dir.display());
@@ -1093,7 +1092,6 @@ fn watch(
         watcher
             .watch(&dir, RecursiveMode::Recursive)
             .with_context(|| format!("watching {}", dir.display()))?;
-        roots.push(dir.clone());
         // Report what is already there, once.
         for entry in walker(&dir).flatten() {
             if entry.file_type().is_some_and(|t| t.is_file())
@@ -1121,10 +1119,7 @@ fn watch(
         }
         for path in event.paths {
             let in_git = path.components().any(|c| c.as_os_str() == ".git");
-            let ignored = roots
-                .iter()
-                .any(|root| path.starts_with(root) && gitignored_under(root, &path));
-            if in_git || ignored || !path.is_file() || suppress.ignores_path(&path) {
+            if in_git || gitignored(&path) || !path.is_file() || suppress.ignores_path(&path) {
                 continue;
             }
             report_new(engine, &path, args, suppress, sink, &mut seen);
@@ -1133,32 +1128,26 @@ fn watch(
     Ok(!sink.hits.is_empty())
 }
 
-/// Whether the `.gitignore` files from `root` down to `path`'s directory ignore `path`, as a
-/// directory scan would (the deepest file that has a say decides). Read at each event, so a
-/// `.gitignore` written while watching counts.
-fn gitignored_under(root: &Path, path: &Path) -> bool {
-    let Ok(rel) = path.strip_prefix(root) else {
-        return false;
-    };
-    let mut dirs = vec![root.to_path_buf()];
-    let mut dir = root.to_path_buf();
-    for c in rel.parent().into_iter().flat_map(Path::components) {
-        dir.push(c);
-        dirs.push(dir.clone());
-    }
-    for d in dirs.iter().rev() {
-        let file = d.join(".gitignore");
-        if !file.is_file() {
-            continue;
-        }
-        let (gi, _) = ignore::gitignore::Gitignore::new(&file);
-        let Ok(inner) = path.strip_prefix(d) else {
-            continue;
-        };
-        match gi.matched_path_or_any_parents(inner, false) {
-            ignore::Match::Ignore(_) => return true,
-            ignore::Match::Whitelist(_) => return false,
-            ignore::Match::None => {}
+/// Whether the ignore files of `path`'s directory and every directory above it (`.ignore`
+/// before `.gitignore` in each, as a directory scan reads them, parents included) ignore
+/// `path`; the deepest file that has a say decides. Read at each event, so a `.gitignore`
+/// written while watching counts.
+fn gitignored(path: &Path) -> bool {
+    for d in path.ancestors().skip(1) {
+        for name in [".ignore", ".gitignore"] {
+            let file = d.join(name);
+            if !file.is_file() {
+                continue;
+            }
+            let (gi, _) = ignore::gitignore::Gitignore::new(&file);
+            let Ok(inner) = path.strip_prefix(d) else {
+                continue;
+            };
+            match gi.matched_path_or_any_parents(inner, false) {
+                ignore::Match::Ignore(_) => return true,
+                ignore::Match::Whitelist(_) => return false,
+                ignore::Match::None => {}
+            }
         }
     }
     false
@@ -1305,6 +1294,30 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn watch_ignores_what_ignore_files_above_and_below_say() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let repo = dir.path();
+        let write = |rel: &str, text: &str| {
+            let p = repo.join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, text).expect("write");
+        };
+        write(".gitignore", "*.local.env\n");
+        write("src/.ignore", "scratch/\n");
+        write("src/deep/.gitignore", "!keep.local.env\n");
+        assert!(
+            gitignored(&repo.join("src/x.local.env")),
+            "a parent's .gitignore"
+        );
+        assert!(gitignored(&repo.join("src/scratch/a.env")), ".ignore");
+        assert!(
+            !gitignored(&repo.join("src/deep/keep.local.env")),
+            "a deeper whitelist"
+        );
+        assert!(!gitignored(&repo.join("src/app.env")));
     }
 
     #[test]

@@ -138,6 +138,12 @@ pub fn model_from_path(path: &str) -> Option<String> {
     (!model.is_empty()).then(|| model.to_owned())
 }
 
+/// Whether a Gemini request path asks for a stream. Google decodes the path before routing, so
+/// `%3AstreamGenerateContent` streams as `:streamGenerateContent` does.
+pub fn gemini_streams(path: &str) -> bool {
+    percent_decode(path).contains(":streamGenerateContent")
+}
+
 /// `%XX` escapes decoded (invalid UTF-8 replaced); a `%` not followed by two hex digits stays.
 pub fn percent_decode(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.contains('%') {

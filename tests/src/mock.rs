@@ -174,7 +174,8 @@ fn dispatch(method: &Method, path: &str, headers: &HeaderMap, call: &mut Call) -
         ("POST", "/v1/messages") => anthropic::messages(call),
         ("POST", "/v1/messages/count_tokens") => anthropic::count_tokens(call),
         ("POST", _) if flavor == Flavor::Gemini => {
-            let tail = path.rsplit('/').next().unwrap_or("");
+            // Google routes on the decoded path: `%3A` is a `:`.
+            let tail = percent_decoded(path.rsplit('/').next().unwrap_or(""));
             let Some((model, action)) = tail.split_once(':') else {
                 return gemini::error(404, "mock upstream: expected models/{model}:{method}");
             };
@@ -189,6 +190,29 @@ fn dispatch(method: &Method, path: &str, headers: &HeaderMap, call: &mut Call) -
         }
         _ => flavor.error(404, &format!("mock upstream: no route for {method} {path}")),
     }
+}
+
+fn percent_decoded(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(v) if b[i] == b'%' => {
+                out.push(v);
+                i += 3;
+            }
+            _ => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn unix_secs() -> u64 {
@@ -540,8 +564,19 @@ fn stream_response(
     let gap = scenario.gap.unwrap_or(state.options.default_gap);
     let stall_after = scenario.stall_after;
     let reset_after = scenario.reset_after;
+    let reset_mid = scenario.reset_mid;
     tokio::spawn(async move {
         for (i, event) in events.into_iter().enumerate() {
+            if reset_mid == Some(i) {
+                let half = event.slice(..event.len() / 2);
+                let err = io::Error::new(io::ErrorKind::ConnectionReset, "mock reset_mid");
+                if tx.send(Ok(half)).await.is_ok() {
+                    // Apart, so the half is on the wire before the reset.
+                    tokio::time::sleep(gap).await;
+                    let _ = tx.send(Err(err)).await;
+                }
+                return;
+            }
             if reset_after == Some(i) {
                 let err = io::Error::new(io::ErrorKind::ConnectionReset, "mock reset_after");
                 if tx.send(Err(err)).await.is_err() {

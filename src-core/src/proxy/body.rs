@@ -158,6 +158,9 @@ pub enum Filter {
         restorer: Option<Box<StreamRestorer>>,
         /// Elements sent so far (the first gets the `[`, the others a `,`).
         sent: usize,
+        /// Unchanged stream: the bytes after the last whole element, held until it completes,
+        /// so a stream that breaks ends with valid JSON (the error as the next element).
+        held: Vec<u8>,
     },
     Sse {
         splitter: crate::sse::SseSplitter,
@@ -204,6 +207,7 @@ impl Filter {
             meter: Box::new(meter),
             restorer: restore.map(|r| Box::new(StreamRestorer::new(r.map, r.guard))),
             sent: 0,
+            held: Vec::new(),
         }
     }
 
@@ -248,18 +252,31 @@ impl Filter {
                 splitter,
                 meter,
                 restorer: None,
+                held,
                 ..
             } => {
                 splitter.push(&chunk, |e| {
                     meter.on_event(None, &String::from_utf8_lossy(e));
                 });
-                out.push_back(chunk);
+                match splitter.settled() {
+                    Some(at) => {
+                        if !held.is_empty() {
+                            out.push_back(Bytes::from(std::mem::take(held)));
+                        }
+                        if at > 0 {
+                            out.push_back(chunk.slice(..at));
+                        }
+                        held.extend_from_slice(&chunk[at..]);
+                    }
+                    None => held.extend_from_slice(&chunk),
+                }
             }
             Filter::JsonArray {
                 splitter,
                 meter,
                 restorer: Some(r),
                 sent,
+                ..
             } => {
                 let mut buf = Vec::new();
                 splitter.push(&chunk, |e| {
@@ -450,9 +467,13 @@ impl Filter {
                 splitter,
                 restorer,
                 sent,
+                held,
                 ..
             } => {
                 let Some(r) = restorer.as_deref_mut() else {
+                    if !held.is_empty() {
+                        out.push_back(Bytes::from(std::mem::take(held)));
+                    }
                     return;
                 };
                 let mut buf = Vec::new();

@@ -576,7 +576,7 @@ async fn admit(
 
     if provider.kind == ProviderKind::Gemini {
         ctx.model = providers::model_from_path(&ctx.endpoint);
-        ctx.streamed = ctx.endpoint.contains(":streamGenerateContent");
+        ctx.streamed = providers::gemini_streams(&ctx.endpoint);
     }
     if !body.is_empty() {
         let media = headers
@@ -1119,7 +1119,7 @@ fn respond(
         )
     } else if is_json
         && kind == ProviderKind::Gemini
-        && done.endpoint.contains(":streamGenerateContent")
+        && crate::providers::gemini_streams(&done.endpoint)
     {
         // Without `alt=sse`, Gemini streams one JSON array element by element.
         body::Filter::json_array(

@@ -26,6 +26,8 @@ pub struct JsonArraySplitter {
     escaped: bool,
     current: Vec<u8>,
     elements: usize,
+    /// In the last chunk pushed: the offset just past the last element (or the opening `[`).
+    settled: Option<usize>,
 }
 
 impl JsonArraySplitter {
@@ -44,13 +46,23 @@ impl JsonArraySplitter {
         self.started
     }
 
+    /// How much of the last chunk pushed can be passed on so that, if the stream breaks after
+    /// it, what went out is a prefix of the array that ends after a whole element (or its
+    /// opening `[`): the offset just past the last such point, `None` if the chunk holds none.
+    /// The bytes after it (separators, a partial element) are held until more arrives.
+    pub fn settled(&self) -> Option<usize> {
+        self.settled
+    }
+
     pub fn push(&mut self, chunk: &[u8], mut on_element: impl FnMut(&[u8])) {
-        for &b in chunk {
+        self.settled = None;
+        for (i, &b) in chunk.iter().enumerate() {
             if self.closed {
                 continue;
             }
             if !self.started {
                 self.started = b == b'[';
+                self.settled = Some(i + 1);
                 continue;
             }
             if self.in_string {
@@ -80,6 +92,7 @@ impl JsonArraySplitter {
                         on_element(&self.current);
                         self.current.clear();
                         self.elements += 1;
+                        self.settled = Some(i + 1);
                     }
                 }
                 b']' | b',' if self.depth == 0 => {
@@ -88,6 +101,7 @@ impl JsonArraySplitter {
                         on_element(&self.current);
                         self.current.clear();
                         self.elements += 1;
+                        self.settled = Some(i);
                     }
                     self.closed = b == b']';
                 }

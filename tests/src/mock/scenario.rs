@@ -18,6 +18,8 @@ pub struct Scenario {
     pub stall_after: Option<usize>,
     /// `reset_after=N`: stream N events, then abort the connection mid-body.
     pub reset_after: Option<usize>,
+    /// `reset_mid=N`: stream N events and the first half of the next, then abort.
+    pub reset_mid: Option<usize>,
     /// `tool_call`: answer with a tool/function call whose arguments carry the user text.
     pub tool_call: bool,
     /// `chunk_words=N`: words per streamed text delta (default 2).
@@ -90,6 +92,7 @@ impl Scenario {
                 "gap_ms" => s.gap = Some(Duration::from_millis(num(value)?)),
                 "stall_after" => s.stall_after = Some(num(value)? as usize),
                 "reset_after" => s.reset_after = Some(num(value)? as usize),
+                "reset_mid" => s.reset_mid = Some(num(value)? as usize),
                 "chunk_words" => s.chunk_words = Some(num(value)?.max(1) as usize),
                 "chunk_chars" => s.chunk_chars = Some(num(value)?.max(1) as usize),
                 "cached" => s.cached = num(value)?,

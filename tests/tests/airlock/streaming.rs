@@ -1,6 +1,6 @@
 //! Streams pass through event by event, and broken upstream streams end for the client too.
 
-use crate::{env, words};
+use crate::{env, env_with, words};
 use airlock_e2e::mock::text;
 use airlock_e2e::support::client::End;
 use airlock_e2e::support::Provider;
@@ -204,4 +204,70 @@ async fn gemini_array_stream_reset_ends_with_an_error_element() {
     let last = items.last().expect("elements");
     assert_eq!(last["error"]["status"], "UNAVAILABLE", "{v}");
     assert!(items.len() >= 2, "{v}");
+}
+
+/// Gemini without `alt=sse`, cut in the middle of an element: the half element never reaches
+/// the client (it was passed on as it came, and the error element after it made the body
+/// invalid JSON); the array ends after the last whole element, with the error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_array_stream_cut_mid_element_still_ends_as_a_json_array() {
+    // The output guard off: the stream is passed on unchanged (with it on, it is re-framed
+    // element by element anyway).
+    let env = env_with(|c| {
+        c.extra = "[policy]\noutput_secrets = \"allow\"\nexfil_links = \"allow\"".into()
+    });
+    let (n, v) = Provider::Gemini.auth_header(&env.alk);
+    let res = airlock_e2e::support::client::post(
+        env.addr(),
+        "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent",
+    )
+    .header(n, &v)
+    .header("x-mock-scenario", "reset_mid=2")
+    .json(&Provider::Gemini.chat_body(&words(8), false))
+    .send_streaming()
+    .await
+    .expect("send");
+    assert_eq!(res.status, 200);
+    let body = res
+        .collect(Duration::from_secs(8))
+        .await
+        .expect("clean end");
+    let v: Value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", String::from_utf8_lossy(&body)));
+    let items = v.as_array().expect("array");
+    assert_eq!(items.len(), 3, "two whole elements and the error: {v}");
+    assert!(
+        items[..2].iter().all(|e| e.get("candidates").is_some()),
+        "{v}"
+    );
+    assert_eq!(items[2]["error"]["status"], "UNAVAILABLE", "{v}");
+}
+
+/// Google decodes the path before routing, so `%3AstreamGenerateContent` streams. Airlock
+/// forwarded it, but handled the answer as one JSON object: no usage found in the array, and
+/// the row said "not streamed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_stream_method_with_an_escaped_colon_is_handled_as_a_stream() {
+    let env = env();
+    let (n, v) = Provider::Gemini.auth_header(&env.alk);
+    let res = airlock_e2e::support::client::post(
+        env.addr(),
+        "/gemini/v1beta/models/gemini-2.0-flash%3AstreamGenerateContent",
+    )
+    .header(n, &v)
+    .json(&Provider::Gemini.chat_body(&words(8), false))
+    .send()
+    .await
+    .expect("send");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let v: Value = serde_json::from_slice(&res.body).expect("JSON array");
+    assert!(v.as_array().is_some_and(|a| a.len() > 1), "{v}");
+    let id = res
+        .header(airlock_e2e::support::provider::REQUEST_ID_HEADER)
+        .expect("request id")
+        .to_owned();
+    let row = env.airlock.ledger_row(&id).await;
+    assert_eq!(row["streamed"], true, "{row}");
+    assert_eq!(row["estimated"], false, "{row}");
+    assert!(row["output_tokens"].as_u64().unwrap_or(0) > 0, "{row}");
 }

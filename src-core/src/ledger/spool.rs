@@ -153,6 +153,11 @@ impl Spool {
             .saturating_sub(self.consumed.load(Ordering::Relaxed))
     }
 
+    /// Bytes appended since start: a change means rows are coming.
+    pub fn appended(&self) -> u64 {
+        self.appended.load(Ordering::Relaxed)
+    }
+
     /// Forgets what was replayed at start (it was never counted as appended).
     pub fn reset_backlog(&self) {
         self.consumed

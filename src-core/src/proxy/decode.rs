@@ -207,14 +207,7 @@ mod tests {
         for enc in ["gzip", "deflate", "br", "zstd"] {
             let packed = compress(enc, &plain);
             for size in [1, 7, 512, packed.len()] {
-                let mut d = ResponseDecoder::for_encoding(enc)
-                    .expect("known")
-                    .expect("not identity");
-                let mut out = Vec::new();
-                for c in packed.chunks(size) {
-                    out.extend_from_slice(&d.push(c).expect("decodes"));
-                }
-                out.extend_from_slice(&d.finish().expect("complete"));
+                let out = decode_all(enc, &packed, size).expect("complete");
                 assert_eq!(out, plain, "{enc} in chunks of {size}");
             }
         }

@@ -3,7 +3,7 @@
 use crate::{env, env_with, words};
 use airlock_e2e::mock::text;
 use airlock_e2e::support::client::End;
-use airlock_e2e::support::Provider;
+use airlock_e2e::support::{Provider, TestEnv};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -177,19 +177,17 @@ async fn upstream_reset_mid_stream_ends_with_the_provider_error_event() {
     }
 }
 
-/// QA defect 5, Gemini without `alt=sse`: a reset mid-array ends the array with an error
-/// element, so the body is still a JSON array the client can read.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gemini_array_stream_reset_ends_with_an_error_element() {
-    let env = env();
+/// A Gemini stream without `alt=sse` under a mock `scenario`, read to its end: the body must
+/// be one JSON array; its elements.
+async fn gemini_array_stream(env: &TestEnv, scenario: &str) -> Vec<Value> {
     let (n, v) = Provider::Gemini.auth_header(&env.alk);
     let res = airlock_e2e::support::client::post(
         env.addr(),
         "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent",
     )
     .header(n, &v)
-    .header("x-mock-scenario", "reset_after=3")
-    .json(&Provider::Gemini.chat_body(&words(8), true))
+    .header("x-mock-scenario", scenario)
+    .json(&Provider::Gemini.chat_body(&words(8), false))
     .send_streaming()
     .await
     .expect("send");
@@ -200,10 +198,21 @@ async fn gemini_array_stream_reset_ends_with_an_error_element() {
         .expect("clean end");
     let v: Value = serde_json::from_slice(&body)
         .unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", String::from_utf8_lossy(&body)));
-    let items = v.as_array().expect("array");
+    match v {
+        Value::Array(items) => items,
+        other => panic!("not an array: {other}"),
+    }
+}
+
+/// QA defect 5, Gemini without `alt=sse`: a reset mid-array ends the array with an error
+/// element, so the body is still a JSON array the client can read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_array_stream_reset_ends_with_an_error_element() {
+    let env = env();
+    let items = gemini_array_stream(&env, "reset_after=3").await;
     let last = items.last().expect("elements");
-    assert_eq!(last["error"]["status"], "UNAVAILABLE", "{v}");
-    assert!(items.len() >= 2, "{v}");
+    assert_eq!(last["error"]["status"], "UNAVAILABLE", "{items:?}");
+    assert!(items.len() >= 2, "{items:?}");
 }
 
 /// Gemini without `alt=sse`, cut in the middle of an element: the half element never reaches
@@ -216,31 +225,17 @@ async fn gemini_array_stream_cut_mid_element_still_ends_as_a_json_array() {
     let env = env_with(|c| {
         c.extra = "[policy]\noutput_secrets = \"allow\"\nexfil_links = \"allow\"".into()
     });
-    let (n, v) = Provider::Gemini.auth_header(&env.alk);
-    let res = airlock_e2e::support::client::post(
-        env.addr(),
-        "/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent",
-    )
-    .header(n, &v)
-    .header("x-mock-scenario", "reset_mid=2")
-    .json(&Provider::Gemini.chat_body(&words(8), false))
-    .send_streaming()
-    .await
-    .expect("send");
-    assert_eq!(res.status, 200);
-    let body = res
-        .collect(Duration::from_secs(8))
-        .await
-        .expect("clean end");
-    let v: Value = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("not a JSON array ({e}): {}", String::from_utf8_lossy(&body)));
-    let items = v.as_array().expect("array");
-    assert_eq!(items.len(), 3, "two whole elements and the error: {v}");
+    let items = gemini_array_stream(&env, "reset_mid=2").await;
+    assert_eq!(
+        items.len(),
+        3,
+        "two whole elements and the error: {items:?}"
+    );
     assert!(
         items[..2].iter().all(|e| e.get("candidates").is_some()),
-        "{v}"
+        "{items:?}"
     );
-    assert_eq!(items[2]["error"]["status"], "UNAVAILABLE", "{v}");
+    assert_eq!(items[2]["error"]["status"], "UNAVAILABLE", "{items:?}");
 }
 
 /// Google decodes the path before routing, so `%3AstreamGenerateContent` streams. Airlock

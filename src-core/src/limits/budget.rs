@@ -505,6 +505,22 @@ mod tests {
         Config::from_toml(toml, None).expect("config").limits
     }
 
+    /// A charge by key `key_name` (id `key_id`) of `account`, without a parent.
+    fn charge(
+        account: &'static str,
+        key_name: &'static str,
+        provider: &'static str,
+        key_id: i64,
+    ) -> Charge<'static> {
+        Charge {
+            account: Some(account),
+            provider: Some(provider),
+            key_name: Some(key_name),
+            key_id: Some(key_id),
+            parent: None,
+        }
+    }
+
     const NOW: i64 = 1_790_000_000_000;
 
     impl SpendBook {
@@ -523,13 +539,7 @@ mod tests {
     fn key_budget_blocks_once_used_and_alerts_once_at_the_soft_share() {
         let l = limits("[limits.keys.app]\ndaily_usd = 0.01\n");
         let book = SpendBook::default();
-        let c = Charge {
-            account: Some("app"),
-            provider: Some("openai"),
-            key_name: Some("app"),
-            key_id: Some(1),
-            parent: None,
-        };
+        let c = charge("app", "app", "openai", 1);
         assert!(book.check(&l, NOW, &c, None).is_ok());
         let a = book.add(&l, NOW, &c, 8_500, None);
         assert_eq!(a.len(), 1, "{a:?}");
@@ -562,13 +572,7 @@ mod tests {
             .retry_after()
             .is_some_and(|d| d <= Duration::from_secs(86_400)));
         // Other keys are not affected; the next UTC day starts fresh.
-        let other = Charge {
-            account: Some("other"),
-            provider: Some("openai"),
-            key_name: Some("other"),
-            key_id: Some(2),
-            parent: None,
-        };
+        let other = charge("other", "other", "openai", 2);
         assert!(book.check(&l, NOW, &other, None).is_ok());
         assert!(book.check(&l, NOW + 86_400_000, &c, None).is_ok());
     }
@@ -584,24 +588,12 @@ mod tests {
             &[(Some("a".into()), Some("anthropic".into()), 500_000)],
             &[],
         );
-        let ant = Charge {
-            account: Some("b"),
-            provider: Some("anthropic"),
-            key_name: Some("b"),
-            key_id: Some(3),
-            parent: None,
-        };
+        let ant = charge("b", "b", "anthropic", 3);
         assert!(matches!(
             book.check(&l, NOW, &ant, None),
             Err(LimitError::Budget { .. })
         ));
-        let oai = Charge {
-            account: Some("b"),
-            provider: Some("openai"),
-            key_name: Some("b"),
-            key_id: Some(3),
-            parent: None,
-        };
+        let oai = charge("b", "b", "openai", 3);
         assert!(book.check(&l, NOW, &oai, None).is_ok());
         book.add(&l, NOW, &oai, 500_000, None);
         assert!(
@@ -614,13 +606,7 @@ mod tests {
     fn requests_in_flight_hold_their_worst_case_until_dropped() {
         let l = limits("[limits.keys.app]\ndaily_usd = 0.0001\n");
         let book = SpendBook::default();
-        let c = Charge {
-            account: Some("app"),
-            provider: Some("anthropic"),
-            key_name: Some("app"),
-            key_id: Some(1),
-            parent: None,
-        };
+        let c = charge("app", "app", "anthropic", 1);
         // The first request on an empty budget goes, whatever its worst case.
         let first = book.reserve(&l, NOW, &c, None, 7_500).expect("first");
         assert_eq!(book.held(&Scope::Key("app".into())), 7_500);
@@ -668,13 +654,7 @@ mod tests {
     fn a_lifetime_budget_is_held_too() {
         let l = limits("");
         let book = SpendBook::default();
-        let c = Charge {
-            account: Some("parent"),
-            provider: Some("openai"),
-            key_name: Some("exec-1"),
-            key_id: Some(4),
-            parent: None,
-        };
+        let c = charge("parent", "exec-1", "openai", 4);
         let small = book.reserve(&l, NOW, &c, Some(100), 60).expect("first");
         let big = book
             .reserve(&l, NOW, &c, Some(100), 500)
@@ -708,13 +688,7 @@ mod tests {
     fn a_child_key_counts_against_its_parents_own_budget() {
         let l = limits("");
         let book = SpendBook::default();
-        let parent = Charge {
-            account: Some("qa9"),
-            provider: Some("anthropic"),
-            key_name: Some("qa9"),
-            key_id: Some(9),
-            parent: None,
-        };
+        let parent = charge("qa9", "qa9", "anthropic", 9);
         let child = Charge {
             key_name: Some("exec-1"),
             key_id: Some(10),
@@ -749,13 +723,7 @@ mod tests {
 
     #[test]
     fn first_budget_names_any_usd_budget_a_request_is_under() {
-        let c = Charge {
-            account: Some("app"),
-            provider: Some("openai"),
-            key_name: Some("app"),
-            key_id: Some(1),
-            parent: None,
-        };
+        let c = charge("app", "app", "openai", 1);
         assert_eq!(first_budget(&limits(""), &c, None), None);
         assert_eq!(
             first_budget(&limits(""), &c, Some(5)).as_deref(),
@@ -794,13 +762,7 @@ mod tests {
     fn exec_key_lifetime_budget() {
         let l = limits("");
         let book = SpendBook::default();
-        let c = Charge {
-            account: Some("parent"),
-            provider: Some("openai"),
-            key_name: Some("exec-1"),
-            key_id: Some(4),
-            parent: None,
-        };
+        let c = charge("parent", "exec-1", "openai", 4);
         book.add(&l, NOW, &c, 2_000_000, Some(2_000_000));
         assert!(matches!(
             book.check(&l, NOW, &c, Some(2_000_000)),

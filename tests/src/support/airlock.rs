@@ -428,15 +428,7 @@ impl Airlock {
 
     /// Send a signal (`TERM`, `INT`) with the `kill` utility; this crate forbids `unsafe`.
     pub fn signal(&self, name: &str) -> anyhow::Result<()> {
-        let pid = self.pid().context("airlock already reaped")?;
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()?;
-        if !status.success() {
-            bail!("kill -{name} {pid} failed: {status}");
-        }
-        Ok(())
+        signal(self.pid().context("airlock already reaped")?, name)
     }
 
     /// Wait for the process to exit.
@@ -555,4 +547,17 @@ impl TestEnv {
     pub fn addr(&self) -> SocketAddr {
         self.airlock.addr
     }
+}
+
+/// Sends signal `name` (`TERM`, `STOP` …) to `pid` with the `kill` utility; this crate forbids
+/// `unsafe`.
+pub fn signal(pid: u32, name: &str) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()?;
+    if !status.success() {
+        bail!("kill -{name} {pid} failed: {status}");
+    }
+    Ok(())
 }

@@ -111,15 +111,7 @@ impl PrivateKeyring {
     }
 
     fn signal(&self, name: &str) -> anyhow::Result<()> {
-        let pid = self.daemon_pid();
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(pid.to_string())
-            .status()?;
-        if !status.success() {
-            bail!("kill -{name} {pid} failed: {status}");
-        }
-        Ok(())
+        super::airlock::signal(self.daemon_pid(), name)
     }
 
     /// Store and read back a probe secret, as `scripts/with-keyring.sh` does.

@@ -1,6 +1,7 @@
 //! Limits through the real binary: budgets (per key, per day and for an `exec` key's lifetime),
 //! rpm, per-request caps, the global and per-key pause switches, and anomaly detectors.
 
+use crate::free_port;
 use airlock_e2e::support::client::HttpResponse;
 use airlock_e2e::support::prices::{generation_usage, Extra, PriceTable};
 use airlock_e2e::support::provider::REQUEST_ID_HEADER;
@@ -222,10 +223,7 @@ async fn lifetime_budgets_are_taken_from_the_ledger_after_a_crash() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_lifetime_budget_refuses_the_child_once_spent() {
     // `exec` hands the child base URLs built from `listen`, so it needs a real port.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let env =
         TestEnv::start_with(|c| c.listen = format!("127.0.0.1:{port}"), |_| Ok(())).expect("start");
     let table = PriceTable::load().expect("prices");
@@ -240,20 +238,7 @@ async fn exec_lifetime_budget_refuses_the_child_once_spent() {
   curl -s -o "$OUT/$i.json" -w '%{http_code}\n' -H "authorization: Bearer $OPENAI_API_KEY" \
     -H 'content-type: application/json' -d "$BODY" "$OPENAI_BASE_URL/chat/completions"
 done"#;
-    let out = env
-        .airlock
-        .setup
-        .command(["exec", "--budget", "0.005usd", "--", "sh", "-c", script])
-        .env("BODY", body.to_string())
-        .env("OUT", &out_dir)
-        .output()
-        .expect("exec");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exec failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = exec_script(&env, &["--budget", "0.005usd"], script, &body, &out_dir);
     let codes: Vec<&str> = stdout.lines().collect();
     let mut want = vec!["200"; n as usize];
     want.resize(8, "429");
@@ -458,12 +443,35 @@ async fn global_and_key_pause_switches_via_cli_and_admin_api() {
     until_status(&env, Provider::OpenAi, &env.alk, 200).await;
 }
 
-/// A free port, so the CLI finds the server by the configured `listen` (port 0 cannot be found).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port()
+/// Runs `airlock exec ARGS -- sh -c SCRIPT` with `$BODY` and `$OUT` set; asserts it succeeded
+/// and returns its stdout.
+fn exec_script(
+    env: &TestEnv,
+    args: &[&str],
+    script: &str,
+    body: &Value,
+    out_dir: &std::path::Path,
+) -> String {
+    let out = env
+        .airlock
+        .setup
+        .command(
+            ["exec"]
+                .iter()
+                .chain(args)
+                .chain(&["--", "sh", "-c", script]),
+        )
+        .env("BODY", body.to_string())
+        .env("OUT", out_dir)
+        .output()
+        .expect("exec");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "exec failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 /// Like [`start`], on a fixed port.
@@ -550,20 +558,7 @@ async fn cli_pause_resume_and_revoke_are_in_force_when_the_cli_returns() {
     let script = r#"printf '%s' "$OPENAI_API_KEY" > "$OUT/key"
 curl -s -o /dev/null -w '%{http_code}\n' -H "authorization: Bearer $OPENAI_API_KEY" \
   -H 'content-type: application/json' -d "$BODY" "$OPENAI_BASE_URL/chat/completions""#;
-    let out = env
-        .airlock
-        .setup
-        .command(["exec", "--", "sh", "-c", script])
-        .env("BODY", body.to_string())
-        .env("OUT", &out_dir)
-        .output()
-        .expect("exec");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "exec failed: {stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = exec_script(&env, &[], script, &body, &out_dir);
     assert_eq!(stdout.trim(), "200", "the child's own request");
     let child_key = std::fs::read_to_string(out_dir.join("key")).expect("child key");
     assert!(child_key.starts_with("alk_"), "{child_key:?}");
@@ -816,10 +811,7 @@ async fn concurrent_requests_cannot_multiply_a_budget_overshoot() {
 /// limited by, its parent's own budget and rpm as well as its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_as_a_key_is_bound_by_that_keys_own_budget_and_rpm() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let table = PriceTable::load().expect("prices");
     let text = prompt(150);
     let each = generation_usage(&text, Extra::default()).cost_micros(&table.price("gpt-4o"));
@@ -849,22 +841,16 @@ async fn exec_as_a_key_is_bound_by_that_keys_own_budget_and_rpm() {
     -H 'content-type: application/json' -d "$BODY" "$OPENAI_BASE_URL/chat/completions"
 done"#;
     let exec_as = |name: &str| {
-        let out = env
-            .airlock
-            .setup
-            .command(["exec", "--as", name, "--", "sh", "-c", script])
-            .env("BODY", body.to_string())
-            .output()
-            .expect("exec");
-        assert!(
-            out.status.success(),
-            "exec failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect::<Vec<_>>()
+        exec_script(
+            &env,
+            &["--as", name],
+            script,
+            &body,
+            env.airlock.setup.dir(),
+        )
+        .lines()
+        .map(str::to_owned)
+        .collect::<Vec<_>>()
     };
     env.mock.reset();
     assert_eq!(exec_as("qa9"), ["429"; 5], "qa9's budget is used up");

@@ -34,6 +34,14 @@ fn env_with(config: impl FnOnce(&mut airlock_e2e::support::Config)) -> TestEnv {
     }
 }
 
+/// A free port, so the CLI finds the server by the configured `listen` (port 0 cannot be found).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
+}
+
 /// A prompt of `n` distinct words, so streamed answers have several deltas.
 fn words(n: usize) -> String {
     (1..=n)

@@ -3,7 +3,7 @@
 //! closed on bodies Airlock cannot read, policy layers, the output guard, prompt injection, and
 //! what a user can see of it all (header, ledger, events, server log) without the value.
 
-use crate::env_with;
+use crate::{env_with, free_port};
 use airlock_e2e::mock::record::RecordedRequest;
 use airlock_e2e::support::client::post;
 use airlock_e2e::support::fakes::{self, Sensitive};
@@ -1003,10 +1003,7 @@ async fn provider_and_key_layers() {
 /// carries it. A project file cannot loosen: its `secret = "allow"` leaves secrets redacted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn project_policy_tightens_via_exec() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    let port = free_port();
     let env = env_with(|c| c.listen = format!("127.0.0.1:{port}"));
     let project = tempfile::tempdir().expect("project dir");
     std::fs::write(

@@ -1339,6 +1339,27 @@ fn precheck(pc: Precheck, text: &str, rule: &CompiledRule, start: usize, end: us
                 i > 0 && w[i - 1].is_ascii_digit() && w.get(i + 1).is_some_and(u8::is_ascii_digit)
             })
         }
+        Precheck::DottedQuad => {
+            let c = &bytes[start..end];
+            let mut dots = 0;
+            for i in 1..c.len().saturating_sub(1) {
+                if c[i] == b'.' && c[i - 1].is_ascii_digit() && c[i + 1].is_ascii_digit() {
+                    dots += 1;
+                    if dots == 3 {
+                        return true;
+                    }
+                }
+            }
+            false
+        }
+        Precheck::CountryCode => bytes[digit_window(text, rule, start, end)]
+            .windows(4)
+            .any(|w| {
+                w[0].is_ascii_uppercase()
+                    && w[1].is_ascii_uppercase()
+                    && w[2].is_ascii_digit()
+                    && w[3].is_ascii_digit()
+            }),
         Precheck::LetterAfter => {
             let mut j = end;
             if bytes.get(j) == Some(&b' ') || bytes.get(j) == Some(&b'-') {
@@ -1462,12 +1483,11 @@ mod tests {
         }
     }
 
-    /// The first cluster of `s` where rule `id` matches in its window but its precheck (which
-    /// must be `pc`) says it cannot.
+    /// The first cluster of `s` where rule `id` matches in its window but the precheck `pc`
+    /// says it cannot.
     fn hidden_match(s: &str, id: &str, pc: Precheck) -> Option<usize> {
         let e = engine();
         let (_, r) = rule(e, id);
-        assert_eq!(r.precheck, Some(pc));
         let bytes = s.as_bytes();
         let mut hidden = None;
         digit_clusters(bytes, |start, end, _| {
@@ -1513,10 +1533,29 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
 
-        /// The dotted precheck only skips clusters where ipv4 cannot match in its window.
+        /// The dotted precheck (for user rules) only skips clusters where ipv4 cannot match in
+        /// its window.
         #[test]
         fn dotted_precheck_never_hides_a_match(s in "[0-9. a-z:/-]{0,80}") {
             proptest::prop_assert_eq!(hidden_match(&s, "ipv4-public", Precheck::Dotted), None);
+        }
+
+        /// The dotted-quad precheck only skips clusters where ipv4 cannot match in its window:
+        /// a quad's digits and dots never span two clusters.
+        #[test]
+        fn dotted_quad_precheck_never_hides_a_match(
+            s in "([a-z :/-]{0,3}[0-9]{1,4}([.][0-9]{1,4}){0,4}[. ]{0,2}){1,5}"
+        ) {
+            let hidden = hidden_match(&s, "ipv4-public", Precheck::DottedQuad);
+            proptest::prop_assert_eq!(hidden, None);
+        }
+
+        /// The country-code precheck only skips clusters where no IBAN can match in the window.
+        #[test]
+        fn country_code_precheck_never_hides_a_match(
+            s in "([a-zA-Z :,]{0,3}[A-Z]{2}[0-9]{2}([ -]?[A-Z0-9]{4}){0,7}[ -]?[0-9a-z]{0,5}){1,3}"
+        ) {
+            proptest::prop_assert_eq!(hidden_match(&s, "iban", Precheck::CountryCode), None);
         }
 
         /// The international-prefix precheck only skips clusters where the rule cannot match

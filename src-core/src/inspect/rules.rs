@@ -48,8 +48,15 @@ pub enum Precheck {
     Base58,
     /// An uppercase ASCII letter right before and right after the cluster: Indian PANs.
     UpperAround,
-    /// A digit, `.` and a digit in a row in the rule's window: dotted quads.
+    /// A digit, `.` and a digit in a row in the rule's window.
     Dotted,
+    /// Three dots each between two digits inside the cluster itself: dotted quads. A quad's
+    /// digits and dots always fall in one cluster, so a number with one or two decimal points
+    /// (`627.72`, `2025.01.09`) is skipped without a regex pass.
+    DottedQuad,
+    /// Two uppercase ASCII letters then two digits, in a row in the rule's window: the country
+    /// code and check digits that open an IBAN.
+    CountryCode,
     /// A `+` before a digit, or `00` and a digit at a word start, in the rule's window:
     /// international phone numbers.
     IntlPrefix,

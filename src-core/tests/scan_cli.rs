@@ -805,3 +805,37 @@ fn staged_type_change_from_symlink_to_file_is_scanned() {
     let r = run(dir, &["scan", "--staged"]);
     assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
 }
+
+#[test]
+fn staged_files_marked_binary_or_no_diff_in_gitattributes_are_still_scanned() {
+    let d = repo();
+    let dir = d.path();
+    write(dir, ".gitattributes", "*.env -diff\n*.cfg binary\n");
+    git(dir, &["add", ".gitattributes"]);
+    git(dir, &["commit", "-qm", "attributes"]);
+    let mut g = Gen::new(32);
+    let (k1, k2) = (g.github("ghp_"), g.github("ghp_"));
+    write(dir, "a.env", &format!("x\nTOKEN={k1}\n"));
+    write(dir, "a.cfg", &format!("TOKEN={k2}\n"));
+    // A file that really is binary (a NUL in its added bytes) stays skipped.
+    std::fs::write(dir.join("b.cfg"), format!("\0TOKEN={}\n", g.github("ghp_")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    git(dir, &["add", "-A"]);
+    let r = run(dir, &["scan", "--staged", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let mut found: Vec<(String, u64, u64)> = json_lines(&r.stdout)
+        .iter()
+        .map(|f| {
+            let at = |k: &str| f[k].as_u64().unwrap_or(0);
+            let path = f["path"].as_str().unwrap_or_default().to_string();
+            (path, at("start"), at("end"))
+        })
+        .collect();
+    found.sort();
+    let start = "x\nTOKEN=".len() as u64;
+    let want = vec![
+        ("a.cfg".to_string(), 6, 6 + k2.len() as u64),
+        ("a.env".to_string(), start, start + k1.len() as u64),
+    ];
+    assert_eq!(found, want, "{}", r.stdout);
+}

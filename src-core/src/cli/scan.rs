@@ -674,6 +674,9 @@ fn scan_staged(
     // Every setting that changes the patch's shape is pinned: prefixes (`diff.noprefix`,
     // `diff.mnemonicPrefix`), paths relative to the root (`diff.relative`), external and
     // textconv drivers, colour. Type changes (a symlink replaced by a file) are scanned too.
+    // `--text`: a file `.gitattributes` marks `-diff` or `binary` (`*.env -diff` is common) is
+    // diffed line by line all the same, or its lines would pass unscanned; a file that really is
+    // binary has a NUL in its added lines and is skipped below, as a whole-file scan skips it.
     let diff = git(
         Some(root),
         &[
@@ -681,6 +684,7 @@ fn scan_staged(
             "core.quotePath=false",
             "diff",
             "--cached",
+            "--text",
             "-U0",
             "--no-color",
             "--no-ext-diff",

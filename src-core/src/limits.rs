@@ -76,6 +76,8 @@ pub enum LimitError {
     },
     #[error("model {model:?} is not allowed for key {key:?} by limits.keys.{key}.models_allow / models_deny")]
     ModelDenied { key: String, model: String },
+    #[error("limits.keys.{key}.models_allow / models_deny cannot be checked: this request names no model that Airlock can read (send the model as a string \"model\" field of a JSON object body)")]
+    ModelUnread { key: String },
     #[error(
         "model {model:?} has no known price, so Airlock cannot count it against the {budget} budget; add its price to the config ([prices.\"{model}\"] with input_per_mtok and output_per_mtok, USD per million tokens), or set limits.allow_unpriced_models = true to let unpriced models through uncounted"
     )]
@@ -114,7 +116,9 @@ impl LimitError {
             LimitError::MaxTokens { .. } | LimitError::MaxTokensUnreadable { .. } => {
                 "airlock_max_tokens"
             }
-            LimitError::ModelDenied { .. } => "airlock_model_denied",
+            LimitError::ModelDenied { .. } | LimitError::ModelUnread { .. } => {
+                "airlock_model_denied"
+            }
             LimitError::Unpriced { .. } => "airlock_model_unpriced",
             LimitError::Paused => "airlock_paused",
             LimitError::KeyPaused { .. } => "airlock_key_paused",

@@ -63,8 +63,9 @@ impl ErrorClass {
             ErrorClass::TooLarge => "request_too_large",
             ErrorClass::RateLimited => "rate_limit_error",
             ErrorClass::Timeout => "timeout_error",
-            ErrorClass::Unavailable => "overloaded_error",
-            ErrorClass::Internal => "api_error",
+            // `overloaded_error` is Anthropic's own 529 only (see `error_body`); a gateway
+            // failure is an `api_error`.
+            ErrorClass::Unavailable | ErrorClass::Internal => "api_error",
         }
     }
 
@@ -96,10 +97,14 @@ pub fn error_body(
         ProviderKind::OpenAi | ProviderKind::OpenAiCompatible => json!({
             "error": {"message": message, "type": class.openai_type(), "param": null, "code": code}
         }),
-        ProviderKind::Anthropic => json!({
-            "type": "error",
-            "error": {"type": class.anthropic_type(), "message": message}
-        }),
+        ProviderKind::Anthropic => {
+            let kind = if status.as_u16() == 529 {
+                "overloaded_error"
+            } else {
+                class.anthropic_type()
+            };
+            json!({"type": "error", "error": {"type": kind, "message": message}})
+        }
         ProviderKind::Gemini => json!({
             "error": {"code": status.as_u16(), "message": message, "status": class.gemini_status()}
         }),

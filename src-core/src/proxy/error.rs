@@ -56,6 +56,8 @@ pub enum ProxyError {
         model: String,
         allowed: String,
     },
+    #[error("Airlock key {key:?} may only use some models ({allowed}), and this request names none that Airlock can read: send the model as a string \"model\" field of a JSON object body")]
+    ModelUnread { key: String, allowed: String },
     #[error("Content-Type {0:?} is not supported here: send the body as application/json")]
     UnsupportedMediaType(String),
     #[error("Content-Encoding {0:?} request bodies are not accepted: Airlock must inspect the body and does not decode this encoding; send it uncompressed")]
@@ -114,9 +116,10 @@ impl ProxyError {
             MissingKey | UnknownKey | NotAnAirlockKey | ProviderKeyFromClient { .. } => {
                 StatusCode::UNAUTHORIZED
             }
-            KeyExpired(_) | ProviderOutOfScope { .. } | ModelOutOfScope { .. } => {
-                StatusCode::FORBIDDEN
-            }
+            KeyExpired(_)
+            | ProviderOutOfScope { .. }
+            | ModelOutOfScope { .. }
+            | ModelUnread { .. } => StatusCode::FORBIDDEN,
             UnsupportedMediaType(_) | UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Vault {
@@ -178,7 +181,7 @@ impl ProxyError {
             ProviderKeyFromClient { .. } => "airlock_provider_key_from_client",
             KeyExpired(_) => "airlock_key_expired",
             ProviderOutOfScope { .. } => "airlock_provider_out_of_scope",
-            ModelOutOfScope { .. } => "airlock_model_out_of_scope",
+            ModelOutOfScope { .. } | ModelUnread { .. } => "airlock_model_out_of_scope",
             UnsupportedMediaType(_) => "airlock_unsupported_media_type",
             UnsupportedEncoding(_) => "airlock_unsupported_encoding",
             BodyTooLarge { .. } => "airlock_body_too_large",

@@ -558,10 +558,7 @@ async fn admit(
     headers: &HeaderMap,
     incoming: Incoming,
 ) -> Result<Bytes, ProxyError> {
-    let encoding = headers
-        .get(header::CONTENT_ENCODING)
-        .map(|e| e.to_str().unwrap_or("?").trim().to_owned())
-        .filter(|e| !e.eq_ignore_ascii_case("identity"));
+    let encoding = content_encoding(headers);
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -579,17 +576,8 @@ async fn admit(
         ctx.streamed = providers::gemini_streams(&ctx.endpoint);
     }
     if !body.is_empty() {
-        let media = headers
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        let is_json = media == "application/json"
-            || (media.starts_with("application/") && media.ends_with("+json"));
+        let media = media_type(headers);
+        let is_json = is_json_media(&media);
         if expects_json(provider.kind, &ctx.endpoint) && !is_json {
             let shown = if media.is_empty() {
                 "(none)".to_owned()
@@ -598,20 +586,35 @@ async fn admit(
             };
             return Err(ProxyError::UnsupportedMediaType(shown));
         }
-        if is_json {
-            let fields: JsonFields<'_> = match serde_json::from_slice(&body) {
-                Ok(f) => f,
-                Err(e) => {
-                    let account = ctx.identity.as_ref().map(|i| i.account.as_str());
-                    if config.policy.unparseable(&provider.name, account, None)
-                        == Unparseable::Passthrough
-                    {
-                        ctx.uninspected = true;
-                        return Ok(body);
-                    }
-                    return Err(describe_json_error(&e));
+        let parsed = if !is_json {
+            None
+        } else if body.trim_ascii_start().first() == Some(&b'[') {
+            // serde would read an array into the struct field by field, by position.
+            Some(Err(ProxyError::MalformedJson(
+                "the body must be a JSON object, not an array".into(),
+            )))
+        } else {
+            Some(
+                serde_json::from_slice::<JsonFields<'_>>(&body)
+                    .map_err(|e| describe_json_error(&e)),
+            )
+        };
+        let fields = match parsed {
+            None => None,
+            Some(Ok(f)) => Some(f),
+            Some(Err(e)) => {
+                let account = ctx.identity.as_ref().map(|i| i.account.as_str());
+                if config.policy.unparseable(&provider.name, account, None)
+                    != Unparseable::Passthrough
+                {
+                    return Err(e);
                 }
-            };
+                // Let through unread; the model scope below still holds.
+                ctx.uninspected = true;
+                None
+            }
+        };
+        if let Some(fields) = fields {
             if let Some(model) = fields.model.as_ref().and_then(serde_json::Value::as_str) {
                 ctx.model = Some(model.to_owned());
             }
@@ -626,16 +629,64 @@ async fn admit(
             }
         }
     }
-    if let (Some(identity), Some(model)) = (&ctx.identity, &ctx.model) {
-        if !identity.allows_model(model) {
-            return Err(ProxyError::ModelOutOfScope {
-                key: identity.key_name.clone(),
-                model: model.clone(),
-                allowed: identity.model_patterns().join(", "),
-            });
+    if let Some(identity) = &ctx.identity {
+        match &ctx.model {
+            Some(model) if !identity.allows_model(model) => {
+                return Err(ProxyError::ModelOutOfScope {
+                    key: identity.key_name.clone(),
+                    model: model.clone(),
+                    allowed: identity.model_patterns().join(", "),
+                });
+            }
+            // Fail closed: a body with no model Airlock can read (none, a number, a list, a
+            // body left unparsed) goes to whatever model the upstream picks, which the key's
+            // scope cannot vouch for. A bodiless request (listing models) names none and costs
+            // nothing.
+            None if !body.is_empty() && !identity.model_patterns().is_empty() => {
+                return Err(ProxyError::ModelUnread {
+                    key: identity.key_name.clone(),
+                    allowed: identity.model_patterns().join(", "),
+                });
+            }
+            _ => {}
         }
     }
     Ok(body)
+}
+
+/// The codings of every `Content-Encoding` header, in order, as one list without `identity`
+/// (`gzip` for the two headers `identity` and `gzip`): a second header must not hide a coding
+/// from the decoder, and so from inspection. `None` when nothing is left.
+fn content_encoding(headers: &HeaderMap) -> Option<String> {
+    let mut codings = Vec::new();
+    for v in headers.get_all(header::CONTENT_ENCODING) {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        codings.extend(
+            v.split(',')
+                .map(str::trim)
+                .filter(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+                .map(str::to_owned),
+        );
+    }
+    (!codings.is_empty()).then(|| codings.join(", "))
+}
+
+/// The request's media type, lowercase (media types are case-insensitive), without parameters.
+fn media_type(headers: &HeaderMap) -> String {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// `application/json` or a `+json` type: the bodies read as JSON documents.
+fn is_json_media(media: &str) -> bool {
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
 }
 
 /// The few fields the stages need; parsing into this also validates the whole document.
@@ -737,9 +788,10 @@ async fn admit_limits(
     }
     let account = identity.account.as_str();
     let limits = config.limits.for_key(account);
-    if let Some(model) = &ctx.model {
-        if limits.models_deny.matches(model)
-            || (!limits.models_allow.is_empty() && !limits.models_allow.matches(model))
+    match &ctx.model {
+        Some(model)
+            if limits.models_deny.matches(model)
+                || (!limits.models_allow.is_empty() && !limits.models_allow.matches(model)) =>
         {
             return Err(LimitError::ModelDenied {
                 key: account.to_owned(),
@@ -747,6 +799,16 @@ async fn admit_limits(
             }
             .into());
         }
+        // Fail closed, as for a key's own model scope: a list that cannot be checked.
+        None if body_len > 0
+            && !(limits.models_deny.is_empty() && limits.models_allow.is_empty()) =>
+        {
+            return Err(LimitError::ModelUnread {
+                key: account.to_owned(),
+            }
+            .into());
+        }
+        _ => {}
     }
     // Fail closed: a cap that cannot be read cannot be checked.
     if let (Some(limit), Some(field)) = (limits.max_tokens, ctx.max_tokens_unreadable) {
@@ -1055,10 +1117,7 @@ fn respond(
     keys.headers(&mut parts.headers);
     // Airlock asked for `identity`; an upstream that compresses anyway is decoded here, so the
     // guard, the restorer and the meter read the real text and the client gets it plain.
-    let encoding = parts
-        .headers
-        .get(header::CONTENT_ENCODING)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let encoding = content_encoding(&parts.headers);
     let decoder = match encoding {
         Some(enc) => super::decode::ResponseDecoder::for_encoding(&enc)?,
         None => None,
@@ -1110,7 +1169,18 @@ fn respond(
             guard: restore.and_then(|r| r.guard),
         })
     } else if !status.is_success() {
-        body::Filter::json(restore)
+        let wrap = body::ErrorWrap {
+            kind,
+            status,
+            html: false,
+            // The restore's own guard checks a wrapped message (the filter holds both).
+            guard: None,
+        };
+        if status.is_client_error() || status.is_server_error() {
+            body::Filter::json_error(restore, wrap)
+        } else {
+            body::Filter::json(restore)
+        }
     } else if is_sse {
         body::Filter::sse(
             crate::meter::StreamMeter::new(kind, done.model.as_deref().unwrap_or("")),
@@ -1235,10 +1305,7 @@ fn inspect_filter(
         hash_key: &state.hash_key,
         now: std::time::Instant::now(),
     };
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.contains("json"));
+    let is_json = is_json_media(&media_type(headers));
     // The path first: it goes upstream whatever the body holds (Gemini names the model there).
     let from_path = inspector.inspect_path(&ctx.endpoint);
     let passthrough = || {

@@ -279,6 +279,9 @@ async fn non_json_upstream_errors_arrive_in_the_provider_format() {
             (500u16, "html", "from the load balancer try again & later"),
             (429, "text", "mock upstream: 429 slow down"),
             (502, "empty", "with an empty body"),
+            // Typed `application/json`, but empty: it was passed on as an empty body.
+            (500, "empty_json", "with an empty body"),
+            (429, "empty_json", "with an empty body"),
         ] {
             let res = p
                 .chat(env.addr(), Some(&env.alk), "hello", false)
@@ -305,14 +308,19 @@ async fn non_json_upstream_errors_arrive_in_the_provider_format() {
             if status == 429 {
                 assert_eq!(res.header("retry-after"), Some("1"), "{}", p.name());
             }
+            // Anthropic keeps `overloaded_error` for its own 529; a bad gateway is an
+            // `api_error`.
+            if p == Provider::Anthropic && status == 502 {
+                assert_eq!(res.json()["error"]["type"], "api_error", "{}", res.text());
+            }
         }
     }
 }
 
 /// QA defect 6: an upstream 502 with `content-length: 0`, delivered completely, was recorded
 /// as `body_end = "client_gone"`: hyper never polls a body whose length is known to be 0, so
-/// the body was dropped unpolled. Both the wrapped (text) case and an empty JSON body that no
-/// filter rewrites (output guard off) must record `complete`.
+/// the body was dropped unpolled. Both the wrapped (text) case and an empty JSON body (output
+/// guard off) must record `complete`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_upstream_error_body_is_recorded_complete() {
     let env = env_with(|c| {

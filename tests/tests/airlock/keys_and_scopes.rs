@@ -204,6 +204,66 @@ async fn key_scoped_to_models_is_403_for_other_models() {
     }
 }
 
+/// QA: a key scoped to models let through a request whose model Airlock could not read (none,
+/// a number, a list), so the upstream's default model, or any, was used. Such a body is
+/// refused; a bodiless request (listing models) names none and still passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_scoped_to_models_refuses_a_body_whose_model_it_cannot_read() {
+    let mut scoped = String::new();
+    let env = TestEnv::start_with(
+        |_| {},
+        |setup| {
+            scoped = setup.issue("mini-only", &["--model", "gpt-4o-mini*"])?;
+            Ok(())
+        },
+    )
+    .expect("start");
+    let p = Provider::OpenAi;
+    let (n, v) = p.auth_header(&scoped);
+    let msg = serde_json::json!([{"role": "user", "content": "hi"}]);
+    for body in [
+        serde_json::json!({"messages": msg}),
+        serde_json::json!({"model": 5, "messages": msg}),
+        serde_json::json!({"model": ["gpt-4o"], "messages": msg}),
+    ] {
+        let res = airlock_e2e::support::client::post(env.addr(), "/openai/v1/chat/completions")
+            .headers(p.sdk_headers())
+            .header(n, &v)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        let text = p.assert_error(&res, 403);
+        assert_eq!(
+            res.json()["error"]["code"],
+            "airlock_model_out_of_scope",
+            "{body}"
+        );
+        assert!(text.contains("names none"), "{text}");
+    }
+    // serde reads an array into a struct by position: refused as not an object.
+    let res = airlock_e2e::support::client::post(env.addr(), "/openai/v1/chat/completions")
+        .headers(p.sdk_headers())
+        .header(n, &v)
+        .json(&serde_json::json!([{"model": "gpt-4o", "messages": msg}]))
+        .send()
+        .await
+        .expect("send");
+    let text = p.assert_error(&res, 400);
+    assert!(text.contains("must be a JSON object"), "{text}");
+    assert!(
+        env.mock.requests().is_empty(),
+        "a refused body reached the mock"
+    );
+    let res = airlock_e2e::support::client::get(env.addr(), "/openai/v1/models")
+        .headers(p.sdk_headers())
+        .header(n, &v)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status, 200, "{}", res.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_key_is_403() {
     let mut expiring = String::new();

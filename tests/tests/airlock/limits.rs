@@ -333,7 +333,13 @@ models_deny = ["gpt-4o-audio*"]
     // Anthropic's body asks for max_tokens 256 > 100.
     Provider::Anthropic.assert_error(&res, 400);
     assert_eq!(reason(&env, &res).await, "airlock_max_tokens");
-    for model in ["gpt-4o-audio-preview", "o1-mini"] {
+    // A model the lists cannot be checked against (none, a number) is refused too.
+    for model in [
+        serde_json::json!("gpt-4o-audio-preview"),
+        serde_json::json!("o1-mini"),
+        Value::Null,
+        serde_json::json!(4),
+    ] {
         let res = post(serde_json::json!({"model": model, "messages": msg}))
             .send()
             .await

@@ -702,6 +702,62 @@ async fn compressed_bodies_are_decoded_inspected_and_forwarded_decoded() {
     }
 }
 
+/// QA: only the first `Content-Encoding` header was read, so `identity` then `gzip` sent a
+/// gzip body past inspection under `unparseable = "passthrough"` (and got a misleading JSON
+/// syntax error under the default). Every header's codings count.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coding_in_a_second_content_encoding_header_is_decoded_and_inspected() {
+    let env = start("[policy]\nunparseable = \"passthrough\"");
+    let s = Sensitive::new();
+    let body = Provider::OpenAi.chat_body(&s.prompt(), false).to_string();
+    let req = |codings: &[&str], bytes: Vec<u8>| {
+        let mut r = post(env.addr(), "/openai/v1/chat/completions")
+            .header("authorization", &format!("Bearer {}", env.alk))
+            .header("content-type", "application/json");
+        for c in codings {
+            r = r.header("content-encoding", c);
+        }
+        r.body(bytes)
+    };
+    let res = send(req(
+        &["identity", "gzip"],
+        compress("gzip", body.as_bytes()),
+    ))
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    let rec = only_request(&env);
+    assert_eq!(rec.header("content-encoding"), None, "forwarded decoded");
+    assert_upstream_protected(&body_of(&rec), &s);
+    assert_eq!(findings(&res), "secret=3, pii=2");
+    // Two layers: Airlock decodes one coding, so the pair is refused, not half-decoded.
+    env.mock.reset();
+    let twice = compress("gzip", &compress("gzip", body.as_bytes()));
+    let res = send(req(&["gzip", "gzip"], twice)).await;
+    Provider::OpenAi.assert_error(&res, 415);
+    assert!(
+        env.mock.requests().is_empty(),
+        "a refused body reached the mock"
+    );
+}
+
+/// QA: the inspect stage matched `json` in the Content-Type case-sensitively, so a body sent
+/// as `Application/JSON` was scanned as raw bytes and blocked instead of rewritten.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_types_are_case_insensitive() {
+    let env = start("");
+    let s = Sensitive::new();
+    let body = Provider::OpenAi.chat_body(&s.prompt(), false).to_string();
+    let res = send(
+        post(env.addr(), "/openai/v1/chat/completions")
+            .header("authorization", &format!("Bearer {}", env.alk))
+            .header("content-type", "Application/JSON; Charset=UTF-8")
+            .body(body.clone()),
+    )
+    .await;
+    assert_eq!(res.status, 200, "{}", res.text());
+    assert_upstream_protected(&body_of(&only_request(&env)), &s);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_content_encoding_is_415() {
     let env = start("");

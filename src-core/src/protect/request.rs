@@ -430,6 +430,25 @@ impl Inspector<'_> {
         out
     }
 
+    /// Inspects a query string one `name=value` pair at a time, each decoded as a form (`+` a
+    /// space, `%XX` its byte) as the upstream reads it; a finding's bytes are those of the
+    /// decoded pair. Like the path, it is not rewritten: any finding stricter than `warn`
+    /// blocks the request. A pagination cursor (`pageToken`, `after`, …) is an opaque token
+    /// the provider itself handed out, random by design, and is not scanned.
+    pub fn inspect_query(&self, query: &str) -> Outcome {
+        let mut out = Outcome::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let decoded = crate::providers::percent_decode(&pair.replace('+', " ")).into_owned();
+            let name = decoded.split('=').next().unwrap_or("");
+            if is_cursor_param(name) {
+                continue;
+            }
+            let what = format!("query parameter {name:?}");
+            self.scan_region(decoded.as_bytes(), 0, &what, &mut out);
+        }
+        out
+    }
+
     fn scan_region(&self, body: &[u8], offset: usize, what: &str, out: &mut Outcome) {
         // `what` may quote a part's name or a JSON key: masked once, at the first finding.
         let shown = std::cell::OnceCell::new();
@@ -466,6 +485,29 @@ impl Inspector<'_> {
             true
         });
     }
+}
+
+/// A query parameter that carries a pagination cursor in some provider's list API (Gemini's
+/// `pageToken`, OpenAI's `after`/`before`, Anthropic's `after_id`/`before_id`), compared in any
+/// case and with or without underscores.
+fn is_cursor_param(name: &str) -> bool {
+    const CURSORS: [&str; 9] = [
+        "pagetoken",
+        "nextpagetoken",
+        "after",
+        "before",
+        "afterid",
+        "beforeid",
+        "cursor",
+        "startingafter",
+        "endingbefore",
+    ];
+    let folded: String = name
+        .chars()
+        .filter(|&c| c != '_')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    CURSORS.contains(&folded.as_str())
 }
 
 /// A base64 payload decoded, with what it takes to encode a new text the same way.

@@ -356,7 +356,15 @@ async fn run(
     }
     let incoming = take_body(ctx)?;
     let body = admit(config, &provider, ctx, &parts.headers, incoming).await?;
-    let body = inspect_filter(state, rt, &provider, ctx, &parts.headers, body)?;
+    let body = inspect_filter(
+        state,
+        rt,
+        &provider,
+        ctx,
+        &parts.headers,
+        query.as_deref(),
+        body,
+    )?;
     if let Auth::Key(identity) = &auth {
         admit_limits(state, config, &provider, ctx, identity, body.len()).await?;
     }
@@ -1288,6 +1296,7 @@ fn inspect_filter(
     provider: &Provider,
     ctx: &mut RequestCtx,
     headers: &HeaderMap,
+    query: Option<&str>,
     body: Bytes,
 ) -> Result<Bytes, ProxyError> {
     use crate::protect::policy::Action;
@@ -1307,7 +1316,13 @@ fn inspect_filter(
     };
     let is_json = is_json_media(&media_type(headers));
     // The path first: it goes upstream whatever the body holds (Gemini names the model there).
-    let from_path = inspector.inspect_path(&ctx.endpoint);
+    let mut from_path = inspector.inspect_path(&ctx.endpoint);
+    // The query goes upstream too (all but Gemini's `key`, which Airlock replaces).
+    if let Some(q) = query.map(providers::query_without_key) {
+        let from_query = inspector.inspect_query(&q);
+        from_path.blocked = from_path.blocked.or(from_query.blocked);
+        from_path.decisions.extend(from_query.decisions);
+    }
     let passthrough = || {
         config
             .policy

@@ -5,7 +5,7 @@
 
 use crate::{env_with, free_port};
 use airlock_e2e::mock::record::RecordedRequest;
-use airlock_e2e::support::client::post;
+use airlock_e2e::support::client::{get, post};
 use airlock_e2e::support::fakes::{self, Sensitive};
 use airlock_e2e::support::provider::REQUEST_ID_HEADER;
 use airlock_e2e::support::{Admin, HttpResponse, Provider, TestEnv};
@@ -756,6 +756,50 @@ async fn media_types_are_case_insensitive() {
     .await;
     assert_eq!(res.status, 200, "{}", res.text());
     assert_upstream_protected(&body_of(&only_request(&env)), &s);
+}
+
+/// QA: the query string went upstream unscanned. Each pair is scanned as the upstream decodes
+/// it; a pagination cursor, random by design, is not, so paging through a list still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_in_the_query_string_are_blocked_but_page_cursors_pass() {
+    let env = start("");
+    let s = Sensitive::new();
+    let auth = format!("Bearer {}", env.alk);
+    // Percent-encoded as a client library would send it (`%40` for the email's `@`).
+    for (query, rule) in [
+        (format!("note={}&limit=5", s.aws_id), "aws-access-key-id"),
+        (format!("mail={}", s.email.replace('@', "%40")), "email"),
+    ] {
+        let path = format!("/openai/v1/models?{query}");
+        let res = send(get(env.addr(), &path).header("authorization", &auth)).await;
+        let msg = Provider::OpenAi.assert_error(&res, 400);
+        assert!(
+            msg.contains(rule) && msg.contains("query parameter"),
+            "{msg}"
+        );
+        assert!(!res.text().contains(&s.aws_id), "{}", res.text());
+    }
+    assert!(
+        env.mock.requests().is_empty(),
+        "a blocked query reached the mock"
+    );
+    let rows = env.airlock.ledger_rows_at_least(2).await;
+    assert!(rows.iter().all(|r| r["verdict"] == "blocked"), "{rows:?}");
+    // Random-looking cursors, in each provider's spelling.
+    let cursor = "Chx0dW5lZE1vZGVscy9hYmNkZWZnaGlqa2xtbm9wcXJzdHV2";
+    for query in [
+        format!("pageSize=50&pageToken={cursor}"),
+        format!("after={cursor}&limit=20"),
+        format!("after_id={cursor}"),
+    ] {
+        let res = send(
+            get(env.addr(), &format!("/openai/v1/models?{query}")).header("authorization", &auth),
+        )
+        .await;
+        assert_eq!(res.status, 200, "{query}: {}", res.text());
+        assert_eq!(only_request(&env).query.as_deref(), Some(query.as_str()));
+        env.mock.reset();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -638,6 +638,38 @@ fn errors_never_print_a_secret_from_the_input() {
     }
 }
 
+/// QA: a path that could not be read was printed whole, secret and all; a file name with a
+/// line break or an escape sequence was printed raw in text output, forging lines.
+#[test]
+fn paths_in_messages_are_masked_and_control_characters_escaped() {
+    let d = tmp();
+    let mut g = Gen::new(33);
+    let key = g.github("ghp_");
+    let missing = format!("nope/{key}.txt");
+    let dangling = format!("l-{key}");
+    std::os::unix::fs::symlink("gone", d.path().join(&dangling)).unwrap_or_else(|e| panic!("{e}"));
+    let r = run(d.path(), &["scan", &missing]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("ghp_"), "{}", r.stderr);
+    assert!(!r.stderr.contains(&key[4..]), "{}", r.stderr);
+    let r = run(d.path(), &["scan", &dangling]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(!r.stderr.contains(&key[4..]), "{}", r.stderr);
+    std::fs::remove_file(d.path().join(&dangling)).unwrap_or_else(|e| panic!("{e}"));
+
+    let name = "evil\u{1b}[31mred\nfake.txt:9:9: ok";
+    write(d.path(), name, &format!("k = {}\n", g.github("ghp_")));
+    let r = run(d.path(), &["scan", "."]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    assert!(!r.stdout.contains('\u{1b}'), "{:?}", r.stdout);
+    assert_eq!(r.stdout.lines().count(), 1, "{:?}", r.stdout);
+    assert!(
+        r.stdout.starts_with("evil\\u{1b}[31mred\\u{a}fake"),
+        "{:?}",
+        r.stdout
+    );
+}
+
 #[test]
 fn bad_suppression_files_are_errors() {
     let d = tmp();
@@ -652,6 +684,21 @@ fn bad_suppression_files_are_errors() {
         let r = run(d.path(), &["scan", "--baseline", "w.json", "o.env"]);
         assert_eq!(r.code, 2, "{shape}: {}", r.stderr);
         assert!(r.stderr.contains("invalid baseline"), "{}", r.stderr);
+    }
+    write(d.path(), "v.json", "{\"version\": 2, \"findings\": []}");
+    let r = run(d.path(), &["scan", "--baseline", "v.json", "o.env"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("version 2"), "{}", r.stderr);
+    // A fingerprint cut short or mistyped would suppress nothing, silently.
+    for line in ["fingerprint:", "fingerprint:zzzz", "fingerprint:5430824d"] {
+        write(d.path(), "i.txt", &format!("{line}\n"));
+        let r = run(d.path(), &["scan", "--ignore-file", "i.txt", "o.env"]);
+        assert_eq!(r.code, 2, "{line}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("i.txt:1: a fingerprint is 32 hex digits"),
+            "{}",
+            r.stderr
+        );
     }
     let r = run(d.path(), &["scan", "--ignore-file", "missing", "o.env"]);
     assert_eq!(r.code, 2, "{}", r.stderr);

@@ -81,6 +81,33 @@ struct Hit {
     fingerprint: String,
 }
 
+/// One line on stderr: masked, since a path can hold a pasted secret, and with control
+/// characters escaped, since a file name can hold a terminal escape or a line break.
+fn warn(engine: &Engine, text: &str) {
+    eprintln!(
+        "airlock scan: {}",
+        escape_controls(&engine.mask_findings(text))
+    );
+}
+
+/// `text` with each control character (a line break, ESC, DEL, …) written as `\u{..}`, so a
+/// crafted file name cannot forge an output line or drive the terminal.
+fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 pub fn run(ctx: &super::Ctx, args: ScanArgs) -> ExitCode {
     match run_inner(ctx, args) {
         Ok(true) => ExitCode::from(1),
@@ -176,7 +203,7 @@ fn run_inner(ctx: &super::Ctx, args: ScanArgs) -> anyhow::Result<bool> {
             let meta = match std::fs::metadata(p) {
                 Ok(m) => m,
                 Err(e) => {
-                    eprintln!("airlock scan: {}: {}", p.display(), io_reason(&e));
+                    warn(&engine, &format!("{}: {}", p.display(), io_reason(&e)));
                     errors += 1;
                     continue;
                 }
@@ -185,7 +212,7 @@ fn run_inner(ctx: &super::Ctx, args: ScanArgs) -> anyhow::Result<bool> {
                 // A pipe, FIFO or device named on the command line (`<(cmd)`, `/dev/stdin`):
                 // read it as a stream. Inside a directory such files are skipped, as git does.
                 if let Err(e) = scan_file(&engine, p, false, &args, &suppress, &mut sink) {
-                    eprintln!("airlock scan: {}: {e:#}", p.display());
+                    warn(&engine, &format!("{}: {e:#}", p.display()));
                     errors += 1;
                 }
                 continue;
@@ -194,7 +221,7 @@ fn run_inner(ctx: &super::Ctx, args: ScanArgs) -> anyhow::Result<bool> {
                 let entry = match entry {
                     Ok(e) => e,
                     Err(e) => {
-                        eprintln!("airlock scan: {e}");
+                        warn(&engine, &e.to_string());
                         errors += 1;
                         continue;
                     }
@@ -210,7 +237,7 @@ fn run_inner(ctx: &super::Ctx, args: ScanArgs) -> anyhow::Result<bool> {
                     continue;
                 }
                 if let Err(e) = scan_file(&engine, path, true, &args, &suppress, &mut sink) {
-                    eprintln!("airlock scan: {}: {e:#}", path.display());
+                    warn(&engine, &format!("{}: {e:#}", path.display()));
                     errors += 1;
                 }
             }
@@ -788,7 +815,16 @@ impl Suppressions {
                     continue;
                 }
                 if let Some(fp) = line.strip_prefix("fingerprint:") {
-                    fingerprints.insert(fp.trim().to_ascii_lowercase());
+                    let fp = fp.trim().to_ascii_lowercase();
+                    // A truncated or mistyped fingerprint would suppress nothing, silently.
+                    if fp.len() != 32 || !fp.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        bail!(
+                            "{}:{}: a fingerprint is 32 hex digits, as `airlock scan --format json` prints it",
+                            ignore_file.display(),
+                            i + 1
+                        );
+                    }
+                    fingerprints.insert(fp);
                 } else {
                     builder
                         .add_line(Some(ignore_file.to_path_buf()), line)
@@ -811,6 +847,15 @@ impl Suppressions {
                 b.display()
             )
             };
+            // Version 1 is the only one written; a file without one predates the field.
+            match doc.get("version") {
+                None => {}
+                Some(v) if v.as_u64() == Some(1) => {}
+                Some(v) => bail!(
+                    "baseline {} is version {v}; this airlock reads version 1",
+                    b.display()
+                ),
+            }
             let items = doc
                 .get("findings")
                 .and_then(|f| f.as_array())
@@ -900,7 +945,7 @@ impl Sink {
                 Format::Text => writeln!(
                     out,
                     "{}:{}:{}: {} [{}/{}] {}",
-                    hit.path,
+                    escape_controls(&hit.path),
                     hit.line,
                     hit.col,
                     hit.rule,
@@ -1114,7 +1159,7 @@ fn watch(
         let event = match event {
             Ok(e) => e,
             Err(e) => {
-                eprintln!("airlock scan: watch error: {e}");
+                warn(engine, &format!("watch error: {e}"));
                 continue;
             }
         };
@@ -1171,7 +1216,7 @@ fn report_new(
     let hits = match found {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("airlock scan: {}: {e:#}", path.display());
+            warn(engine, &format!("{}: {e:#}", path.display()));
             return;
         }
     };

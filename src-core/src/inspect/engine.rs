@@ -854,7 +854,17 @@ impl Engine {
         // As far as the window would reach.
         let end = window_end(text, at + rule.after, true);
         let input = Input::new(bytes).range(at..end).anchored(Anchored::Yes);
-        let Some((_, (vs, ve))) = next_value(rule, bytes, &input, &mut captures_for(rule)) else {
+        let mut found = next_value(rule, bytes, &input, &mut captures_for(rule));
+        if found.is_none() && after_escape(bytes, at) {
+            // A leading `\b` reads the byte before the keyword, and the letter of an escape
+            // (`\n` in a string literal, `%3D` in a URL) is a word byte, though it ends what came
+            // before. Searched again as if the text began at the keyword.
+            let rest = &bytes[at..];
+            let input = Input::new(rest).range(..end - at).anchored(Anchored::Yes);
+            found = next_value(rule, rest, &input, &mut captures_for(rule))
+                .map(|(m, (vs, ve))| (m, (vs + at, ve + at)));
+        }
+        let Some((_, (vs, ve))) = found else {
             return;
         };
         if ve <= vs {
@@ -1319,6 +1329,16 @@ fn window_end(text: &str, e: usize, to_token_end: bool) -> usize {
     end
 }
 
+/// Whether `at` follows an escape that ends in a letter or digit: `\n`, `\t` or `\r` as
+/// written in a string literal, or a `%XX` percent escape.
+fn after_escape(bytes: &[u8], at: usize) -> bool {
+    let b = |k: usize| at.checked_sub(k).map(|i| bytes[i]);
+    (b(2) == Some(b'\\') && matches!(b(1), Some(b'n' | b't' | b'r')))
+        || (b(3) == Some(b'%')
+            && b(2).is_some_and(|c| c.is_ascii_hexdigit())
+            && b(1).is_some_and(|c| c.is_ascii_hexdigit()))
+}
+
 /// Bytes of closing context a window reads past its token; the longest a rule needs is two.
 const TRAIL: usize = 2;
 
@@ -1620,6 +1640,52 @@ mod tests {
     /// number on the next line, and the first twelve digits it cuts off there (a valid Aadhaar
     /// number on their own) are not a finding. Searching a cut-off slice let `$` match at the
     /// cut. (The text is put together here so the file itself holds no number to find.)
+    /// QA: `"keys:\nAKIA…"` in a JSON file and `%3Dghp_…` in a URL were missed, since the
+    /// rules' leading `\b` read the escape's last letter as part of the word.
+    #[test]
+    fn a_key_right_after_an_escape_is_found() {
+        let mut g = crate::inspect::testgen::Gen::new(41);
+        let e = engine();
+        let aws = "AKIA".to_owned() + &g.github("ghp_")[4..20].to_ascii_uppercase();
+        let aws: String = aws
+            .chars()
+            .map(|c| {
+                if matches!(c, '0' | '1' | '8' | '9') {
+                    'Q'
+                } else {
+                    c
+                }
+            })
+            .collect();
+        let gh = g.github("ghp_");
+        for (text, value) in [
+            (format!(r#"{{"notes": "keys:\n{aws}\n"}}"#), &aws),
+            (format!(r#"s = "line\t{aws}""#), &aws),
+            (format!("next=%2Fcb%3Fk%3D{gh}&x=1"), &gh),
+            (
+                format!("redirect=https%3A%2F%2Fa.io%2F%3Ftoken%3D{gh}"),
+                &gh,
+            ),
+        ] {
+            let found: Vec<_> = e
+                .find_all(&text)
+                .into_iter()
+                .map(|f| &text[f.span.clone()])
+                .collect();
+            assert!(found.contains(&value.as_str()), "{text}: {found:?}");
+        }
+        // Still a whole word: inside a longer token, or after a backslash that escapes nothing.
+        for text in [format!("x{aws}"), format!("9{gh}"), format!("%3{aws}")] {
+            let found: Vec<_> = e
+                .find_all(&text)
+                .into_iter()
+                .filter(|f| matches!(f.rule_id, "aws-access-key-id" | "github-pat"))
+                .map(|f| f.rule_id)
+                .collect();
+            assert!(found.is_empty(), "{text}: {found:?}");
+        }
+    }
+
     #[test]
     fn a_window_edge_is_not_the_end_of_the_text() {
         let phone = ["+91", "97154", "99590"].join(" ");

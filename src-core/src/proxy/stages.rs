@@ -594,19 +594,17 @@ async fn admit(
             };
             return Err(ProxyError::UnsupportedMediaType(shown));
         }
-        let parsed = if !is_json {
-            None
-        } else if body.trim_ascii_start().first() == Some(&b'[') {
-            // serde would read an array into the struct field by field, by position.
-            Some(Err(ProxyError::MalformedJson(
-                "the body must be a JSON object, not an array".into(),
-            )))
-        } else {
-            Some(
-                serde_json::from_slice::<JsonFields<'_>>(&body)
-                    .map_err(|e| describe_json_error(&e)),
-            )
-        };
+        let parsed = is_json.then(|| {
+            let fields = serde_json::from_slice::<JsonFields<'_>>(&body)
+                .map_err(|e| describe_json_error(&e))?;
+            // serde reads an array into the struct too, field by field, by position.
+            if body.trim_ascii_start().first() == Some(&b'[') {
+                return Err(ProxyError::MalformedJson(
+                    "the body must be a JSON object, not an array".into(),
+                ));
+            }
+            Ok(fields)
+        });
         let fields = match parsed {
             None => None,
             Some(Ok(f)) => Some(f),

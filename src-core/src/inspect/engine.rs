@@ -1640,6 +1640,26 @@ mod tests {
     /// number on the next line, and the first twelve digits it cuts off there (a valid Aadhaar
     /// number on their own) are not a finding. Searching a cut-off slice let `$` match at the
     /// cut. (The text is put together here so the file itself holds no number to find.)
+    /// A random AWS key id can have few distinct characters: one a test generated (below, with
+    /// `4` spelled `F` so the file holds no key) has 2.87 bits a char and was missed under the
+    /// old floor of 3.0. Repeating placeholders stay below the floor.
+    #[test]
+    fn a_random_aws_key_id_with_few_distinct_characters_is_found() {
+        let e = engine();
+        let id = format!("AKIA{}", "ETRIIFRJIAFIIWKK".replace('F', "4"));
+        let text = format!("aws_access_key_id = {id}");
+        let rules: Vec<_> = e.find_all(&text).into_iter().map(|f| f.rule_id).collect();
+        assert_eq!(rules, ["aws-access-key-id"], "{text}");
+        for tail in ["ABCD".repeat(4), "X".repeat(16)] {
+            let text = format!("aws_access_key_id = AKIA{tail}");
+            let found = e.find_all(&text);
+            assert!(
+                found.iter().all(|f| f.rule_id != "aws-access-key-id"),
+                "{text}"
+            );
+        }
+    }
+
     /// QA: `"keys:\nAKIA…"` in a JSON file and `%3Dghp_…` in a URL were missed, since the
     /// rules' leading `\b` read the escape's last letter as part of the word.
     #[test]

@@ -1347,19 +1347,22 @@ mod priority_tests {
         // this moment, so allow them a moment to lower themselves too.
         // On Linux 6.12 and later, which grant a thread the slice it asks for, the writer and
         // the checkpointer have the shortest one (0.1 ms, against 0.7 ms or more by default).
+        // A thread takes its name once it first runs, which on a busy machine can come after
+        // `spawn` returns (the checkpointer has no work to wait for): an unnamed one is not yet
+        // a failure.
         let slices_granted = kernel_at_least(6, 12);
-        let deadline = Instant::now() + Duration::from_secs(2);
+        let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let seen = stat_fields("airlock-ledger", &[41, 19]);
-            assert!(!seen.is_empty(), "no writer thread found");
             let slices: Vec<_> = ["airlock-ledger", "airlock-checkpo"]
                 .map(|name| (name, sched_values(name, "se.slice")))
                 .into();
-            for (name, s) in &slices {
-                assert!(!s.is_empty(), "no {name} thread found");
-            }
             let short = |s: &Option<u64>| !slices_granted || *s == Some(100_000);
-            if seen.iter().all(|f| f == &[3, 19]) && slices.iter().all(|(_, s)| s.iter().all(short))
+            if !seen.is_empty()
+                && seen.iter().all(|f| f == &[3, 19])
+                && slices
+                    .iter()
+                    .all(|(_, s)| !s.is_empty() && s.iter().all(short))
             {
                 break;
             }

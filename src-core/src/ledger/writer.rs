@@ -298,9 +298,10 @@ impl LedgerWriter {
 
 /// Commits, from another process, the rows the spool in `data_dir` holds that the database
 /// does not have yet, so a reader (`airlock spend`, `airlock log`) sees every request that has
-/// finished, whether the server's writer is waiting for a quiet spell ([`Pacing`]), starved of CPU, or gone (a crash before the next start). The server's cursor is left
-/// alone: its writer commits the same rows again later, and inserts are idempotent (a row
-/// already there is left as it is, with its findings). Returns how many rows it took.
+/// finished, whether the server's writer is waiting for a quiet spell ([`Pacing`]), starved
+/// of CPU, or gone (a crash before the next start). The server's cursor is left alone: its
+/// writer commits the same rows again later, and inserts are idempotent (a row already there
+/// is left as it is, with its findings). Returns how many rows it took.
 pub fn commit_spooled(data_dir: &Path) -> Result<u64, db::DbError> {
     let db_err = |error| db::DbError::Open {
         path: data_dir.join(db::DB_FILE),

@@ -438,7 +438,12 @@ impl Inspector<'_> {
     pub fn inspect_query(&self, query: &str) -> Outcome {
         let mut out = Outcome::default();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let decoded = crate::providers::percent_decode(&pair.replace('+', " ")).into_owned();
+            let spaced = if pair.contains('+') {
+                pair.replace('+', " ").into()
+            } else {
+                std::borrow::Cow::Borrowed(pair)
+            };
+            let decoded = crate::providers::percent_decode(&spaced);
             let name = decoded.split('=').next().unwrap_or("");
             if is_cursor_param(name) {
                 continue;
@@ -502,12 +507,12 @@ fn is_cursor_param(name: &str) -> bool {
         "startingafter",
         "endingbefore",
     ];
-    let folded: String = name
-        .chars()
-        .filter(|&c| c != '_')
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
-    CURSORS.contains(&folded.as_str())
+    let folded = || {
+        name.bytes()
+            .filter(|&b| b != b'_')
+            .map(|b| b.to_ascii_lowercase())
+    };
+    CURSORS.iter().any(|c| folded().eq(c.bytes()))
 }
 
 /// A base64 payload decoded, with what it takes to encode a new text the same way.

@@ -140,10 +140,10 @@ pub enum Filter {
         /// Set when the body must be restored or guarded: it is then held whole (a non-streamed
         /// answer is only useful whole anyway) and rewritten at the end.
         restore: Option<Box<Restore>>,
-        /// Set for an error status: the body is held whole too, and one that turns out not to
-        /// be JSON after all (empty, though typed `application/json`) is wrapped like
-        /// [`Filter::ErrorText`].
-        wrap: Option<Box<ErrorWrap>>,
+        /// Set for an error status (the provider and the status): the body is held whole too,
+        /// and one that turns out not to be JSON after all (empty, though typed
+        /// `application/json`) is wrapped like [`Filter::ErrorText`].
+        error: Option<(crate::providers::ProviderKind, http::StatusCode)>,
         notes: Vec<OutputNote>,
     },
     /// A non-JSON error body (HTML, plain text, empty): collected up to a limit, then sent in
@@ -201,20 +201,22 @@ impl Filter {
             buf: Vec::new(),
             overflow: false,
             restore: restore.map(Box::new),
-            wrap: None,
+            error: None,
             notes: Vec::new(),
         }
     }
 
     /// [`Filter::json`] for an error status.
-    pub fn json_error(restore: Option<Restore>, wrap: ErrorWrap) -> Filter {
-        Filter::Json {
-            buf: Vec::new(),
-            overflow: false,
-            restore: restore.map(Box::new),
-            wrap: Some(Box::new(wrap)),
-            notes: Vec::new(),
+    pub fn json_error(
+        restore: Option<Restore>,
+        kind: crate::providers::ProviderKind,
+        status: http::StatusCode,
+    ) -> Filter {
+        let mut f = Filter::json(restore);
+        if let Filter::Json { error, .. } = &mut f {
+            *error = Some((kind, status));
         }
+        f
     }
 
     pub fn json_array(meter: crate::meter::StreamMeter, restore: Option<Restore>) -> Filter {
@@ -245,7 +247,7 @@ impl Filter {
         match self {
             Filter::Pass => false,
             Filter::ErrorText { .. } => true,
-            Filter::Json { restore, wrap, .. } => restore.is_some() || wrap.is_some(),
+            Filter::Json { restore, error, .. } => restore.is_some() || error.is_some(),
             Filter::JsonArray { restorer, .. } => restorer.is_some(),
             Filter::Sse {
                 hide_usage,
@@ -315,25 +317,26 @@ impl Filter {
                 buf,
                 overflow,
                 restore,
-                wrap,
+                error,
                 ..
             } => {
                 if !*overflow {
+                    let holding = restore.is_some() || error.is_some();
                     if buf.len() + chunk.len() <= JSON_CAPTURE_LIMIT {
                         buf.extend_from_slice(&chunk);
-                        if restore.is_some() || wrap.is_some() {
+                        if holding {
                             return;
                         }
                     } else {
                         *overflow = true;
                         // Too long to be an empty error: it goes out as it came.
-                        let held = wrap.take().is_some();
+                        error.take();
                         if restore.take().is_some() {
                             tracing::warn!(
                                 "response too large to restore pseudonyms in; passed through as is"
                             );
-                            out.push_back(Bytes::from(std::mem::take(buf)));
-                        } else if held {
+                        }
+                        if holding {
                             out.push_back(Bytes::from(std::mem::take(buf)));
                         }
                         *buf = Vec::new();
@@ -527,18 +530,15 @@ impl Filter {
             Filter::Json {
                 buf,
                 restore,
-                wrap,
+                error,
                 notes,
                 ..
             } => {
-                if let Some(w) = wrap.take() {
+                if let Some((kind, status)) = error.take() {
                     if serde_json::from_slice::<serde::de::IgnoredAny>(buf).is_err() {
-                        let guard = w
-                            .guard
-                            .as_ref()
-                            .or(restore.as_ref().and_then(|r| r.guard.as_ref()));
+                        let guard = restore.as_ref().and_then(|r| r.guard.as_ref());
                         out.push_back(super::error::wrap_upstream_error(
-                            w.kind, w.status, false, buf, guard, notes,
+                            kind, status, false, buf, guard, notes,
                         ));
                         return;
                     }

@@ -229,13 +229,17 @@ impl ProxyError {
 
     /// The body in the provider's own error format; an unknown prefix gets OpenAI's.
     pub fn body(&self, kind: Option<ProviderKind>) -> Bytes {
-        let message = format!("Airlock: {self}");
+        self.body_with(kind, &format!("Airlock: {self}"))
+    }
+
+    /// [`Self::body`] with `message` (this error's own, masked) as the text.
+    pub fn body_with(&self, kind: Option<ProviderKind>, message: &str) -> Bytes {
         error_body(
             kind.unwrap_or(ProviderKind::OpenAi),
             self.status(),
             self.class(),
             self.code(),
-            &message,
+            message,
         )
     }
 }

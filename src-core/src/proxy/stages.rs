@@ -585,12 +585,12 @@ async fn admit(
     }
     if !body.is_empty() {
         let media = media_type(headers);
-        let is_json = is_json_media(&media);
+        let is_json = is_json_media(media);
         if expects_json(provider.kind, &ctx.endpoint) && !is_json {
             let shown = if media.is_empty() {
                 "(none)".to_owned()
             } else {
-                media
+                media.to_ascii_lowercase()
             };
             return Err(ProxyError::UnsupportedMediaType(shown));
         }
@@ -677,8 +677,8 @@ fn content_encoding(headers: &HeaderMap) -> Option<String> {
     (!codings.is_empty()).then(|| codings.join(", "))
 }
 
-/// The request's media type, lowercase (media types are case-insensitive), without parameters.
-fn media_type(headers: &HeaderMap) -> String {
+/// The request's media type as sent, without parameters.
+fn media_type(headers: &HeaderMap) -> &str {
     headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -687,12 +687,18 @@ fn media_type(headers: &HeaderMap) -> String {
         .next()
         .unwrap_or("")
         .trim()
-        .to_ascii_lowercase()
 }
 
-/// `application/json` or a `+json` type: the bodies read as JSON documents.
+/// `application/json` or a `+json` type, in any case (media types are case-insensitive): the
+/// bodies read as JSON documents.
 fn is_json_media(media: &str) -> bool {
-    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+    let has = |at: Option<&str>, s: &str| at.is_some_and(|a| a.eq_ignore_ascii_case(s));
+    media.eq_ignore_ascii_case("application/json")
+        || (has(media.get(..12), "application/")
+            && has(
+                media.len().checked_sub(5).and_then(|i| media.get(i..)),
+                "+json",
+            ))
 }
 
 /// The few fields the stages need; parsing into this also validates the whole document.
@@ -1174,19 +1180,10 @@ fn respond(
             html,
             guard: restore.and_then(|r| r.guard),
         })
+    } else if status.is_client_error() || status.is_server_error() {
+        body::Filter::json_error(restore, kind, status)
     } else if !status.is_success() {
-        let wrap = body::ErrorWrap {
-            kind,
-            status,
-            html: false,
-            // The restore's own guard checks a wrapped message (the filter holds both).
-            guard: None,
-        };
-        if status.is_client_error() || status.is_server_error() {
-            body::Filter::json_error(restore, wrap)
-        } else {
-            body::Filter::json(restore)
-        }
+        body::Filter::json(restore)
     } else if is_sse {
         body::Filter::sse(
             crate::meter::StreamMeter::new(kind, done.model.as_deref().unwrap_or("")),
@@ -1312,7 +1309,7 @@ fn inspect_filter(
         hash_key: &state.hash_key,
         now: std::time::Instant::now(),
     };
-    let is_json = is_json_media(&media_type(headers));
+    let is_json = is_json_media(media_type(headers));
     // The path first: it goes upstream whatever the body holds (Gemini names the model there).
     let mut from_path = inspector.inspect_path(&ctx.endpoint);
     // The query goes upstream too (all but Gemini's `key`, which Airlock replaces).
@@ -1481,13 +1478,16 @@ fn fail(
 ) {
     let status = err.status();
     let kind = ctx.provider.as_ref().map(|p| p.kind);
-    let mut resp = json_response(status, err.body(kind));
+    // A message can quote what the client sent (a model name, a media type), which may hold a
+    // secret: masked here, for the response and the record alike.
+    let mut message = format!("Airlock: {err}");
+    crate::protect::mask::mask_in_place(&rt.engine, &mut message);
+    let mut resp = json_response(status, err.body_with(kind, &message));
     if let Some(after) = err.retry_after() {
         if let Ok(v) = HeaderValue::from_str(&after.as_secs().max(1).to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
     }
-    let message = format!("Airlock: {err}");
     let committed = record::finish(
         state,
         &rt.config,
@@ -1669,6 +1669,27 @@ mod tests {
         let msg = describe_json_error(&e).to_string();
         assert!(!msg.contains("sk-secret"), "{msg}");
         assert!(msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn json_media_types_match_in_any_case() {
+        for m in [
+            "application/json",
+            "Application/JSON",
+            "application/vnd.api+JSON",
+        ] {
+            assert!(is_json_media(m), "{m}");
+        }
+        for m in [
+            "",
+            "text/plain",
+            "application/x-ndjson",
+            "text/json",
+            "+json",
+            "application/",
+        ] {
+            assert!(!is_json_media(m), "{m}");
+        }
     }
 
     #[test]

@@ -241,6 +241,18 @@ async fn key_scoped_to_models_refuses_a_body_whose_model_it_cannot_read() {
         );
         assert!(text.contains("names none"), "{text}");
     }
+    // A model the scope refuses is quoted in the error, masked: it may be a pasted secret.
+    let gh = airlock_e2e::support::fakes::github_pat();
+    let res = airlock_e2e::support::client::post(env.addr(), "/openai/v1/chat/completions")
+        .headers(p.sdk_headers())
+        .header(n, &v)
+        .json(&serde_json::json!({"model": gh, "messages": msg}))
+        .send()
+        .await
+        .expect("send");
+    let text = p.assert_error(&res, 403);
+    assert!(text.contains("ghp_"), "{text}");
+    assert!(!res.text().contains(&gh[4..]), "{}", res.text());
     // serde reads an array into a struct by position: refused as not an object.
     let res = airlock_e2e::support::client::post(env.addr(), "/openai/v1/chat/completions")
         .headers(p.sdk_headers())

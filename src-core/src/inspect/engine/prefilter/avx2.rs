@@ -1,18 +1,18 @@
 //! The window pass of [`Keywords::find`] sixteen windows at a time, with AVX2.
 //!
-//! Same windows, same hashes and same tables as the scalar loop: the 32 bytes at `i` read as
+//! Same windows, same hashes and same filter as the scalar loop: the 32 bytes at `i` read as
 //! eight little-endian `u32` lanes are the windows at `i, i+4, … i+28`, and the 32 bytes at
-//! `i + 2` the windows at `i+2, i+6, … i+30`. Each lane is folded and hashed once per table (one
-//! multiply each), and its bits are fetched from both window tables with gathers (a table read
-//! as `u32` words: bit `b` is bit `b % 32` of word `b / 32`). A window whose bit is set in both goes to
-//! [`Keywords::candidate`], as in the scalar loop. The digit-block map comes from the same loads.
+//! `i + 2` the windows at `i+2, i+6, … i+30`. Each lane is folded and hashed twice (one multiply
+//! each), its filter word is fetched with one gather, and a window with all three of its bits
+//! set goes to [`Keywords::candidate`], as in the scalar loop. The digit-block map comes from the same
+//! loads.
 //!
 //! This is the crate's one use of SIMD intrinsics, behind a run-time feature check; the tests
 //! run both this and the scalar loop against a plain automaton.
 
 #![allow(unsafe_code)]
 
-use super::{Hit, Keywords, FOLD4, MUL1, MUL2, TABLE_BITS, TABLE_WORDS};
+use super::{Hit, Keywords, BIT_A, BIT_B, BIT_C, FILTER_BITS, FOLD4, MUL1, MUL2};
 use std::arch::x86_64::{
     __m256i, _mm256_and_si256, _mm256_castsi256_ps, _mm256_cmpeq_epi8, _mm256_i32gather_epi32,
     _mm256_loadu_si256, _mm256_min_epu8, _mm256_movemask_epi8, _mm256_movemask_ps,
@@ -51,34 +51,30 @@ unsafe fn scan_avx2(
     out: &mut Vec<Hit>,
     digit_blocks: &mut [u64],
 ) -> usize {
-    const SHIFT: i32 = 32 - TABLE_BITS as i32;
-    const _: () = assert!(TABLE_WORDS * 64 == 1 << TABLE_BITS);
-    let first: *const i32 = k.first.as_ptr().cast();
-    let second: *const i32 = k.second.as_ptr().cast();
+    const SHIFT: i32 = 32 - FILTER_BITS as i32;
+    let filter: *const i32 = k.filter.as_ptr().cast();
     let fold = _mm256_set1_epi32(FOLD4 as i32);
     let mul1 = _mm256_set1_epi32(MUL1 as i32);
     let mul2 = _mm256_set1_epi32(MUL2 as i32);
     let low5 = _mm256_set1_epi32(31);
     let zero = _mm256_set1_epi8(b'0' as i8);
     let nine = _mm256_set1_epi8(9);
-    // Lanes whose window has its bit set in both tables, as a mask (bit `l` for lane `l`).
+    // Lanes whose window has all three of its bits set, as a mask (bit `l` for lane `l`).
     let lanes = |raw: __m256i| -> u32 {
         let folded = _mm256_or_si256(raw, fold);
-        let b1 = _mm256_srli_epi32::<SHIFT>(_mm256_mullo_epi32(folded, mul1));
-        let b2 = _mm256_srli_epi32::<SHIFT>(_mm256_mullo_epi32(folded, mul2));
-        // SAFETY: both buckets are below `2^TABLE_BITS`, so `bucket >> 5` indexes one of the
-        // `2^TABLE_BITS / 32` u32 words of its table: every gathered address is inside it.
-        let (w1, w2) = unsafe {
-            (
-                _mm256_i32gather_epi32::<4>(first, _mm256_srli_epi32::<5>(b1)),
-                _mm256_i32gather_epi32::<4>(second, _mm256_srli_epi32::<5>(b2)),
-            )
-        };
-        let both = _mm256_and_si256(
-            _mm256_srlv_epi32(w1, _mm256_and_si256(b1, low5)),
-            _mm256_srlv_epi32(w2, _mm256_and_si256(b2, low5)),
+        let at = _mm256_srli_epi32::<SHIFT>(_mm256_mullo_epi32(folded, mul1));
+        let h = _mm256_mullo_epi32(folded, mul2);
+        let a = _mm256_srli_epi32::<{ BIT_A as i32 }>(h);
+        let b = _mm256_and_si256(_mm256_srli_epi32::<{ BIT_B as i32 }>(h), low5);
+        let c = _mm256_and_si256(_mm256_srli_epi32::<{ BIT_C as i32 }>(h), low5);
+        // SAFETY: every index is below `2^FILTER_BITS`, the filter's length in u32 words, so
+        // every gathered address is inside it.
+        let word = unsafe { _mm256_i32gather_epi32::<4>(filter, at) };
+        let all = _mm256_and_si256(
+            _mm256_and_si256(_mm256_srlv_epi32(word, a), _mm256_srlv_epi32(word, b)),
+            _mm256_srlv_epi32(word, c),
         );
-        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32::<31>(both))) as u32
+        _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_slli_epi32::<31>(all))) as u32
     };
     let n = hay.len();
     let mut i = 0;

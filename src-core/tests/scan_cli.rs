@@ -886,3 +886,134 @@ fn staged_files_marked_binary_or_no_diff_in_gitattributes_are_still_scanned() {
     ];
     assert_eq!(found, want, "{}", r.stdout);
 }
+
+/// `text` in UTF-16, little- or big-endian, with or without a byte order mark.
+fn utf16(text: &str, little: bool, bom: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    let units = bom.then_some(0xFEFF).into_iter().chain(text.encode_utf16());
+    for u in units {
+        out.extend(if little {
+            u.to_le_bytes()
+        } else {
+            u.to_be_bytes()
+        });
+    }
+    out
+}
+
+/// The text of `bytes`, UTF-16 in the given byte order.
+fn from_utf16(bytes: &[u8], little: bool) -> String {
+    let units = bytes.chunks_exact(2).map(|p| {
+        if little {
+            u16::from_le_bytes([p[0], p[1]])
+        } else {
+            u16::from_be_bytes([p[0], p[1]])
+        }
+    });
+    char::decode_utf16(units)
+        .map(|c| c.unwrap_or('?'))
+        .collect()
+}
+
+/// (start, end, line) of each finding.
+fn spans(stdout: &str) -> Vec<(usize, usize, u64)> {
+    json_lines(stdout)
+        .iter()
+        .map(|f| {
+            let at = |k: &str| f[k].as_u64().unwrap_or(0);
+            (at("start") as usize, at("end") as usize, at("line"))
+        })
+        .collect()
+}
+
+#[test]
+fn utf16_files_are_decoded_and_their_offsets_point_into_the_file() {
+    let d = tmp();
+    let mut g = Gen::new(41);
+    for (name, little, bom) in [
+        ("le.ps1", true, true),
+        ("be.txt", false, true),
+        ("nobom.reg", true, false),
+    ] {
+        let (key, hidden) = (g.github("ghp_"), g.github("ghp_"));
+        // A character beyond the BMP (two code units) before the key, where a mark allows.
+        let wide = if bom { "\u{1F600} " } else { "" };
+        let text = format!(
+            "Windows Registry Editor Version 5.00\r\n{wide}\"Token\"=\"{key}\"\r\n\"Old\"=\"{hidden}\" ; airlock:allow\r\n"
+        );
+        let bytes = utf16(&text, little, bom);
+        std::fs::write(d.path().join(name), &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let r = run(d.path(), &["scan", name, "--format", "json"]);
+        assert_eq!(r.code, 1, "{name}: {}{}", r.stdout, r.stderr);
+        let found = spans(&r.stdout);
+        assert_eq!(found.len(), 1, "{name}: {}", r.stdout);
+        let (s, e, line) = found[0];
+        assert_eq!(line, 2, "{name}");
+        assert_eq!(from_utf16(&bytes[s..e], little), key, "{name}");
+        // The same bytes on stdin.
+        let out = airlock()
+            .current_dir(d.path())
+            .args(["scan", "-", "--format", "json"])
+            .write_stdin(bytes.clone())
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            spans(&String::from_utf8_lossy(&out.stdout)),
+            found,
+            "{name} on stdin"
+        );
+    }
+    // NULs at random, not every other byte: still binary, still skipped.
+    let mut bytes = utf16("abcdefgh", true, false);
+    bytes[3] = b'x';
+    bytes.extend_from_slice(format!("\"{}\"", g.github("ghp_")).as_bytes());
+    std::fs::write(d.path().join("blob.bin"), bytes).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(run(d.path(), &["scan", "blob.bin"]).code, 0);
+}
+
+#[test]
+fn staged_utf16_files_are_scanned_on_their_added_lines() {
+    let d = repo();
+    let dir = d.path();
+    let mut g = Gen::new(42);
+    let old = g.github("ghp_");
+    let before = format!("$old = \"{old}\"\r\n$x = 1\r\n");
+    std::fs::write(dir.join("setup.ps1"), utf16(&before, true, true))
+        .unwrap_or_else(|e| panic!("{e}"));
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "utf-16 script"]);
+    let new = g.github("ghp_");
+    let after = format!("{before}$new = \"{new}\"\r\n");
+    let bytes = utf16(&after, true, true);
+    std::fs::write(dir.join("setup.ps1"), &bytes).unwrap_or_else(|e| panic!("{e}"));
+    git(dir, &["add", "."]);
+    let r = run(dir, &["scan", "--staged", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let found = spans(&r.stdout);
+    assert_eq!(found.len(), 1, "only the added line: {}", r.stdout);
+    let (s, e, line) = found[0];
+    assert_eq!(line, 3);
+    assert_eq!(from_utf16(&bytes[s..e], true), new);
+}
+
+/// Old Mac line endings (a lone `\r`): a pragma covers its own line, not the whole file.
+#[test]
+fn a_pragma_covers_its_own_line_when_lines_end_in_a_lone_cr() {
+    let d = repo();
+    let dir = d.path();
+    let mut g = Gen::new(43);
+    let (allowed, key) = (g.github("ghp_"), g.github("ghp_"));
+    let text = format!("a = 1\rOLD = '{allowed}'  # airlock:allow\rNEW = '{key}'\r");
+    write(dir, "mac.py", &text);
+    let r = run(dir, &["scan", "mac.py", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let found = spans(&r.stdout);
+    assert_eq!(found.len(), 1, "{}", r.stdout);
+    assert_eq!(&text[found[0].0..found[0].1], key);
+    git(dir, &["add", "mac.py"]);
+    let r = run(dir, &["scan", "--staged", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let found = spans(&r.stdout);
+    assert_eq!(found.len(), 1, "{}", r.stdout);
+    assert_eq!(&text[found[0].0..found[0].1], key);
+}

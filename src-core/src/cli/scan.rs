@@ -17,6 +17,10 @@ const CHUNK: usize = 8 << 20;
 const OVERLAP: usize = 64 << 10;
 /// Bytes checked for a NUL to call a file binary.
 const BINARY_SNIFF: usize = 8 << 10;
+/// A UTF-16 file is decoded whole; one larger than this is an error, not skipped.
+const MAX_UTF16: usize = 256 << 20;
+/// Bytes looked at to tell UTF-16 without a byte order mark.
+const UTF16_SNIFF: usize = 512;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -286,11 +290,13 @@ fn fingerprint(rule: &str, value: &[u8]) -> String {
 
 const PRAGMA: &[u8] = b"airlock:allow";
 
-/// The line holding byte `offset`, without its line break.
+/// The line holding byte `offset`, without its line break: the pragma's reach. A lone `\r`
+/// ends a line here too, so in a file with old Mac line endings a pragma covers its own line,
+/// not the whole file (lines are still numbered by `\n`, as git numbers them).
 fn line_of(buf: &[u8], offset: usize) -> &[u8] {
     let offset = offset.min(buf.len());
-    let start = memchr::memrchr(b'\n', &buf[..offset]).map_or(0, |i| i + 1);
-    let end = memchr::memchr(b'\n', &buf[offset..]).map_or(buf.len(), |i| offset + i);
+    let start = memchr::memrchr2(b'\n', b'\r', &buf[..offset]).map_or(0, |i| i + 1);
+    let end = memchr::memchr2(b'\n', b'\r', &buf[offset..]).map_or(buf.len(), |i| offset + i);
     &buf[start..end]
 }
 
@@ -388,6 +394,14 @@ fn emit_buffer(
     suppress: &Suppressions,
     sink: &mut Sink,
 ) -> anyhow::Result<()> {
+    if let Some(order) = utf16_of(buf) {
+        for (hit, pragma) in scan_utf16(engine, path, buf, order, args) {
+            if !suppress.hides(&hit, pragma) {
+                sink.emit(hit)?;
+            }
+        }
+        return Ok(());
+    }
     let mut hits = Vec::new();
     let mut cur = Cursor::new(1);
     engine.scan_bytes(buf, |f| {
@@ -444,7 +458,7 @@ fn pragma_in_file(path: &Path, offset: usize) -> std::io::Result<bool> {
         let from = end.saturating_sub(BLOCK);
         f.seek(SeekFrom::Start(from as u64))?;
         let n = read_full(&mut f, &mut buf[..end - from])?;
-        let start = memchr::memrchr(b'\n', &buf[..n]).map_or(0, |i| i + 1);
+        let start = memchr::memrchr2(b'\n', b'\r', &buf[..n]).map_or(0, |i| i + 1);
         let kept = next.len().min(carry);
         buf[n..n + kept].copy_from_slice(&next[..kept]);
         if memchr::memmem::find(&buf[start..n + kept], PRAGMA).is_some() {
@@ -465,7 +479,7 @@ fn pragma_in_file(path: &Path, offset: usize) -> std::io::Result<bool> {
     loop {
         let n = read_full(&mut f, &mut buf[..BLOCK])?;
         let got = &buf[..n];
-        let stop = memchr::memchr(b'\n', got);
+        let stop = memchr::memchr2(b'\n', b'\r', got);
         tail.extend_from_slice(&got[..stop.unwrap_or(n)]);
         if memchr::memmem::find(&tail, PRAGMA).is_some() {
             return Ok(true);
@@ -503,6 +517,16 @@ fn scan_reader(
     let mut hits = Vec::new();
     let mut buf = vec![0u8; CHUNK];
     let mut filled = read_full(&mut reader, &mut buf)?;
+    if let Some(order) = utf16_of(&buf[..filled]) {
+        // Decoded whole: read the rest, up to the limit.
+        buf.truncate(filled);
+        let room = (MAX_UTF16 + 1).saturating_sub(filled) as u64;
+        (&mut reader).take(room).read_to_end(&mut buf)?;
+        if buf.len() > MAX_UTF16 {
+            bail!("UTF-16 text over {} MiB is not scanned", MAX_UTF16 >> 20);
+        }
+        return Ok(scan_utf16(engine, shown, &buf, order, args));
+    }
     if buf[..filled.min(BINARY_SNIFF)].contains(&0) {
         return Ok(hits); // binary
     }
@@ -734,6 +758,17 @@ fn scan_staged(
             text.push(b'\n');
         }
         if text.contains(&0) {
+            // Binary, or UTF-16 text (a NUL in every other byte); the staged file says which.
+            let blob = git(Some(root), &["cat-file", "blob", &format!(":{path}")])?;
+            if let Some(order) = utf16_of(&blob) {
+                let added = added_byte_ranges(&blob, &lines);
+                for (hit, pragma) in scan_utf16(engine, &path, &blob, order, args) {
+                    let on_added = added.iter().any(|r| r.start < hit.end && hit.start < r.end);
+                    if on_added && !suppress.hides(&hit, pragma) {
+                        sink.emit(hit)?;
+                    }
+                }
+            }
             continue;
         }
         let mut found = Vec::new();
@@ -763,11 +798,11 @@ fn scan_staged(
             let (ls, no) = starts[idx];
             let col = chars_in(&text[ls..off]) + 1;
             let file_off = line_starts.get(no.saturating_sub(1)).copied().unwrap_or(0) + (off - ls);
-            (no, col, file_off, idx)
+            (no, col, file_off)
         };
         for (span, rule, kind, family, confidence, preview, fp) in found {
-            let (line, col, start, idx) = locate_at(span.start);
-            let (end_line, end_col, end, _) = locate_at(span.end.saturating_sub(1).max(span.start));
+            let (line, col, start) = locate_at(span.start);
+            let (end_line, end_col, end) = locate_at(span.end.saturating_sub(1).max(span.start));
             let hit = Hit {
                 path: path.clone(),
                 line,
@@ -783,13 +818,142 @@ fn scan_staged(
                 preview,
                 fingerprint: fp,
             };
-            let pragma = memchr::memmem::find(&lines[idx].1, PRAGMA).is_some();
+            let pragma = memchr::memmem::find(line_of(&text, span.start), PRAGMA).is_some();
             if !suppress.hides(&hit, pragma) {
                 sink.emit(hit)?;
             }
         }
     }
     Ok(())
+}
+
+/// The byte ranges of the staged file that its added lines cover, by git's count of lines
+/// (at each `\n` byte: in UTF-16 a line's bytes run from the high or low byte of one line
+/// break to the next, and hold the decoded line whole).
+fn added_byte_ranges(blob: &[u8], lines: &[(usize, Vec<u8>)]) -> Vec<std::ops::Range<usize>> {
+    let mut starts = vec![0usize];
+    starts.extend(memchr::memchr_iter(b'\n', blob).map(|i| i + 1));
+    lines
+        .iter()
+        .filter_map(|&(no, _)| {
+            let start = *starts.get(no.checked_sub(1)?)?;
+            let end = starts.get(no).copied().unwrap_or(blob.len());
+            Some(start..end)
+        })
+        .collect()
+}
+
+// === UTF-16 ===
+
+/// The byte order of a UTF-16 file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Utf16 {
+    Le,
+    Be,
+}
+
+/// Whether `head` starts a UTF-16 file, and how long its byte order mark is. Windows tools
+/// write UTF-16 (PowerShell 5's `>`, `.reg` exports, some resource files): text with a NUL in
+/// nearly every other byte, which the binary check would skip whole. Told by the byte order
+/// mark or, without one, by characters of the first bytes that are all below U+0100 and none
+/// NUL: one byte of every pair NUL, the other never.
+fn utf16_of(head: &[u8]) -> Option<(Utf16, usize)> {
+    match head {
+        // UTF-32 little-endian starts with FF FE 00 00.
+        [0xFF, 0xFE, 0, 0, ..] => None,
+        [0xFF, 0xFE, ..] => Some((Utf16::Le, 2)),
+        [0xFE, 0xFF, ..] => Some((Utf16::Be, 2)),
+        _ => {
+            let n = head.len().min(UTF16_SNIFF) & !1;
+            if n < 8 {
+                return None;
+            }
+            let pairs = head[..n].chunks_exact(2);
+            if pairs.clone().all(|p| p[0] != 0 && p[1] == 0) {
+                Some((Utf16::Le, 0))
+            } else if pairs.into_iter().all(|p| p[0] == 0 && p[1] != 0) {
+                Some((Utf16::Be, 0))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// A UTF-16 file decoded to UTF-8 (an unpaired surrogate becomes U+FFFD), with the way back
+/// from an offset in the text to one in the file.
+struct Utf16Text {
+    text: String,
+    bom: usize,
+    /// UTF-16 code units before every [`Utf16Text::MARK`]th byte of `text`, and in all of it.
+    marks: Vec<usize>,
+}
+
+impl Utf16Text {
+    const MARK: usize = 4096;
+
+    fn decode(bytes: &[u8], order: Utf16, bom: usize) -> Self {
+        let units = bytes[bom.min(bytes.len())..]
+            .chunks_exact(2)
+            .map(|p| match order {
+                Utf16::Le => u16::from_le_bytes([p[0], p[1]]),
+                Utf16::Be => u16::from_be_bytes([p[0], p[1]]),
+            });
+        let text: String = char::decode_utf16(units)
+            .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+            .collect();
+        let mut marks = Vec::with_capacity(text.len() / Self::MARK + 2);
+        let mut total = 0;
+        for chunk in text.as_bytes().chunks(Self::MARK) {
+            marks.push(total);
+            total += units_in(chunk);
+        }
+        marks.push(total);
+        Self { text, bom, marks }
+    }
+
+    /// The file offset of byte `at` of the text, a char boundary.
+    fn file_offset(&self, at: usize) -> usize {
+        let k = at / Self::MARK;
+        let units = self.marks[k] + units_in(&self.text.as_bytes()[k * Self::MARK..at]);
+        self.bom + 2 * units
+    }
+}
+
+/// The UTF-16 code units of UTF-8 `bytes`: one per char, two for a char beyond the Basic
+/// Multilingual Plane (a four-byte sequence, whose lead byte is 0xF0 or above).
+fn units_in(bytes: &[u8]) -> usize {
+    bytes
+        .iter()
+        .map(|&b| usize::from(b & 0xC0 != 0x80) + usize::from(b >= 0xF0))
+        .sum()
+}
+
+/// Every wanted finding in a UTF-16 file with whether its line carries the pragma: found in
+/// the decoded text and located there by line and column, and by byte offsets in the file.
+/// Fingerprints are of the decoded value, as for the same secret in a UTF-8 file.
+fn scan_utf16(
+    engine: &Engine,
+    shown: &str,
+    bytes: &[u8],
+    (order, bom): (Utf16, usize),
+    args: &ScanArgs,
+) -> Vec<(Hit, bool)> {
+    let decoded = Utf16Text::decode(bytes, order, bom);
+    let text = decoded.text.as_bytes();
+    let mut hits = Vec::new();
+    let mut cur = Cursor::new(1);
+    engine.scan_bytes(text, |f| {
+        if wanted(args, f) {
+            let mut hit = locate(shown, text, 0, f, &mut cur);
+            hit.start = decoded.file_offset(f.span.start);
+            hit.end = decoded.file_offset(f.span.end);
+            let pragma = memchr::memmem::find(line_of(text, f.span.start), PRAGMA).is_some();
+            hits.push((hit, pragma));
+        }
+        true
+    });
+    hits
 }
 
 // === Suppressions ===
@@ -1233,6 +1397,34 @@ fn report_new(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn utf16_offsets_map_back_to_the_file_across_marks() {
+        let text: String = "a\u{e9}\u{4e2d}\u{1F600}\n".repeat(1500);
+        let mut bytes = vec![0xFF, 0xFE];
+        bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        let order = utf16_of(&bytes);
+        assert_eq!(order, Some((Utf16::Le, 2)));
+        let decoded = Utf16Text::decode(&bytes, Utf16::Le, 2);
+        assert_eq!(decoded.text, text);
+        assert!(decoded.marks.len() > 3, "{}", decoded.marks.len());
+        for (at, _) in text.char_indices().chain([(text.len(), ' ')]) {
+            let want = 2 + 2 * text[..at].encode_utf16().count();
+            assert_eq!(decoded.file_offset(at), want, "at {at}");
+        }
+    }
+
+    #[test]
+    fn utf16_is_told_by_its_mark_or_its_nul_bytes() {
+        assert_eq!(utf16_of(b"\xFE\xFF\0a"), Some((Utf16::Be, 2)));
+        assert_eq!(utf16_of(b"a\0b\0c\0d\0"), Some((Utf16::Le, 0)));
+        assert_eq!(utf16_of(b"\0a\0b\0c\0d"), Some((Utf16::Be, 0)));
+        // UTF-32, too short to tell, one NUL out of place, plain text.
+        assert_eq!(utf16_of(b"\xFF\xFE\0\0a\0\0\0"), None);
+        assert_eq!(utf16_of(b"a\0b\0"), None);
+        assert_eq!(utf16_of(b"a\0b\0cxd\0"), None);
+        assert_eq!(utf16_of(b"plain text"), None);
+    }
 
     #[test]
     fn diff_parsing_maps_new_line_numbers() {

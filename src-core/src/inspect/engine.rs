@@ -831,8 +831,15 @@ impl Engine {
     /// Snaps a value's span out to char boundaries, runs the rule's checks and keeps it if they
     /// pass.
     fn push_checked(&self, text: &str, ri: u32, vs: usize, ve: usize, out: &mut Vec<Raw>) {
-        let (vs, ve) = snap_out(text, vs, ve);
-        if let Some(conf) = self.check(&self.rules[ri as usize], text.as_bytes(), vs, ve) {
+        let (mut vs, ve) = snap_out(text, vs, ve);
+        let rule = &self.rules[ri as usize];
+        // A value read from the letter of an escape (`"hi\nmaria@…"` in source code, where the
+        // regex sees `nmaria@…`) starts after it, if what follows is a value of the rule alone.
+        if escape_letter_at(text.as_bytes(), vs) && whole_value(rule, &text.as_bytes()[vs + 1..ve])
+        {
+            vs += 1;
+        }
+        if let Some(conf) = self.check(rule, text.as_bytes(), vs, ve) {
             out.push(Raw {
                 rule: ri,
                 span: vs..ve,
@@ -1339,6 +1346,24 @@ fn after_escape(bytes: &[u8], at: usize) -> bool {
             && b(1).is_some_and(|c| c.is_ascii_hexdigit()))
 }
 
+/// Whether `at` is the letter of a `\n`, `\t` or `\r` escape (not of an escaped backslash
+/// followed by a letter, `\\n`).
+fn escape_letter_at(bytes: &[u8], at: usize) -> bool {
+    matches!(bytes.get(at), Some(b'n' | b't' | b'r'))
+        && at >= 1
+        && bytes[at - 1] == b'\\'
+        && (at < 2 || bytes[at - 2] != b'\\')
+}
+
+/// Whether the rule, searched anchored over `value` alone, finds exactly `value` as its value.
+fn whole_value(rule: &CompiledRule, value: &[u8]) -> bool {
+    let input = regex_automata::Input::new(value).anchored(regex_automata::Anchored::Yes);
+    matches!(
+        next_value(rule, value, &input, &mut captures_for(rule)),
+        Some((_, (0, e))) if e == value.len()
+    )
+}
+
 /// Bytes of closing context a window reads past its token; the longest a rule needs is two.
 const TRAIL: usize = 2;
 
@@ -1690,6 +1715,28 @@ mod tests {
                 .collect();
             assert!(found.is_empty(), "{text}: {found:?}");
         }
+    }
+
+    /// A value right after an escape's letter starts after it: an email in a string literal
+    /// after `\n` is the address, not `n` and the address. An escaped backslash before a
+    /// letter is no escape.
+    #[test]
+    fn a_value_after_an_escape_letter_starts_after_it() {
+        let e = engine();
+        let email = "maria.lopez@contoso-mail.com";
+        let spans = |text: &str| -> Vec<String> {
+            e.find_all(text)
+                .into_iter()
+                .filter(|f| f.rule_id == "email")
+                .map(|f| text[f.span.clone()].to_string())
+                .collect()
+        };
+        for esc in ["\\n", "\\t", "\\r"] {
+            let text = format!(r#"msg = "hi{esc}{email}""#);
+            assert_eq!(spans(&text), [email], "{text}");
+        }
+        let text = format!(r#"path = "C:\\n{email}""#);
+        assert_eq!(spans(&text), [format!("n{email}")], "{text}");
     }
 
     /// A window's edge is not the end of the text: the phone's window stops inside the card

@@ -62,6 +62,8 @@ pub struct Timeouts {
     pub first_byte: Duration,
     /// Between two chunks of a response body.
     pub idle: Duration,
+    /// Between two chunks of a request body from the client (and before the first).
+    pub request_body: Duration,
     /// How long in-flight requests may run on after SIGINT/SIGTERM.
     pub shutdown_grace: Duration,
 }
@@ -72,6 +74,7 @@ impl Default for Timeouts {
             connect: Duration::from_secs(10),
             first_byte: Duration::from_secs(600),
             idle: Duration::from_secs(300),
+            request_body: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(30),
         }
     }
@@ -355,6 +358,7 @@ impl ConfigFile {
             connect: dur("timeouts.connect", &t.connect, d.connect)?,
             first_byte: dur("timeouts.first_byte", &t.first_byte, d.first_byte)?,
             idle: dur("timeouts.idle", &t.idle, d.idle)?,
+            request_body: dur("timeouts.request_body", &t.request_body, d.request_body)?,
             shutdown_grace: dur(
                 "timeouts.shutdown_grace",
                 &t.shutdown_grace,

@@ -33,6 +33,7 @@ pub struct TimeoutsFile {
     pub connect: Option<String>,
     pub first_byte: Option<String>,
     pub idle: Option<String>,
+    pub request_body: Option<String>,
     pub shutdown_grace: Option<String>,
 }
 

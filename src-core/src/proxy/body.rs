@@ -6,7 +6,7 @@ use crate::protect::pseudonym::Mapping;
 use crate::protect::restore::{OutputGuard, OutputNote, StreamRestorer};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use std::collections::VecDeque;
 use std::future::Future;
@@ -30,22 +30,40 @@ pub fn empty() -> ProxyBody {
     full(Bytes::new())
 }
 
-/// Reads the whole request body, refusing more than `limit` bytes without reading past it.
+/// Reads the whole request body, refusing more than `limit` bytes without reading past it,
+/// and giving up when the client sends nothing for `idle`.
 pub async fn read_limited(
-    body: Incoming,
+    mut body: Incoming,
     declared_len: Option<u64>,
     limit: usize,
+    idle: Duration,
 ) -> Result<Bytes, ProxyError> {
     if declared_len.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(ProxyError::BodyTooLarge { limit })
+    let mut buf = bytes::BytesMut::with_capacity(declared_len.map_or(0, |n| n as usize));
+    loop {
+        // A client that stops sending mid-body (a hung upload, a crashed sender that left
+        // the socket open) gets an answer and a record, not a request held open for ever.
+        let frame = match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => {
+                return Err(ProxyError::BodyTimeout {
+                    secs: idle.as_secs(),
+                })
+            }
+            Ok(None) => break,
+            Ok(Some(Err(e))) => return Err(ProxyError::BodyRead(e.to_string())),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        // Trailers carry no body bytes.
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+            buf.extend_from_slice(&data);
         }
-        Err(e) => Err(ProxyError::BodyRead(e.to_string())),
     }
+    Ok(buf.freeze())
 }
 
 /// Decodes a compressed request body so it can be inspected, refusing to inflate past `limit`

@@ -68,6 +68,8 @@ pub enum ProxyError {
     MalformedJson(String),
     #[error("could not read the request body: {0}")]
     BodyRead(String),
+    #[error("the client sent no request body bytes for {secs}s (timeouts.request_body in the Airlock config); the request was not sent upstream")]
+    BodyTimeout { secs: u64 },
     #[error("Airlock cannot use the {provider} key: {source}")]
     Vault {
         provider: String,
@@ -122,6 +124,7 @@ impl ProxyError {
             | ModelUnread { .. } => StatusCode::FORBIDDEN,
             UnsupportedMediaType(_) | UnsupportedEncoding(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Vault {
                 source: VaultError::NotSet { .. },
                 ..
@@ -187,6 +190,7 @@ impl ProxyError {
             BodyTooLarge { .. } => "airlock_body_too_large",
             MalformedJson(_) => "airlock_malformed_json",
             BodyRead(_) => "airlock_body_read",
+            BodyTimeout { .. } => "airlock_body_timeout",
             Vault {
                 source: VaultError::NotSet { .. },
                 ..

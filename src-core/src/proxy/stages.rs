@@ -571,7 +571,13 @@ async fn admit(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut body = body::read_limited(incoming, declared, config.max_body).await?;
+    let mut body = body::read_limited(
+        incoming,
+        declared,
+        config.max_body,
+        config.timeouts.request_body,
+    )
+    .await?;
     // A compressed body is decoded and inspected like any other: compression is never a way
     // around inspection. An encoding Airlock cannot decode is refused.
     if let Some(enc) = encoding {

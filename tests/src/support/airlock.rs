@@ -61,6 +61,7 @@ pub struct Config {
     pub connect: String,
     pub first_byte: String,
     pub idle: String,
+    pub request_body: String,
     pub shutdown_grace: String,
     pub allowed_origins: Vec<String>,
     pub client_provider_keys: String,
@@ -84,6 +85,7 @@ impl Config {
             connect: "2s".to_owned(),
             first_byte: "2s".to_owned(),
             idle: "2s".to_owned(),
+            request_body: "10s".to_owned(),
             shutdown_grace: "5s".to_owned(),
             allowed_origins: vec!["http://localhost:5173".to_owned()],
             client_provider_keys: "reject".to_owned(),
@@ -111,6 +113,7 @@ impl Config {
         t.push_str(&format!("connect = {}\n", q(&self.connect)));
         t.push_str(&format!("first_byte = {}\n", q(&self.first_byte)));
         t.push_str(&format!("idle = {}\n", q(&self.idle)));
+        t.push_str(&format!("request_body = {}\n", q(&self.request_body)));
         t.push_str(&format!("shutdown_grace = {}\n", q(&self.shutdown_grace)));
         t.push_str("\n[security]\n");
         let origins: Vec<String> = self.allowed_origins.iter().map(|o| q(o)).collect();

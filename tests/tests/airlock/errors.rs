@@ -341,3 +341,87 @@ async fn empty_upstream_error_body_is_recorded_complete() {
         assert_eq!(row["body_end"], "complete", "{body}: {row}");
     }
 }
+
+/// A client that stops sending its body part way (a hung upload) gets a 408 in its provider's
+/// format after `timeouts.request_body`, nothing goes upstream, and the ledger records it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_that_stops_arriving_is_408_and_recorded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let env = env_with(|c| c.request_body = "1s".to_owned());
+    let p = Provider::OpenAi;
+    let body =
+        serde_json::to_vec(&p.chat_body_for_model("gpt-4o-mini", "hello", false)).expect("json");
+    let mut stream = tokio::net::TcpStream::connect(env.addr())
+        .await
+        .expect("connect");
+    let head = format!(
+        "POST {} HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        p.chat_path(false),
+        env.addr(),
+        env.alk,
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("head");
+    stream
+        .write_all(&body[..body.len() / 2])
+        .await
+        .expect("half the body");
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the response is whole (its head and Content-Length bytes) or the peer closes.
+    let response = loop {
+        let n = tokio::time::timeout(Duration::from_secs(8), stream.read(&mut buf))
+            .await
+            .expect("an answer within 8 s")
+            .expect("read");
+        got.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let len = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().to_owned())
+                })
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if n == 0 || body.len() >= len {
+                break (head.to_owned(), body.to_owned());
+            }
+        }
+        assert!(n > 0, "closed without a response: {text:?}");
+    };
+    let waited = started.elapsed();
+    let (head, body) = response;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON error body");
+    assert_eq!(v["error"]["code"], "airlock_body_timeout", "{v}");
+    assert_eq!(v["error"]["type"], "api_error", "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("timeouts.request_body")),
+        "{v}"
+    );
+    let id = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("x-airlock-request-id:")
+                .map(|v| v.trim().to_owned())
+        })
+        .expect("request id");
+    let row = env.airlock.ledger_row(&id).await;
+    assert_eq!(row["status"], 408, "{row}");
+    assert_eq!(row["reason"], "airlock_body_timeout", "{row}");
+    assert!(
+        env.mock.requests().is_empty(),
+        "nothing may reach the upstream"
+    );
+}

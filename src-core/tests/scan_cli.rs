@@ -1017,3 +1017,54 @@ fn a_pragma_covers_its_own_line_when_lines_end_in_a_lone_cr() {
     assert_eq!(found.len(), 1, "{}", r.stdout);
     assert_eq!(&text[found[0].0..found[0].1], key);
 }
+
+/// Two bytes that look like a UTF-16 byte order mark before plain text do not turn the text
+/// into noise: with no NUL after them it is scanned as before.
+#[test]
+fn a_mark_before_plain_text_does_not_hide_it() {
+    let d = tmp();
+    let mut g = Gen::new(44);
+    let key = g.github("ghp_");
+    for (name, mark) in [("le.txt", [0xFF, 0xFE]), ("be.txt", [0xFE, 0xFF])] {
+        let mut bytes = mark.to_vec();
+        bytes.extend_from_slice(format!(" header\nTOKEN={key}\n").as_bytes());
+        std::fs::write(d.path().join(name), &bytes).unwrap_or_else(|e| panic!("{e}"));
+        let r = run(d.path(), &["scan", name, "--format", "json"]);
+        assert_eq!(r.code, 1, "{name}: {}{}", r.stdout, r.stderr);
+        let found = spans(&r.stdout);
+        assert_eq!(found.len(), 1, "{name}: {}", r.stdout);
+        assert_eq!(&bytes[found[0].0..found[0].1], key.as_bytes(), "{name}");
+    }
+}
+
+/// Git counts lines at every 0x0A byte, and `上` (U+4E0A) is `0A 4E` in UTF-16LE: an edit to a
+/// line holding one is still mapped to the whole decoded line, and only to it.
+#[test]
+fn staged_utf16_lines_split_by_git_inside_a_character_are_whole() {
+    let d = repo();
+    let dir = d.path();
+    let mut g = Gen::new(45);
+    let (key, other) = (g.github("ghp_"), g.github("ghp_"));
+    let line = |tail: &str| format!("$k = \"{key}\" # \u{4E0A} {tail}\r\n");
+    let before = format!(
+        "$a = 1\r\n$o = \"{other}\"\r\n{}$z = 2\r\n",
+        line("airlock:allow")
+    );
+    std::fs::write(dir.join("s.ps1"), utf16(&before, true, true)).unwrap_or_else(|e| panic!("{e}"));
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "utf-16"]);
+    let after = format!(
+        "$a = 1\r\n$o = \"{other}\"\r\n{}$z = 2\r\n",
+        line("changed")
+    );
+    let bytes = utf16(&after, true, true);
+    std::fs::write(dir.join("s.ps1"), &bytes).unwrap_or_else(|e| panic!("{e}"));
+    git(dir, &["add", "."]);
+    let r = run(dir, &["scan", "--staged", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let found = spans(&r.stdout);
+    assert_eq!(found.len(), 1, "only the edited line: {}", r.stdout);
+    let (s, e, no) = found[0];
+    assert_eq!(no, 3);
+    assert_eq!(from_utf16(&bytes[s..e], true), key);
+}

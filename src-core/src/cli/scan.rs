@@ -761,9 +761,11 @@ fn scan_staged(
             // Binary, or UTF-16 text (a NUL in every other byte); the staged file says which.
             let blob = git(Some(root), &["cat-file", "blob", &format!(":{path}")])?;
             if let Some(order) = utf16_of(&blob) {
-                let added = added_byte_ranges(&blob, &lines);
+                let added = added_utf16_lines(&blob, order, &lines);
                 for (hit, pragma) in scan_utf16(engine, &path, &blob, order, args) {
-                    let on_added = added.iter().any(|r| r.start < hit.end && hit.start < r.end);
+                    let on_added = added
+                        .iter()
+                        .any(|r| r.start <= hit.end_line && hit.line < r.end);
                     if on_added && !suppress.hides(&hit, pragma) {
                         sink.emit(hit)?;
                     }
@@ -827,18 +829,39 @@ fn scan_staged(
     Ok(())
 }
 
-/// The byte ranges of the staged file that its added lines cover, by git's count of lines
-/// (at each `\n` byte: in UTF-16 a line's bytes run from the high or low byte of one line
-/// break to the next, and hold the decoded line whole).
-fn added_byte_ranges(blob: &[u8], lines: &[(usize, Vec<u8>)]) -> Vec<std::ops::Range<usize>> {
+/// The decoded lines (1-based, as ranges) of a staged UTF-16 file that its added lines touch.
+/// Git counts lines at every `0x0A` byte, which is half of a line break but also half of some
+/// characters (`上` is `0A 4E` in little-endian): each added git line is mapped to its bytes and
+/// those to the whole decoded lines they fall in.
+fn added_utf16_lines(
+    blob: &[u8],
+    (order, bom): (Utf16, usize),
+    lines: &[(usize, Vec<u8>)],
+) -> Vec<std::ops::Range<usize>> {
     let mut starts = vec![0usize];
     starts.extend(memchr::memchr_iter(b'\n', blob).map(|i| i + 1));
+    let line_feed = match order {
+        Utf16::Le => [b'\n', 0],
+        Utf16::Be => [0, b'\n'],
+    };
+    let breaks: Vec<usize> = blob[bom.min(blob.len())..]
+        .chunks_exact(2)
+        .enumerate()
+        .filter(|(_, u)| *u == line_feed)
+        .map(|(i, _)| i)
+        .collect();
+    // The decoded line holding code unit `unit`.
+    let line_at = |unit: usize| 1 + breaks.partition_point(|&b| b < unit);
     lines
         .iter()
         .filter_map(|&(no, _)| {
             let start = *starts.get(no.checked_sub(1)?)?;
-            let end = starts.get(no).copied().unwrap_or(blob.len());
-            Some(start..end)
+            let end = starts.get(no).copied().unwrap_or(blob.len()).max(start + 1);
+            // A git line may start on the second byte of a line break (little-endian): its
+            // first whole unit is the next one. Its last byte is in the unit it ends in.
+            let first = start.saturating_sub(bom).div_ceil(2);
+            let last = (end - 1).saturating_sub(bom) / 2;
+            Some(line_at(first)..line_at(last.max(first)) + 1)
         })
         .collect()
 }
@@ -855,14 +878,18 @@ enum Utf16 {
 /// Whether `head` starts a UTF-16 file, and how long its byte order mark is. Windows tools
 /// write UTF-16 (PowerShell 5's `>`, `.reg` exports, some resource files): text with a NUL in
 /// nearly every other byte, which the binary check would skip whole. Told by the byte order
-/// mark or, without one, by characters of the first bytes that are all below U+0100 and none
-/// NUL: one byte of every pair NUL, the other never.
+/// mark followed by a NUL in the next bytes (two bytes that look like a mark before plain
+/// text must not turn that text into noise: it is scanned as bytes), or without a mark by
+/// characters of the first bytes that are all below U+0100 and none NUL: one byte of every
+/// pair NUL, the other never.
 fn utf16_of(head: &[u8]) -> Option<(Utf16, usize)> {
+    let nul_after_mark = || head[2..head.len().min(UTF16_SNIFF)].contains(&0);
     match head {
         // UTF-32 little-endian starts with FF FE 00 00.
         [0xFF, 0xFE, 0, 0, ..] => None,
-        [0xFF, 0xFE, ..] => Some((Utf16::Le, 2)),
-        [0xFE, 0xFF, ..] => Some((Utf16::Be, 2)),
+        [0xFF, 0xFE, ..] if nul_after_mark() => Some((Utf16::Le, 2)),
+        [0xFE, 0xFF, ..] if nul_after_mark() => Some((Utf16::Be, 2)),
+        [0xFF, 0xFE, ..] | [0xFE, 0xFF, ..] => None,
         _ => {
             let n = head.len().min(UTF16_SNIFF) & !1;
             if n < 8 {
@@ -1424,6 +1451,8 @@ mod tests {
         assert_eq!(utf16_of(b"a\0b\0"), None);
         assert_eq!(utf16_of(b"a\0b\0cxd\0"), None);
         assert_eq!(utf16_of(b"plain text"), None);
+        // A mark before text with no NUL: plain text, scanned as bytes.
+        assert_eq!(utf16_of(b"\xFF\xFE header"), None);
     }
 
     #[test]

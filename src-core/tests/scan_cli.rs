@@ -974,26 +974,31 @@ fn utf16_files_are_decoded_and_their_offsets_point_into_the_file() {
 #[test]
 fn staged_utf16_files_are_scanned_on_their_added_lines() {
     let d = repo();
-    let dir = d.path();
     let mut g = Gen::new(42);
     let old = g.github("ghp_");
     let before = format!("$old = \"{old}\"\r\n$x = 1\r\n");
-    std::fs::write(dir.join("setup.ps1"), utf16(&before, true, true))
-        .unwrap_or_else(|e| panic!("{e}"));
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "-qm", "utf-16 script"]);
     let new = g.github("ghp_");
     let after = format!("{before}$new = \"{new}\"\r\n");
-    let bytes = utf16(&after, true, true);
-    std::fs::write(dir.join("setup.ps1"), &bytes).unwrap_or_else(|e| panic!("{e}"));
-    git(dir, &["add", "."]);
-    let r = run(dir, &["scan", "--staged", "--format", "json"]);
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let (bytes, r) = stage_utf16_edit(d.path(), "setup.ps1", &before, &after);
     let found = spans(&r.stdout);
     assert_eq!(found.len(), 1, "only the added line: {}", r.stdout);
     let (s, e, line) = found[0];
     assert_eq!(line, 3);
     assert_eq!(from_utf16(&bytes[s..e], true), new);
+}
+
+/// Commits `before` as a UTF-16LE file with a mark, stages `after` over it and runs
+/// `scan --staged --format json`, which must find something. Returns the staged bytes and the run.
+fn stage_utf16_edit(dir: &Path, name: &str, before: &str, after: &str) -> (Vec<u8>, Run) {
+    std::fs::write(dir.join(name), utf16(before, true, true)).unwrap_or_else(|e| panic!("{e}"));
+    git(dir, &["add", "."]);
+    git(dir, &["commit", "-qm", "utf-16"]);
+    let bytes = utf16(after, true, true);
+    std::fs::write(dir.join(name), &bytes).unwrap_or_else(|e| panic!("{e}"));
+    git(dir, &["add", "."]);
+    let r = run(dir, &["scan", "--staged", "--format", "json"]);
+    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    (bytes, r)
 }
 
 /// Old Mac line endings (a lone `\r`): a pragma covers its own line, not the whole file.
@@ -1042,26 +1047,11 @@ fn a_mark_before_plain_text_does_not_hide_it() {
 #[test]
 fn staged_utf16_lines_split_by_git_inside_a_character_are_whole() {
     let d = repo();
-    let dir = d.path();
     let mut g = Gen::new(45);
     let (key, other) = (g.github("ghp_"), g.github("ghp_"));
     let line = |tail: &str| format!("$k = \"{key}\" # \u{4E0A} {tail}\r\n");
-    let before = format!(
-        "$a = 1\r\n$o = \"{other}\"\r\n{}$z = 2\r\n",
-        line("airlock:allow")
-    );
-    std::fs::write(dir.join("s.ps1"), utf16(&before, true, true)).unwrap_or_else(|e| panic!("{e}"));
-    git(dir, &["add", "."]);
-    git(dir, &["commit", "-qm", "utf-16"]);
-    let after = format!(
-        "$a = 1\r\n$o = \"{other}\"\r\n{}$z = 2\r\n",
-        line("changed")
-    );
-    let bytes = utf16(&after, true, true);
-    std::fs::write(dir.join("s.ps1"), &bytes).unwrap_or_else(|e| panic!("{e}"));
-    git(dir, &["add", "."]);
-    let r = run(dir, &["scan", "--staged", "--format", "json"]);
-    assert_eq!(r.code, 1, "{}{}", r.stdout, r.stderr);
+    let file = |tail: &str| format!("$a = 1\r\n$o = \"{other}\"\r\n{}$z = 2\r\n", line(tail));
+    let (bytes, r) = stage_utf16_edit(d.path(), "s.ps1", &file("airlock:allow"), &file("changed"));
     let found = spans(&r.stdout);
     assert_eq!(found.len(), 1, "only the edited line: {}", r.stdout);
     let (s, e, no) = found[0];

@@ -840,14 +840,9 @@ fn added_utf16_lines(
 ) -> Vec<std::ops::Range<usize>> {
     let mut starts = vec![0usize];
     starts.extend(memchr::memchr_iter(b'\n', blob).map(|i| i + 1));
-    let line_feed = match order {
-        Utf16::Le => [b'\n', 0],
-        Utf16::Be => [0, b'\n'],
-    };
-    let breaks: Vec<usize> = blob[bom.min(blob.len())..]
-        .chunks_exact(2)
+    let breaks: Vec<usize> = code_units(blob, order, bom)
         .enumerate()
-        .filter(|(_, u)| *u == line_feed)
+        .filter(|&(_, u)| u == u16::from(b'\n'))
         .map(|(i, _)| i)
         .collect();
     // The decoded line holding code unit `unit`.
@@ -907,6 +902,16 @@ fn utf16_of(head: &[u8]) -> Option<(Utf16, usize)> {
     }
 }
 
+/// The code units of a UTF-16 file after its byte order mark (a last odd byte is dropped).
+fn code_units(bytes: &[u8], order: Utf16, bom: usize) -> impl Iterator<Item = u16> + '_ {
+    bytes[bom.min(bytes.len())..]
+        .chunks_exact(2)
+        .map(move |p| match order {
+            Utf16::Le => u16::from_le_bytes([p[0], p[1]]),
+            Utf16::Be => u16::from_be_bytes([p[0], p[1]]),
+        })
+}
+
 /// A UTF-16 file decoded to UTF-8 (an unpaired surrogate becomes U+FFFD), with the way back
 /// from an offset in the text to one in the file.
 struct Utf16Text {
@@ -920,13 +925,7 @@ impl Utf16Text {
     const MARK: usize = 4096;
 
     fn decode(bytes: &[u8], order: Utf16, bom: usize) -> Self {
-        let units = bytes[bom.min(bytes.len())..]
-            .chunks_exact(2)
-            .map(|p| match order {
-                Utf16::Le => u16::from_le_bytes([p[0], p[1]]),
-                Utf16::Be => u16::from_be_bytes([p[0], p[1]]),
-            });
-        let text: String = char::decode_utf16(units)
+        let text: String = char::decode_utf16(code_units(bytes, order, bom))
             .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
             .collect();
         let mut marks = Vec::with_capacity(text.len() / Self::MARK + 2);

@@ -1340,19 +1340,24 @@ fn window_end(text: &str, e: usize, to_token_end: bool) -> usize {
 /// written in a string literal, or a `%XX` percent escape.
 fn after_escape(bytes: &[u8], at: usize) -> bool {
     let b = |k: usize| at.checked_sub(k).map(|i| bytes[i]);
-    (b(2) == Some(b'\\') && matches!(b(1), Some(b'n' | b't' | b'r')))
+    backslash_escape_ends_at(bytes, at)
         || (b(3) == Some(b'%')
             && b(2).is_some_and(|c| c.is_ascii_hexdigit())
             && b(1).is_some_and(|c| c.is_ascii_hexdigit()))
 }
 
+/// Whether a `\n`, `\t` or `\r` escape ends right before `end`.
+fn backslash_escape_ends_at(bytes: &[u8], end: usize) -> bool {
+    end >= 2
+        && end <= bytes.len()
+        && bytes[end - 2] == b'\\'
+        && matches!(bytes[end - 1], b'n' | b't' | b'r')
+}
+
 /// Whether `at` is the letter of a `\n`, `\t` or `\r` escape (not of an escaped backslash
 /// followed by a letter, `\\n`).
 fn escape_letter_at(bytes: &[u8], at: usize) -> bool {
-    matches!(bytes.get(at), Some(b'n' | b't' | b'r'))
-        && at >= 1
-        && bytes[at - 1] == b'\\'
-        && (at < 2 || bytes[at - 2] != b'\\')
+    backslash_escape_ends_at(bytes, at + 1) && (at < 2 || bytes[at - 2] != b'\\')
 }
 
 /// Whether the rule, searched anchored over `value` alone, finds exactly `value` as its value.

@@ -41,7 +41,9 @@ pub async fn read_limited(
     if declared_len.is_some_and(|n| n > limit as u64) {
         return Err(ProxyError::BodyTooLarge { limit });
     }
-    let mut buf = bytes::BytesMut::with_capacity(declared_len.map_or(0, |n| n as usize));
+    // Frames as they came: a body in one frame (the usual case) is kept without a copy.
+    let mut frames: Vec<Bytes> = Vec::new();
+    let mut len = 0;
     loop {
         // A client that stops sending mid-body (a hung upload, a crashed sender that left
         // the socket open) gets an answer and a record, not a request held open for ever.
@@ -57,13 +59,18 @@ pub async fn read_limited(
         };
         // Trailers carry no body bytes.
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
+            len += data.len();
+            if len > limit {
                 return Err(ProxyError::BodyTooLarge { limit });
             }
-            buf.extend_from_slice(&data);
+            frames.push(data);
         }
     }
-    Ok(buf.freeze())
+    Ok(match frames.len() {
+        0 => Bytes::new(),
+        1 => frames.swap_remove(0),
+        _ => Bytes::from(frames.concat()),
+    })
 }
 
 /// Decodes a compressed request body so it can be inspected, refusing to inflate past `limit`

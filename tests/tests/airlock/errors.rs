@@ -378,13 +378,7 @@ async fn a_request_body_that_stops_arriving_is_408_and_recorded() {
         got.extend_from_slice(&buf[..n]);
         let text = String::from_utf8_lossy(&got).into_owned();
         if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let len = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_owned())
-                })
+            let len = header(head, "content-length")
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(0);
             if n == 0 || body.len() >= len {
@@ -409,14 +403,7 @@ async fn a_request_body_that_stops_arriving_is_408_and_recorded() {
             .is_some_and(|m| m.contains("timeouts.request_body")),
         "{v}"
     );
-    let id = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("x-airlock-request-id:")
-                .map(|v| v.trim().to_owned())
-        })
-        .expect("request id");
+    let id = header(&head, "x-airlock-request-id").expect("request id");
     let row = env.airlock.ledger_row(&id).await;
     assert_eq!(row["status"], 408, "{row}");
     assert_eq!(row["reason"], "airlock_body_timeout", "{row}");
@@ -424,4 +411,14 @@ async fn a_request_body_that_stops_arriving_is_408_and_recorded() {
         env.mock.requests().is_empty(),
         "nothing may reach the upstream"
     );
+}
+
+/// The value of header `name` (lowercase) in a raw response head.
+fn header(head: &str, name: &str) -> Option<String> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim()
+            .eq_ignore_ascii_case(name)
+            .then(|| v.trim().to_owned())
+    })
 }

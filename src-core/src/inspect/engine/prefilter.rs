@@ -691,7 +691,6 @@ mod tests {
             passed += test(&k.filter, w);
         }
         let rate = f64::from(passed) / f64::from(tried);
-        eprintln!("fill {fill:.4}, false hits {rate:.5}");
         assert!(rate < 0.001, "fill {fill:.4}, false hits {rate:.5}");
     }
 

@@ -4,8 +4,8 @@
 //! eight little-endian `u32` lanes are the windows at `i, i+4, … i+28`, and the 32 bytes at
 //! `i + 2` the windows at `i+2, i+6, … i+30`. Each lane is folded and hashed twice (one multiply
 //! each), its filter word is fetched with one gather, and a window with all three of its bits
-//! set goes to [`Keywords::candidate`], as in the scalar loop. The digit-block map comes from the same
-//! loads.
+//! set goes to [`Keywords::candidate`], as in the scalar loop. The digit-block map comes from
+//! the same loads.
 //!
 //! This is the crate's one use of SIMD intrinsics, behind a run-time feature check; the tests
 //! run both this and the scalar loop against a plain automaton.

@@ -58,6 +58,8 @@ pub enum ProxyError {
     },
     #[error("Airlock key {key:?} may only use some models ({allowed}), and this request names none that Airlock can read: send the model as a string \"model\" field of a JSON object body")]
     ModelUnread { key: String, allowed: String },
+    #[error("the body names the model {body:?} but the path names {path:?}: Gemini serves and bills the model in the path, so Airlock checks and prices that one; drop \"model\" from the body or make the two agree")]
+    ModelMismatch { path: String, body: String },
     #[error("Content-Type {0:?} is not supported here: send the body as application/json")]
     UnsupportedMediaType(String),
     #[error("Content-Encoding {0:?} request bodies are not accepted: Airlock must inspect the body and does not decode this encoding; send it uncompressed")]
@@ -113,7 +115,9 @@ impl ProxyError {
         use ProxyError::*;
         match self {
             UnknownProvider { .. } => StatusCode::NOT_FOUND,
-            BadPath(_) | MalformedJson(_) | BodyRead(_) => StatusCode::BAD_REQUEST,
+            BadPath(_) | MalformedJson(_) | BodyRead(_) | ModelMismatch { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             HostNotAllowed(_) | OriginNotAllowed(_) => StatusCode::FORBIDDEN,
             MissingKey | UnknownKey | NotAnAirlockKey | ProviderKeyFromClient { .. } => {
                 StatusCode::UNAUTHORIZED
@@ -185,6 +189,7 @@ impl ProxyError {
             KeyExpired(_) => "airlock_key_expired",
             ProviderOutOfScope { .. } => "airlock_provider_out_of_scope",
             ModelOutOfScope { .. } | ModelUnread { .. } => "airlock_model_out_of_scope",
+            ModelMismatch { .. } => "airlock_model_mismatch",
             UnsupportedMediaType(_) => "airlock_unsupported_media_type",
             UnsupportedEncoding(_) => "airlock_unsupported_encoding",
             BodyTooLarge { .. } => "airlock_body_too_large",
@@ -357,6 +362,13 @@ mod tests {
             (ProxyError::KeyExpired("k".into()), 403),
             (ProxyError::BodyTooLarge { limit: 1 }, 413),
             (ProxyError::MalformedJson("x".into()), 400),
+            (
+                ProxyError::ModelMismatch {
+                    path: "a".into(),
+                    body: "b".into(),
+                },
+                400,
+            ),
             (ProxyError::UnsupportedMediaType("text/plain".into()), 415),
             (
                 ProxyError::UpstreamUnreachable {

@@ -58,7 +58,8 @@ pub struct RequestCtx {
     hide_usage: bool,
     /// The request body arrived compressed and was decoded for inspection.
     decoded: bool,
-    /// The body was let through uninspected (`policy.unparseable = "passthrough"`).
+    /// The body could not be parsed and policy lets it through (`policy.unparseable =
+    /// "passthrough"`): it is scanned whole as bytes, not field by field.
     uninspected: bool,
     /// What inspection decided, as stored in the ledger.
     findings: Vec<ledger::FindingRecord>,
@@ -292,22 +293,54 @@ impl Drop for Unanswered {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
-        let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
-        let mut r = self.ctx.record(status, None);
-        r.verdict = ledger::Verdict::Failed;
-        r.reason = Some("client_gone".into());
-        r.error_source = Some("client".into());
-        let committed = record::finish(
-            &self.state,
-            &self.rt.config,
-            &self.rt.engine,
-            r,
-            Some("the client closed the connection before Airlock answered".into()),
-            self.ctx.identity.as_deref(),
-        );
-        // Nobody is left to answer, so the commit is not awaited.
-        drop(committed);
+        if self.ctx.sent_upstream.is_none() {
+            record_client_gone(&self.state, &self.rt, &self.ctx);
+            return;
+        }
+        // The upstream has the request and bills it whether or not anyone reads the answer:
+        // its input is counted with a tokenizer (the first use loads tables for a tenth of a
+        // second, so not on a worker thread), and the row is marked estimated.
+        let mut ctx = std::mem::replace(&mut self.ctx, RequestCtx::new(&Method::GET, ""));
+        let (state, rt) = (self.state.clone(), self.rt.clone());
+        let job: crate::meter::counter::Job = Box::new(move || {
+            if let Some(kind) = ctx.provider.as_ref().map(|p| p.kind) {
+                if !ctx.request_body.is_empty() {
+                    meter_response(
+                        &state,
+                        &mut ctx,
+                        kind,
+                        body::BodyEnd::ClientGone,
+                        body::Metered::Json(None),
+                    );
+                }
+            }
+            record_client_gone(&state, &rt, &ctx);
+            // The held budget goes back only now, with the estimate added.
+            drop(ctx);
+        });
+        // A full queue (thousands cut at once): count here rather than drop the row.
+        if let Err(job) = crate::meter::counter::in_background(job) {
+            job();
+        }
     }
+}
+
+/// Records a request whose client left before Airlock answered. Nobody is left to answer, so
+/// the commit is not awaited.
+fn record_client_gone(state: &State, rt: &Runtime, ctx: &RequestCtx) {
+    let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = ctx.record(status, None);
+    r.verdict = ledger::Verdict::Failed;
+    r.reason = Some("client_gone".into());
+    r.error_source = Some("client".into());
+    drop(record::finish(
+        state,
+        &rt.config,
+        &rt.engine,
+        r,
+        Some("the client closed the connection before Airlock answered".into()),
+        ctx.identity.as_deref(),
+    ));
 }
 
 async fn run(
@@ -621,14 +654,30 @@ async fn admit(
                 {
                     return Err(e);
                 }
-                // Let through unread; the model scope below still holds.
+                // Let through unparsed (its bytes are scanned whole later); the model scope
+                // below still holds.
                 ctx.uninspected = true;
                 None
             }
         };
         if let Some(fields) = fields {
             if let Some(model) = fields.model.as_ref().and_then(serde_json::Value::as_str) {
-                ctx.model = Some(model.to_owned());
+                match (provider.kind, ctx.model.as_deref()) {
+                    // Gemini serves and bills the model in the path. One the body names besides
+                    // must be the same, or the key's scope, its deny list and the price would be
+                    // checked against one model while the upstream runs another.
+                    (ProviderKind::Gemini, Some(path_model)) => {
+                        let same = providers::normalize_model(model)
+                            == providers::normalize_model(path_model);
+                        if !same {
+                            return Err(ProxyError::ModelMismatch {
+                                path: path_model.to_owned(),
+                                body: clip_chars(model, 80),
+                            });
+                        }
+                    }
+                    _ => ctx.model = Some(model.to_owned()),
+                }
             }
             ctx.streamed |=
                 fields.stream.as_ref().and_then(serde_json::Value::as_bool) == Some(true);
@@ -664,6 +713,14 @@ async fn admit(
         }
     }
     Ok(body)
+}
+
+/// At most `max` characters of `s`, with `…` when cut: a client's text echoed in an error.
+fn clip_chars(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((at, _)) => format!("{}…", &s[..at]),
+        None => s.to_owned(),
+    }
 }
 
 /// The codings of every `Content-Encoding` header, in order, as one list without `identity`
@@ -1330,14 +1387,23 @@ fn inspect_filter(
             .unparseable(&provider.name, account.as_deref(), project.as_deref())
             == Unparseable::Passthrough
     };
-    let mut outcome = if body.is_empty() || ctx.uninspected {
+    // A body policy lets through unread (`unparseable = "passthrough"`) cannot be rewritten, but
+    // its bytes can still be scanned whole: a finding stricter than `warn` blocks it.
+    let scan_whole = |body: &[u8]| {
+        let mut o = Outcome::default();
+        inspector.inspect_raw(body, &mut o);
+        o
+    };
+    let mut outcome = if body.is_empty() {
         Outcome::default()
+    } else if ctx.uninspected {
+        scan_whole(&body)
     } else if is_json {
         match inspector.inspect_json(&body) {
             Ok(o) => o,
             Err(_) if passthrough() => {
                 ctx.uninspected = true;
-                Outcome::default()
+                scan_whole(&body)
             }
             Err(e) => return Err(ProxyError::Uninspectable(e.to_string())),
         }
@@ -1348,12 +1414,8 @@ fn inspect_filter(
             .unwrap_or("");
         match inspector.inspect_other(ct, &body) {
             Ok(o) => o,
-            Err(_) if passthrough() => {
-                // Its parts cannot be placed, but its bytes can still be scanned whole.
-                let mut o = Outcome::default();
-                inspector.inspect_raw(&body, &mut o);
-                o
-            }
+            // Its parts cannot be placed, but its bytes can still be scanned whole.
+            Err(_) if passthrough() => scan_whole(&body),
             Err(e) => return Err(ProxyError::Uninspectable(e.to_string())),
         }
     };

@@ -204,6 +204,66 @@ async fn key_scoped_to_models_is_403_for_other_models() {
     }
 }
 
+/// QA: Gemini serves and bills the model in the path, but a `"model"` in the body took its
+/// place in Airlock, so a key scoped to one model ran another and the ledger priced the wrong
+/// one. A body model that names another model is refused before it goes upstream, and the
+/// path's model is the one checked and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gemini_checks_and_records_the_model_in_the_path_not_the_body() {
+    let mut scoped = String::new();
+    let env = TestEnv::start_with(
+        |_| {},
+        |setup| {
+            scoped = setup.issue("flash-only", &["--model", "gemini-2.0-flash*"])?;
+            Ok(())
+        },
+    )
+    .expect("start");
+    let p = Provider::Gemini;
+    let (n, v) = p.auth_header(&scoped);
+    let send = |model_in_path: &str, body_model: Option<&str>| {
+        let mut body = p.chat_body_for_model(model_in_path, "hi", false);
+        if let Some(m) = body_model {
+            body["model"] = serde_json::json!(m);
+        }
+        airlock_e2e::support::client::post(env.addr(), &p.chat_path_for_model(model_in_path, false))
+            .headers(p.sdk_headers())
+            .header(n, &v)
+            .json(&body)
+            .send()
+    };
+    for body_model in ["gemini-2.0-flash", "models/gemini-2.0-flash-lite"] {
+        let res = send("gemini-2.5-pro", Some(body_model))
+            .await
+            .expect("send");
+        let text = p.assert_error(&res, 400);
+        assert!(text.contains("gemini-2.5-pro"), "{text}");
+        let id = res
+            .header(airlock_e2e::support::provider::REQUEST_ID_HEADER)
+            .expect("id");
+        let row = env.airlock.ledger_row(id).await;
+        assert_eq!(row["reason"], "airlock_model_mismatch", "{row}");
+        assert_eq!(row["model"], "gemini-2.5-pro", "{row}");
+        assert_eq!(row["status"], 400, "{row}");
+    }
+    assert!(
+        env.mock.requests().is_empty(),
+        "a request whose body named another model reached the upstream"
+    );
+    // The same model in both places, written either way, is fine, and is what gets recorded.
+    for body_model in ["gemini-2.0-flash", "models/gemini-2.0-flash"] {
+        let res = send("gemini-2.0-flash", Some(body_model))
+            .await
+            .expect("send");
+        assert_eq!(res.status, 200, "{}", res.text());
+        let id = res
+            .header(airlock_e2e::support::provider::REQUEST_ID_HEADER)
+            .expect("id");
+        let row = env.airlock.ledger_row(id).await;
+        assert_eq!(row["model"], "gemini-2.0-flash", "{row}");
+    }
+}
+
 /// QA: a key scoped to models let through a request whose model Airlock could not read (none,
 /// a number, a list), so the upstream's default model, or any, was used. Such a body is
 /// refused; a bodiless request (listing models) names none and still passes.

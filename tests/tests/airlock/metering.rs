@@ -475,6 +475,55 @@ async fn cut_streams_are_recorded_as_estimated_with_how_they_ended() {
     );
 }
 
+/// QA: a non-streamed request whose client gave up while the upstream was still answering was
+/// recorded with no tokens and no cost, though the upstream had it and bills it. Its input is
+/// now estimated, and the row says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_the_client_drops_after_it_went_upstream_is_estimated() {
+    let env = env();
+    for p in Provider::ALL {
+        let gave_up = p
+            .chat(env.addr(), Some(&env.alk), &words(40), false)
+            .header("x-mock-scenario", "delay_ms=1500")
+            .timeout(Duration::from_millis(400))
+            .send()
+            .await;
+        assert!(
+            gave_up.is_err(),
+            "{}: the client should have given up first",
+            p.name()
+        );
+    }
+    assert_eq!(
+        env.mock.requests().len(),
+        Provider::ALL.len(),
+        "each request reached the upstream"
+    );
+    let setup = &env.airlock.setup;
+    let rows = airlock_e2e::support::poll(
+        Duration::from_secs(5),
+        "a row for each client that left",
+        || async move {
+            let rows = setup.log_rows(&["--limit", "100"]).ok()?;
+            let gone: Vec<Value> = rows
+                .into_iter()
+                .filter(|r| r["reason"] == "client_gone")
+                .collect();
+            (gone.len() == Provider::ALL.len()).then_some(gone)
+        },
+    )
+    .await;
+    for row in rows {
+        assert_eq!(row["status"], 499, "{row}");
+        assert_eq!(row["estimated"], true, "{row}");
+        assert!(
+            row["input_tokens"].as_u64().is_some_and(|n| n >= 40),
+            "{row}"
+        );
+        assert!(row["cost_micros"].as_i64().is_some_and(|c| c > 0), "{row}");
+    }
+}
+
 /// How many live children of `parent` have `arg` on their command line (from `/proc`).
 fn children_running(parent: u32, arg: &str) -> usize {
     let Ok(dir) = std::fs::read_dir("/proc") else {

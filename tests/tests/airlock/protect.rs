@@ -496,19 +496,47 @@ async fn malformed_json_errors_say_what_is_wrong_in_the_provider_format() {
     assert!(env.mock.requests().is_empty());
 }
 
+/// A body that is not JSON goes upstream as is under `unparseable = "passthrough"`, but its
+/// bytes are still scanned whole (QA: malformed JSON, JSON nested past the parser's depth and a
+/// top-level array went upstream with a key in them never looked at). It cannot be rewritten,
+/// so a finding blocks it, as for a multipart body Airlock cannot read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unparseable_passthrough_forwards_as_is() {
+async fn unparseable_passthrough_forwards_as_is_but_still_scans_the_bytes() {
     let env = start("[policy]\nunparseable = \"passthrough\"");
-    let raw = "{\"messages\": [ not json";
-    let res = send(
-        post(env.addr(), "/openai/v1/chat/completions")
-            .header("authorization", &format!("Bearer {}", env.alk))
-            .header("content-type", "application/json")
-            .body(raw),
-    )
-    .await;
+    let post_raw = |raw: String| {
+        send(
+            post(env.addr(), "/openai/v1/chat/completions")
+                .header("authorization", &format!("Bearer {}", env.alk))
+                .header("content-type", "application/json")
+                .body(raw),
+        )
+    };
+    let raw = "{\"messages\": [ not json".to_owned();
+    let res = post_raw(raw.clone()).await;
     assert_ne!(res.status, 415, "{}", res.text());
     assert_eq!(body_of(&only_request(&env)), raw);
+    env.mock.reset();
+
+    let gh = fakes::github_pat();
+    let deep = format!(
+        "{{\"messages\": {}\"{gh}\"{}}}",
+        "[".repeat(200),
+        "]".repeat(200)
+    );
+    for raw in [
+        format!("{{\"messages\": [{{\"content\": \"token {gh}\"}} not json"),
+        deep,
+        format!("[{{\"content\": \"token {gh}\"}}]"),
+    ] {
+        let res = post_raw(raw.clone()).await;
+        let msg = Provider::OpenAi.assert_error(&res, 400);
+        assert!(msg.contains("github-pat"), "{}: {msg}", &raw[..40]);
+        assert!(!res.text().contains(&gh[4..]), "{}", res.text());
+    }
+    assert!(
+        env.mock.requests().is_empty(),
+        "an unparsed body with a key in it reached the upstream"
+    );
 }
 
 /// A multipart upload the way curl sends `-F purpose=batch -F file=@NAME`.

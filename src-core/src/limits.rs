@@ -85,9 +85,14 @@ pub enum LimitError {
     #[error("Airlock is paused; resume it with `airlock resume` (or from the tray)")]
     Paused,
     #[error(
-        "Airlock key {key:?} is paused ({reason}); resume it with `airlock keys resume {key}`"
+        "Airlock key {key:?} is paused ({reason}); resume it with `airlock keys resume {resume}`"
     )]
-    KeyPaused { key: String, reason: String },
+    KeyPaused {
+        key: String,
+        reason: String,
+        /// The key whose pause it is: `key`, or the parent a child key inherits it from.
+        resume: String,
+    },
 }
 
 impl LimitError {

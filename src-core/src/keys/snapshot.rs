@@ -21,6 +21,8 @@ pub struct Identity {
     expires_at: Option<i64>,
     /// Why the key (or its parent) is paused, if it is.
     pub paused: Option<String>,
+    /// The key whose pause that is, the one to resume: this key or its parent.
+    pub paused_key: Option<String>,
     /// This key's own lifetime budget and rate, from `airlock exec --budget/--rpm`.
     pub budget_micros: Option<i64>,
     pub rpm: Option<u32>,
@@ -118,6 +120,11 @@ impl KeySnapshot {
                                 )
                             })
                         }),
+                    paused_key: if k.paused_at.is_some() {
+                        Some(k.name.clone())
+                    } else {
+                        scope_from.paused_at.map(|_| scope_from.name.clone())
+                    },
                     budget_micros: k.budget_micros,
                     rpm: k.rpm,
                     parent: k.parent.as_ref().map(|_| ParentKey {
@@ -253,6 +260,25 @@ mod tests {
             !c.allows_model("o3"),
             "child inherits the parent's model scope"
         );
+
+        assert_eq!((c.paused.as_deref(), c.paused_key.as_deref()), (None, None));
+
+        // QA: a child whose parent was paused was told to resume itself, which does nothing.
+        // The key to resume is the one whose pause it is.
+        s.pause("app", "by hand").expect("pause app");
+        let paused = KeySnapshot::build(s.live_with_hashes().expect("live"), 2);
+        let Verdict::Allowed(c) = paused.verify(child.expose_secret()) else {
+            panic!("child must verify")
+        };
+        assert_eq!(c.paused.as_deref(), Some("parent app paused: by hand"));
+        assert_eq!(c.paused_key.as_deref(), Some("app"));
+        s.pause("exec-1", "its own").expect("pause child");
+        let both = KeySnapshot::build(s.live_with_hashes().expect("live"), 3);
+        let Verdict::Allowed(c) = both.verify(child.expose_secret()) else {
+            panic!("child must verify")
+        };
+        assert_eq!(c.paused.as_deref(), Some("its own"));
+        assert_eq!(c.paused_key.as_deref(), Some("exec-1"));
 
         assert!(matches!(
             snap.verify(old.expose_secret()),

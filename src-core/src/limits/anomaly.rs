@@ -88,7 +88,7 @@ impl Detector {
             );
         }
         if let Some(text) = prompt.filter(|t| !t.trim().is_empty()) {
-            let exact = hash_of(text);
+            let exact = prompt_hash(text);
             let shape = shape_hash(text);
             while st
                 .prompts
@@ -267,6 +267,36 @@ fn hash_of(text: &str) -> u64 {
     h.finish()
 }
 
+/// The same prompt, however it is spaced: whitespace runs count as one space and none at either
+/// end, case is ignored, and invisible characters (zero-width spaces and joiners, the BOM) are
+/// skipped. A loop that pads its prompt with a space more each turn is still one prompt.
+fn prompt_hash(text: &str) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut space = false;
+    let mut started = false;
+    for c in text.chars() {
+        if matches!(
+            c,
+            '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}' | '\u{00AD}'
+        ) {
+            continue;
+        }
+        if c.is_whitespace() {
+            space = started;
+            continue;
+        }
+        if space {
+            h.write_u32(' ' as u32);
+            space = false;
+        }
+        started = true;
+        for l in c.to_lowercase() {
+            h.write_u32(l as u32);
+        }
+    }
+    h.finish()
+}
+
 /// The "shape" of a prompt: lowercased, digit runs folded, whitespace collapsed, first 24
 /// characters. Prompts from one template that vary only later share a shape.
 fn shape_hash(text: &str) -> u64 {
@@ -349,6 +379,42 @@ mod tests {
             ));
         }
         assert!(quiet.is_empty(), "{quiet:?}");
+    }
+
+    /// QA: a prompt padded with one more space each turn was a new prompt each time, so the
+    /// runaway-loop alert never fired.
+    #[test]
+    fn a_prompt_respaced_or_recased_is_still_the_same_prompt() {
+        let c = cfg("repeat_threshold = 5\nvariation_threshold = 100\nburst_min_requests = 1000");
+        let d = Detector::default();
+        let t0 = Instant::now();
+        let mut alerts = Vec::new();
+        for i in 0..6 {
+            let text = match i % 3 {
+                0 => format!("please continue the task{}", " ".repeat(i + 1)),
+                1 => format!("{}Please  continue\tthe task", "\n".repeat(i)),
+                _ => "please con\u{200B}tinue the TASK".to_owned(),
+            };
+            alerts.extend(d.observe_request(
+                &c,
+                "padder",
+                Some(&text),
+                t0 + Duration::from_millis(i as u64 * 100),
+            ));
+        }
+        assert!(
+            alerts.iter().any(|a| a.kind == AnomalyKind::RepeatedPrompt),
+            "{alerts:?}"
+        );
+        // Words still count: these are different prompts.
+        assert_ne!(
+            prompt_hash("continue the task"),
+            prompt_hash("continue the tasks")
+        );
+        assert_ne!(
+            prompt_hash("continue thetask"),
+            prompt_hash("continue the task")
+        );
     }
 
     #[test]

@@ -174,13 +174,16 @@ mod id_tests {
 /// Serves one request. Never fails: errors become provider-format responses in `fail`.
 pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
     let rt = state.runtime();
-    // Every request that is refused or proxied ends in exactly one `record::finish`, which
-    // undoes this; admin responses do not, so they undo it below.
-    state
-        .metrics
-        .in_flight
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let is_admin = req.uri().path().starts_with("/_airlock/");
+    // Every request that is refused or proxied ends in exactly one `record::finish`, which
+    // undoes this. Admin requests are not proxied requests and never count: a status read
+    // would otherwise report itself in flight.
+    if !is_admin {
+        state
+            .metrics
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
     let mut pending = Unanswered {
         ctx: RequestCtx::new(req.method(), req.uri().path()),
         state: state.clone(),
@@ -191,15 +194,16 @@ pub async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<Proxy
     let result = run(&state, &rt, &mut pending.ctx, req).await;
     pending.answered = true;
     let ctx = &mut pending.ctx;
-    if is_admin && result.is_ok() {
-        state
-            .metrics
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
     let mut resp = match result {
         Ok(resp) => resp,
         Err(err) => {
+            if is_admin {
+                // A refused admin request is recorded, and `record::finish` counts it out.
+                state
+                    .metrics
+                    .in_flight
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             drain_unread(ctx).await;
             // Like a complete response, a refusal is answered once its record is safe.
             let (resp, committed) = fail(&state, &rt, ctx, err);
@@ -287,10 +291,6 @@ impl Drop for Unanswered {
             return;
         }
         if self.is_admin {
-            self.state
-                .metrics
-                .in_flight
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             return;
         }
         if self.ctx.sent_upstream.is_none() {
@@ -858,6 +858,10 @@ async fn admit_limits(
         return Err(LimitError::KeyPaused {
             key: identity.key_name.clone(),
             reason: reason.clone(),
+            resume: identity
+                .paused_key
+                .clone()
+                .unwrap_or_else(|| identity.key_name.clone()),
         }
         .into());
     }
@@ -979,6 +983,7 @@ async fn admit_limits(
         return Err(LimitError::KeyPaused {
             key: account.to_owned(),
             reason: reason.to_owned(),
+            resume: account.to_owned(),
         }
         .into());
     }

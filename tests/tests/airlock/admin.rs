@@ -42,6 +42,12 @@ async fn admin_api_needs_the_token_and_reports_status_and_metrics() {
         .await
         .expect("send");
     assert_eq!(foreign.status, 403, "foreign Host: {}", foreign.text());
+    // QA: an admin request counted itself in flight, so an idle server reported one. Neither
+    // it nor the refused one above is a proxied request.
+    let idle = admin.get_json("status").await;
+    assert_eq!(idle["in_flight"], 0, "{idle}");
+    let gauge = admin.get("metrics").await.expect("metrics").text();
+    assert!(gauge.contains("\nairlock_in_flight 0\n"), "{gauge}");
 
     let before = admin.get("metrics").await.expect("metrics").text();
     let res = Provider::OpenAi

@@ -66,6 +66,15 @@ pub enum LimitError {
         tpm: u64,
         retry_after: Duration,
     },
+    #[error(
+        "token limit: key {key:?} may use {tpm} tokens per minute: {used} used in the last minute and {held} held by requests still in flight (each holds its prompt and its max_tokens until it ends); retry when they finish"
+    )]
+    TpmHeld {
+        key: String,
+        tpm: u64,
+        used: u64,
+        held: u64,
+    },
     #[error("max tokens {asked} is above the {limit} allowed per request for key {key:?} (limits.max_tokens)")]
     MaxTokens { key: String, asked: u64, limit: u64 },
     #[error("{field} must be a non-negative integer: Airlock checks it against the {limit} allowed per request for key {key:?} (limits.max_tokens)")]
@@ -102,7 +111,9 @@ impl LimitError {
             LimitError::Budget { retry_after, .. }
             | LimitError::Rpm { retry_after, .. }
             | LimitError::Tpm { retry_after, .. } => Some(*retry_after),
-            LimitError::BudgetHeld { .. } => Some(budget::HELD_RETRY_AFTER),
+            LimitError::BudgetHeld { .. } | LimitError::TpmHeld { .. } => {
+                Some(budget::HELD_RETRY_AFTER)
+            }
             _ => None,
         }
     }
@@ -117,7 +128,7 @@ impl LimitError {
             } => "airlock_key_budget_exceeded",
             LimitError::BudgetHeld { .. } => "airlock_budget_exceeded",
             LimitError::Rpm { .. } => "airlock_rate_limited",
-            LimitError::Tpm { .. } => "airlock_token_rate_limited",
+            LimitError::Tpm { .. } | LimitError::TpmHeld { .. } => "airlock_token_rate_limited",
             LimitError::MaxTokens { .. } | LimitError::MaxTokensUnreadable { .. } => {
                 "airlock_max_tokens"
             }

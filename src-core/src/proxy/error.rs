@@ -143,7 +143,8 @@ impl ProxyError {
                 | LimitError::KeyBudget { .. }
                 | LimitError::BudgetHeld { .. }
                 | LimitError::Rpm { .. }
-                | LimitError::Tpm { .. } => StatusCode::TOO_MANY_REQUESTS,
+                | LimitError::Tpm { .. }
+                | LimitError::TpmHeld { .. } => StatusCode::TOO_MANY_REQUESTS,
                 LimitError::MaxTokens { .. } | LimitError::MaxTokensUnreadable { .. } => {
                     StatusCode::BAD_REQUEST
                 }

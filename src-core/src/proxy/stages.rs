@@ -70,6 +70,9 @@ pub struct RequestCtx {
     /// The request's worst-case cost held against its budgets until it ends; given back only
     /// after `record` has added the real cost (dropping it on any other path gives it back too).
     held: Option<Reservation>,
+    /// The tokens it may use, held against its key's tokens per minute until it ends (dropped
+    /// with the context, after `record` has charged the real ones).
+    tokens_held: Option<crate::limits::rate::TokenHold>,
     /// The request body while no stage has read it. A refusal before the body is read drains
     /// it first (see [`drain_unread`]), so the client is not reset while still sending.
     unread: Option<Incoming>,
@@ -105,6 +108,7 @@ impl RequestCtx {
             verdict: None,
             restore_map: None,
             held: None,
+            tokens_held: None,
             unread: None,
             drain_unread: false,
         }
@@ -952,7 +956,14 @@ async fn admit_limits(
     )?);
     let now = std::time::Instant::now();
     if let Some(tpm) = limits.tpm {
-        state.rates.check_tpm(account, tpm, now)?;
+        // Held like the budgets: the prompt from the body's size, the answer at its cap.
+        let want = (body_len as u64)
+            .div_ceil(crate::limits::budget::BODY_BYTES_PER_INPUT_TOKEN)
+            .saturating_add(
+                ctx.max_tokens
+                    .unwrap_or(crate::limits::budget::UNCAPPED_OUTPUT_TOKENS),
+            );
+        ctx.tokens_held = state.rates.reserve_tpm(account, tpm, want, now)?;
     }
     // A key's own --rpm is counted under the key itself; a child key's requests count
     // against its parent's own --rpm as well.

@@ -812,6 +812,53 @@ async fn concurrent_requests_cannot_multiply_a_budget_overshoot() {
     );
 }
 
+/// QA: eight requests sent at once all passed `tpm = 60` (272 tokens in the minute), since
+/// tokens were counted only as each ended. Each request now holds its prompt and its
+/// `max_tokens` until it ends, so only one of them is admitted; the rest are told to retry when
+/// it finishes, and none of them reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_sent_at_once_cannot_all_pass_a_tokens_per_minute_limit() {
+    let mut key = String::new();
+    let env = start("[limits.keys.ktpm]\ntpm = 60\n", |s| {
+        key = s.issue("ktpm", &[]).expect("issue");
+    });
+    let body = serde_json::json!({
+        "model": "claude-sonnet-4-5", "max_tokens": 50,
+        "messages": [{"role": "user", "content": "say something short"}]
+    });
+    let results = at_once(&env, &key, &body, 8).await;
+    let statuses: Vec<u16> = results.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    for r in results.iter().filter(|r| r.status != 200) {
+        Provider::Anthropic.assert_error(r, 429);
+        assert_eq!(
+            reason(&env, r).await,
+            "airlock_token_rate_limited",
+            "{}",
+            r.text()
+        );
+        assert_eq!(r.header("retry-after"), Some("5"), "{}", r.text());
+        assert!(
+            r.text().contains("held by requests still in flight"),
+            "{}",
+            r.text()
+        );
+    }
+    assert_eq!(
+        env.mock.requests().len(),
+        1,
+        "more than one reached the mock"
+    );
+    // Its hold is given back when it ends: the key is under its limit again, and the next
+    // request passes.
+    let res = at_once(&env, &key, &body, 1).await.remove(0);
+    assert_eq!(res.status, 200, "{}", res.text());
+}
+
 /// Regression (QA: `exec --as qa9` ran five requests on a key whose own `--budget` was used up,
 /// and `exec --as qar` ignored qar's `--rpm 2`). A child key's requests count against, and are
 /// limited by, its parent's own budget and rpm as well as its own.

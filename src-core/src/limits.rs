@@ -12,6 +12,7 @@
 pub mod anomaly;
 pub mod budget;
 pub mod calendar;
+pub mod output_cap;
 pub mod rate;
 
 use std::time::Duration;
@@ -83,6 +84,12 @@ pub enum LimitError {
         field: &'static str,
         limit: u64,
     },
+    #[error("key {key:?} allows at most {limit} output tokens a request (limits.max_tokens), and this request sets none; Airlock cannot write {field} into this body, so set it yourself")]
+    MaxTokensUnset {
+        key: String,
+        field: &'static str,
+        limit: u64,
+    },
     #[error("model {model:?} is not allowed for key {key:?} by limits.keys.{key}.models_allow / models_deny")]
     ModelDenied { key: String, model: String },
     #[error("limits.keys.{key}.models_allow / models_deny cannot be checked: this request names no model that Airlock can read (send the model as a string \"model\" field of a JSON object body)")]
@@ -129,9 +136,9 @@ impl LimitError {
             LimitError::BudgetHeld { .. } => "airlock_budget_exceeded",
             LimitError::Rpm { .. } => "airlock_rate_limited",
             LimitError::Tpm { .. } | LimitError::TpmHeld { .. } => "airlock_token_rate_limited",
-            LimitError::MaxTokens { .. } | LimitError::MaxTokensUnreadable { .. } => {
-                "airlock_max_tokens"
-            }
+            LimitError::MaxTokens { .. }
+            | LimitError::MaxTokensUnreadable { .. }
+            | LimitError::MaxTokensUnset { .. } => "airlock_max_tokens",
             LimitError::ModelDenied { .. } | LimitError::ModelUnread { .. } => {
                 "airlock_model_denied"
             }

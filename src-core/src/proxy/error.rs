@@ -145,9 +145,9 @@ impl ProxyError {
                 | LimitError::Rpm { .. }
                 | LimitError::Tpm { .. }
                 | LimitError::TpmHeld { .. } => StatusCode::TOO_MANY_REQUESTS,
-                LimitError::MaxTokens { .. } | LimitError::MaxTokensUnreadable { .. } => {
-                    StatusCode::BAD_REQUEST
-                }
+                LimitError::MaxTokens { .. }
+                | LimitError::MaxTokensUnreadable { .. }
+                | LimitError::MaxTokensUnset { .. } => StatusCode::BAD_REQUEST,
                 _ => StatusCode::FORBIDDEN,
             },
         }

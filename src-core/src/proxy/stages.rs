@@ -56,6 +56,8 @@ pub struct RequestCtx {
     request_body: Bytes,
     /// Airlock added `stream_options.include_usage`, so the response must hide it again.
     hide_usage: bool,
+    /// `limits.max_tokens` to write into a body that set no output cap, and where.
+    output_cap: Option<(crate::limits::output_cap::CapField, u64)>,
     /// The request body arrived compressed and was decoded for inspection.
     decoded: bool,
     /// The body could not be parsed and policy lets it through (`policy.unparseable =
@@ -101,6 +103,7 @@ impl RequestCtx {
             estimated: false,
             request_body: Bytes::new(),
             hide_usage: false,
+            output_cap: None,
             decoded: false,
             uninspected: false,
             findings: Vec::new(),
@@ -912,6 +915,16 @@ async fn admit_limits(
             .into());
         }
     }
+    // A request that sets no cap would get the provider's default, far above any cap: it gets
+    // the key's, written into its body on the way upstream (`forward`).
+    if let (Some(limit), None) = (limits.max_tokens, ctx.max_tokens) {
+        if let Some(field) = crate::limits::output_cap::cap_field(provider.kind, &ctx.endpoint) {
+            if body_len > 0 {
+                ctx.output_cap = Some((field, limit));
+                ctx.max_tokens = Some(limit);
+            }
+        }
+    }
     let charge = Charge {
         account: Some(account),
         provider: Some(&provider.name),
@@ -1132,6 +1145,24 @@ async fn forward(
             .map_err(|_| ProxyError::Internal("cannot put the key in the query string".into()))?;
     }
     let mut headers = forward::upstream_headers(&parts.headers, provider, upstream_auth);
+    let body = match ctx.output_cap {
+        None => body,
+        Some((field, cap)) => match crate::limits::output_cap::with_cap(&body, field, cap) {
+            Some(capped) => Bytes::from(capped),
+            None => {
+                return Err(LimitError::MaxTokensUnset {
+                    key: ctx
+                        .identity
+                        .as_ref()
+                        .map(|i| i.account.clone())
+                        .unwrap_or_default(),
+                    field: field.name(),
+                    limit: cap,
+                }
+                .into())
+            }
+        },
+    };
     ctx.request_body = body.clone();
     // OpenAI streams report usage only when asked; ask, and hide the answer from the client.
     let body = match (provider.kind, ctx.streamed) {

@@ -373,6 +373,80 @@ models_deny = ["gpt-4o-audio*"]
     assert!(codes.contains(&429), "tpm 60 never refused: {codes:?}");
 }
 
+/// QA: `limits.max_tokens` refused a request asking for more, but one that asked for nothing
+/// went upstream uncapped, to the provider's default. Such a request now gets the cap written
+/// into the field its endpoint reads, and what the caller did set is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_sets_no_output_cap_gets_the_keys() {
+    let mut key = String::new();
+    let env = start("[limits.keys.kmax]\nmax_tokens = 100\n", |s| {
+        key = s.issue("kmax", &[]).expect("issue");
+    });
+    let msgs = serde_json::json!([{"role": "user", "content": "hi"}]);
+    let cases = [
+        (
+            Provider::OpenAi,
+            "/openai/v1/chat/completions",
+            serde_json::json!({"model": "gpt-4o", "messages": msgs, "max_tokens": null}),
+            "/max_completion_tokens",
+        ),
+        (
+            Provider::OpenAi,
+            "/openai/v1/responses",
+            serde_json::json!({"model": "gpt-4.1", "input": "hi"}),
+            "/max_output_tokens",
+        ),
+        (
+            Provider::Anthropic,
+            "/anthropic/v1/messages",
+            serde_json::json!({"model": "claude-sonnet-4-5", "messages": msgs}),
+            "/max_tokens",
+        ),
+        (
+            Provider::Gemini,
+            "/gemini/v1beta/models/gemini-2.5-pro:generateContent",
+            serde_json::json!({
+                "contents": [{"role": "user", "parts": [{"text": "hi"}]}],
+                "generationConfig": {"temperature": 0.25}
+            }),
+            "/generationConfig/maxOutputTokens",
+        ),
+    ];
+    for (p, path, body, field) in cases {
+        env.mock.reset();
+        let (h, v) = p.auth_header(&key);
+        let res = airlock_e2e::support::client::post(env.addr(), path)
+            .headers(p.sdk_headers())
+            .header(h, &v)
+            .json(&body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status, 200, "{path}: {}", res.text());
+        let sent = env.mock.requests().remove(0).json().expect("json body");
+        assert_eq!(
+            sent.pointer(field),
+            Some(&Value::from(100)),
+            "{path}: {sent}"
+        );
+        if p == Provider::Gemini {
+            assert_eq!(sent["generationConfig"]["temperature"], 0.25, "{sent}");
+        }
+    }
+    // A cap the request sets itself, under the key's, goes up as it was.
+    env.mock.reset();
+    let res = airlock_e2e::support::client::post(env.addr(), "/openai/v1/chat/completions")
+        .header("authorization", &format!("Bearer {key}"))
+        .json(&serde_json::json!({"model": "gpt-4o", "messages": msgs, "max_tokens": 7}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status, 200, "{}", res.text());
+    let sent = env.mock.requests().remove(0).json().expect("json body");
+    assert_eq!(sent["max_tokens"], 7, "{sent}");
+    assert!(sent.get("max_completion_tokens").is_none(), "{sent}");
+}
+
 /// Poll until a request gets `status` (the server sees pause changes within ~250 ms).
 async fn until_status(env: &TestEnv, p: Provider, key: &str, status: u16) -> HttpResponse {
     let k = key.to_owned();

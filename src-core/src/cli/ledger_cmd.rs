@@ -86,10 +86,64 @@ fn catch_up(ctx: &Ctx) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a `--key` or `--provider` that names nothing Airlock knows, now or in the ledger: a
+/// typo would otherwise read as "no spend". A revoked key, or a provider since dropped from the
+/// config, still counts while the ledger has rows for it.
+fn check_names(ctx: &Ctx, conn: &rusqlite::Connection, f: &Filter) -> anyhow::Result<()> {
+    let exists = |sql: &str, name: &str| -> anyhow::Result<bool> {
+        Ok(conn.query_row(sql, [name], |r| r.get::<_, bool>(0))?)
+    };
+    if let Some(key) = &f.account {
+        let known = exists(
+            "SELECT EXISTS(SELECT 1 FROM airlock_keys WHERE name = ?1)",
+            key,
+        )? || exists(
+            "SELECT EXISTS(SELECT 1 FROM requests WHERE account = ?1)",
+            key,
+        )? || exists(
+            "SELECT EXISTS(SELECT 1 FROM requests WHERE key_name = ?1)",
+            key,
+        )?;
+        if !known {
+            anyhow::bail!(
+                "no key named {:?} has ever been issued or used; `airlock keys list` shows the keys",
+                printable(key)
+            );
+        }
+    }
+    if let Some(provider) = &f.provider {
+        let configured = ctx
+            .load_config()
+            .map(|c| c.provider(provider).is_some())
+            .unwrap_or(false);
+        if !configured
+            && !exists(
+                "SELECT EXISTS(SELECT 1 FROM requests WHERE provider = ?1)",
+                provider,
+            )?
+        {
+            let names = ctx
+                .load_config()
+                .map(|c| {
+                    let mut n: Vec<String> = c.providers.keys().cloned().collect();
+                    n.sort();
+                    n.join(", ")
+                })
+                .unwrap_or_default();
+            anyhow::bail!(
+                "no provider named {:?} is configured or in the ledger (configured: {names})",
+                printable(provider)
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn spend(ctx: &Ctx, a: SpendArgs) -> anyhow::Result<()> {
     let f = filter(&a.since, a.until.as_deref(), a.key, a.provider)?;
     catch_up(ctx)?;
     let store = ctx.key_store()?;
+    check_names(ctx, store.connection(), &f)?;
     let report = query::spend(store.connection(), &f, a.by)?;
     let mut out = std::io::stdout().lock();
     match a.format {
@@ -206,6 +260,7 @@ pub fn log(ctx: &Ctx, a: LogArgs) -> anyhow::Result<()> {
     f.blocked_only = a.blocked;
     catch_up(ctx)?;
     let store = ctx.key_store()?;
+    check_names(ctx, store.connection(), &f)?;
     let rows = query::recent(store.connection(), &f, a.limit.min(100_000))?;
     let mut out = std::io::stdout().lock();
     match a.format {

@@ -246,3 +246,51 @@ async fn hostile_model_names_are_escaped_in_tables_and_neutralised_in_csv() {
         );
     }
 }
+
+/// QA: `airlock spend --key nosuchkey` (or `--provider nosuch`, or `log --key …`) printed an
+/// empty table and $0, so a typo read as "no spend". A name Airlock has never known is an
+/// error; a known one with no spend is still a plain $0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_and_log_refuse_a_key_or_provider_that_names_nothing() {
+    let env = env();
+    let res = Provider::OpenAi
+        .chat(env.addr(), Some(&env.alk), "hi", false)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status, 200, "{}", res.text());
+    env.airlock.ledger_rows_at_least(1).await;
+    let setup = &env.airlock.setup;
+    for (args, want) in [
+        (
+            &["spend", "--key", "nosuchkey"][..],
+            "no key named \"nosuchkey\"",
+        ),
+        (&["log", "--key", "nosuchkey"], "no key named \"nosuchkey\""),
+        (
+            &["spend", "--provider", "nosuch"],
+            "no provider named \"nosuch\"",
+        ),
+        (
+            &["log", "--provider", "nosuch"],
+            "no provider named \"nosuch\"",
+        ),
+    ] {
+        let out = setup.run(args, None).expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    // A configured provider with no requests, and the key that made the one above, are fine.
+    let account = env.airlock.ledger_rows_at_least(1).await[0]["account"]
+        .as_str()
+        .expect("account")
+        .to_owned();
+    for args in [
+        &["spend", "--provider", "mistral", "--format", "json"][..],
+        &["spend", "--key", &account, "--format", "json"],
+        &["log", "--key", &account],
+    ] {
+        setup.run_ok(args, None).expect("a known name");
+    }
+}

@@ -206,7 +206,23 @@ pub fn parse_usd(text: &str) -> Result<i64, String> {
     whole
         .checked_mul(1_000_000)
         .and_then(|w| w.checked_add(frac_micros))
-        .ok_or_else(bad)
+        .ok_or_else(|| {
+            format!(
+                "{text:?} is more than Airlock can count (at most {})",
+                fmt_usd(i64::MAX)
+            )
+        })
+}
+
+/// Parses a `--budget` amount: as [`parse_usd`], and more than nothing (a $0 budget would refuse
+/// every request the key makes).
+pub fn parse_budget(text: &str) -> Result<i64, String> {
+    match parse_usd(text)? {
+        0 => Err(format!(
+            "a budget of {text:?} would allow nothing; give an amount above $0, or leave --budget out for no budget"
+        )),
+        n => Ok(n),
+    }
 }
 
 #[cfg(test)]
@@ -222,6 +238,13 @@ mod tests {
         assert!(parse_usd("0.0000001").is_err());
         assert!(parse_usd("two").is_err());
         assert!(parse_usd("-1").is_err());
+        // QA: a number too large was said not to be an amount at all.
+        let err = parse_usd("99999999999999usd").expect_err("too large");
+        assert!(err.contains("more than Airlock can count"), "{err}");
+        assert_eq!(parse_budget("0.5usd"), Ok(500_000));
+        let err = parse_budget("0usd").expect_err("nothing");
+        assert!(err.contains("would allow nothing"), "{err}");
+        assert!(parse_budget("$0.000000").is_err());
     }
 
     #[test]

@@ -121,7 +121,7 @@ fn exec(ctx: &Ctx, args: ExecArgs) -> anyhow::Result<ExitCode> {
     let budget_micros = args
         .budget
         .as_deref()
-        .map(crate::limits::parse_usd)
+        .map(crate::limits::parse_budget)
         .transpose()
         .map_err(anyhow::Error::msg)?;
     let mut store = ctx.key_store()?;

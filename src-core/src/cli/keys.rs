@@ -79,7 +79,7 @@ pub fn run(ctx: &Ctx, cmd: KeysCommand) -> anyhow::Result<()> {
         } => {
             let budget_micros = budget
                 .as_deref()
-                .map(crate::limits::parse_usd)
+                .map(crate::limits::parse_budget)
                 .transpose()
                 .map_err(anyhow::Error::msg)?;
             let req = IssueRequest {

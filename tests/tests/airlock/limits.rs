@@ -54,6 +54,18 @@ async fn reason(env: &TestEnv, res: &HttpResponse) -> String {
     row["reason"].as_str().unwrap_or("").to_owned()
 }
 
+/// `body` posted to `path` as `p`'s SDK would, with `key`.
+async fn post_as(env: &TestEnv, p: Provider, key: &str, path: &str, body: &Value) -> HttpResponse {
+    let (h, v) = p.auth_header(key);
+    airlock_e2e::support::client::post(env.addr(), path)
+        .headers(p.sdk_headers())
+        .header(h, &v)
+        .json(body)
+        .send()
+        .await
+        .expect("send")
+}
+
 fn prompt(n: usize) -> String {
     crate::words(n)
 }
@@ -414,14 +426,7 @@ async fn a_request_that_sets_no_output_cap_gets_the_keys() {
     ];
     for (p, path, body, field) in cases {
         env.mock.reset();
-        let (h, v) = p.auth_header(&key);
-        let res = airlock_e2e::support::client::post(env.addr(), path)
-            .headers(p.sdk_headers())
-            .header(h, &v)
-            .json(&body)
-            .send()
-            .await
-            .expect("send");
+        let res = post_as(&env, p, &key, path, &body).await;
         assert_eq!(res.status, 200, "{path}: {}", res.text());
         let sent = env.mock.requests().remove(0).json().expect("json body");
         assert_eq!(
@@ -1150,14 +1155,7 @@ async fn max_tokens_cap_fails_closed_on_values_it_cannot_read() {
         ),
     ];
     for (p, path, body) in cases {
-        let (h, v) = p.auth_header(&key);
-        let res = airlock_e2e::support::client::post(env.addr(), path)
-            .headers(p.sdk_headers())
-            .header(h, &v)
-            .json(&body)
-            .send()
-            .await
-            .expect("send");
+        let res = post_as(&env, p, &key, path, &body).await;
         p.assert_error(&res, 400);
         assert_eq!(reason(&env, &res).await, "airlock_max_tokens", "{body}");
     }

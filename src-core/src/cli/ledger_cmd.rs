@@ -112,23 +112,19 @@ fn check_names(ctx: &Ctx, conn: &rusqlite::Connection, f: &Filter) -> anyhow::Re
         }
     }
     if let Some(provider) = &f.provider {
-        let configured = ctx
-            .load_config()
-            .map(|c| c.provider(provider).is_some())
-            .unwrap_or(false);
+        let config = ctx.load_config().ok();
+        let configured = config
+            .as_ref()
+            .is_some_and(|c| c.provider(provider).is_some());
         if !configured
             && !exists(
                 "SELECT EXISTS(SELECT 1 FROM requests WHERE provider = ?1)",
                 provider,
             )?
         {
-            let names = ctx
-                .load_config()
-                .map(|c| {
-                    let mut n: Vec<String> = c.providers.keys().cloned().collect();
-                    n.sort();
-                    n.join(", ")
-                })
+            // The config's providers are a sorted map.
+            let names = config
+                .map(|c| c.providers.keys().cloned().collect::<Vec<_>>().join(", "))
                 .unwrap_or_default();
             anyhow::bail!(
                 "no provider named {:?} is configured or in the ledger (configured: {names})",

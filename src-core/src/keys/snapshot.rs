@@ -19,10 +19,8 @@ pub struct Identity {
     /// `None`: any model.
     models: Option<ModelGlobs>,
     expires_at: Option<i64>,
-    /// Why the key (or its parent) is paused, if it is.
-    pub paused: Option<String>,
-    /// The key whose pause that is, the one to resume: this key or its parent.
-    pub paused_key: Option<String>,
+    /// Whether the key (or its parent) is paused, why, and which of them to resume.
+    pub paused: Option<Pause>,
     /// This key's own lifetime budget and rate, from `airlock exec --budget/--rpm`.
     pub budget_micros: Option<i64>,
     pub rpm: Option<u32>,
@@ -32,6 +30,14 @@ pub struct Identity {
     /// The `[policy]` of the project the key was issued in (`airlock exec`), which can only
     /// tighten the configured policy.
     pub project_policy: Option<Arc<crate::protect::policy::LayerFile>>,
+}
+
+/// A pause on a key: why, and the key to resume (the key itself, or the parent a child key
+/// inherits it from).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pause {
+    pub reason: String,
+    pub key: String,
 }
 
 /// A child key's parent, as far as its limits go.
@@ -108,22 +114,20 @@ impl KeySnapshot {
                     providers: scope_from.providers.clone(),
                     models,
                     expires_at,
-                    paused: k
-                        .paused_at
-                        .map(|_| k.paused_reason.clone().unwrap_or_else(|| "paused".into()))
-                        .or_else(|| {
-                            scope_from.paused_at.map(|_| {
-                                format!(
-                                    "parent {} paused: {}",
-                                    scope_from.name,
-                                    scope_from.paused_reason.as_deref().unwrap_or("paused")
-                                )
-                            })
+                    paused: match (k.paused_at, scope_from.paused_at) {
+                        (Some(_), _) => Some(Pause {
+                            reason: k.paused_reason.clone().unwrap_or_else(|| "paused".into()),
+                            key: k.name.clone(),
                         }),
-                    paused_key: if k.paused_at.is_some() {
-                        Some(k.name.clone())
-                    } else {
-                        scope_from.paused_at.map(|_| scope_from.name.clone())
+                        (None, Some(_)) => Some(Pause {
+                            reason: format!(
+                                "parent {} paused: {}",
+                                scope_from.name,
+                                scope_from.paused_reason.as_deref().unwrap_or("paused")
+                            ),
+                            key: scope_from.name.clone(),
+                        }),
+                        (None, None) => None,
                     },
                     budget_micros: k.budget_micros,
                     rpm: k.rpm,
@@ -169,7 +173,12 @@ impl KeySnapshot {
             s.by_hash
                 .values()
                 .filter(|i| i.account == i.key_name)
-                .map(|i| (i.key_name.clone(), i.paused.clone()))
+                .map(|i| {
+                    (
+                        i.key_name.clone(),
+                        i.paused.as_ref().map(|p| p.reason.clone()),
+                    )
+                })
                 .collect()
         };
         let (now, then) = (own(self), own(before));
@@ -261,7 +270,7 @@ mod tests {
             "child inherits the parent's model scope"
         );
 
-        assert_eq!((c.paused.as_deref(), c.paused_key.as_deref()), (None, None));
+        assert_eq!(c.paused, None);
 
         // QA: a child whose parent was paused was told to resume itself, which does nothing.
         // The key to resume is the one whose pause it is.
@@ -270,15 +279,17 @@ mod tests {
         let Verdict::Allowed(c) = paused.verify(child.expose_secret()) else {
             panic!("child must verify")
         };
-        assert_eq!(c.paused.as_deref(), Some("parent app paused: by hand"));
-        assert_eq!(c.paused_key.as_deref(), Some("app"));
+        let p = c.paused.as_ref().expect("paused through its parent");
+        assert_eq!(p.reason, "parent app paused: by hand");
+        assert_eq!(p.key, "app");
         s.pause("exec-1", "its own").expect("pause child");
         let both = KeySnapshot::build(s.live_with_hashes().expect("live"), 3);
         let Verdict::Allowed(c) = both.verify(child.expose_secret()) else {
             panic!("child must verify")
         };
-        assert_eq!(c.paused.as_deref(), Some("its own"));
-        assert_eq!(c.paused_key.as_deref(), Some("exec-1"));
+        let p = c.paused.as_ref().expect("paused itself");
+        assert_eq!(p.reason, "its own");
+        assert_eq!(p.key, "exec-1");
 
         assert!(matches!(
             snap.verify(old.expose_secret()),

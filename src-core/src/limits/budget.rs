@@ -24,16 +24,27 @@ pub const UNCAPPED_OUTPUT_TOKENS: u64 = 16_384;
 /// running a tokenizer on the hot path.
 pub const BODY_BYTES_PER_INPUT_TOKEN: u64 = 3;
 
-/// The most a request can cost, held against its budgets while it runs: input from the size of
-/// its body, output at the cap it asks for (or [`UNCAPPED_OUTPUT_TOKENS`]), at list price.
+/// The most tokens a request can use, (input, output), held against its limits while it runs:
+/// input from the size of its body, output at the cap it asks for (or
+/// [`UNCAPPED_OUTPUT_TOKENS`]).
+pub fn worst_case_tokens(body_len: usize, max_tokens: Option<u64>) -> (u64, u64) {
+    (
+        (body_len as u64).div_ceil(BODY_BYTES_PER_INPUT_TOKEN),
+        max_tokens.unwrap_or(UNCAPPED_OUTPUT_TOKENS),
+    )
+}
+
+/// The most a request can cost, held against its budgets while it runs: its
+/// [`worst_case_tokens`] at list price.
 pub fn worst_case_micros(
     price: &crate::meter::ModelPrice,
     body_len: usize,
     max_tokens: Option<u64>,
 ) -> i64 {
+    let (input_tokens, output_tokens) = worst_case_tokens(body_len, max_tokens);
     let usage = crate::meter::Usage {
-        input_tokens: (body_len as u64).div_ceil(BODY_BYTES_PER_INPUT_TOKEN),
-        output_tokens: max_tokens.unwrap_or(UNCAPPED_OUTPUT_TOKENS),
+        input_tokens,
+        output_tokens,
         ..Default::default()
     };
     i64::try_from(crate::meter::cost(&usage, price).0).unwrap_or(i64::MAX)

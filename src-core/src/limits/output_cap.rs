@@ -77,12 +77,12 @@ pub fn with_cap(body: &[u8], field: CapField, cap: u64) -> Option<Vec<u8>> {
                 *config = Value::Object(Map::new());
             }
             let config = config.as_object_mut()?;
-            // A body may mix the spellings; the cap goes under both if both are there.
-            for key in [cap_key, "maxOutputTokens", "max_output_tokens"] {
-                if key == cap_key || config.contains_key(key) {
-                    config.insert(key.to_owned(), Value::from(cap));
-                }
-            }
+            // A `null` cap already there, in either spelling, is the one replaced.
+            let key = ["maxOutputTokens", "max_output_tokens"]
+                .into_iter()
+                .find(|k| config.contains_key(*k))
+                .unwrap_or(cap_key);
+            config.insert(key.to_owned(), Value::from(cap));
         }
     }
     serde_json::to_vec(&root).ok()

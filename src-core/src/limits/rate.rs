@@ -87,7 +87,13 @@ impl RateBook {
         let Ok(mut map) = self.tpm.lock() else {
             return Ok(None);
         };
-        let entry = map.entry(account.to_owned()).or_default();
+        // The key's name is copied only the first time it is seen.
+        if !map.contains_key(account) {
+            map.insert(account.to_owned(), Tokens::default());
+        }
+        let Some(entry) = map.get_mut(account) else {
+            return Ok(None);
+        };
         let window = &mut entry.recent;
         expire(window, now);
         let used: u64 = window.iter().map(|(_, n)| n).sum();

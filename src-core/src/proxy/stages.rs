@@ -310,16 +310,10 @@ impl Drop for Unanswered {
         let mut ctx = std::mem::replace(&mut self.ctx, RequestCtx::new(&Method::GET, ""));
         let (state, rt) = (self.state.clone(), self.rt.clone());
         let job: crate::meter::counter::Job = Box::new(move || {
-            if let Some(kind) = ctx.provider.as_ref().map(|p| p.kind) {
-                if !ctx.request_body.is_empty() {
-                    meter_response(
-                        &state,
-                        &mut ctx,
-                        kind,
-                        body::BodyEnd::ClientGone,
-                        body::Metered::Json(None),
-                    );
-                }
+            let kind = ctx.provider.as_ref().map(|p| p.kind);
+            if let (Some(kind), false) = (kind, ctx.request_body.is_empty()) {
+                let (end, metered) = (body::BodyEnd::ClientGone, body::Metered::Json(None));
+                meter_response(&state, &mut ctx, kind, end, metered);
             }
             record_client_gone(&state, &rt, &ctx);
             // The held budget goes back only now, with the estimate added.
@@ -861,14 +855,11 @@ async fn admit_limits(
     if state.is_paused() {
         return Err(LimitError::Paused.into());
     }
-    if let Some(reason) = &identity.paused {
+    if let Some(pause) = &identity.paused {
         return Err(LimitError::KeyPaused {
             key: identity.key_name.clone(),
-            reason: reason.clone(),
-            resume: identity
-                .paused_key
-                .clone()
-                .unwrap_or_else(|| identity.key_name.clone()),
+            reason: pause.reason.clone(),
+            resume: pause.key.clone(),
         }
         .into());
     }
@@ -970,12 +961,8 @@ async fn admit_limits(
     let now = std::time::Instant::now();
     if let Some(tpm) = limits.tpm {
         // Held like the budgets: the prompt from the body's size, the answer at its cap.
-        let want = (body_len as u64)
-            .div_ceil(crate::limits::budget::BODY_BYTES_PER_INPUT_TOKEN)
-            .saturating_add(
-                ctx.max_tokens
-                    .unwrap_or(crate::limits::budget::UNCAPPED_OUTPUT_TOKENS),
-            );
+        let (input, output) = crate::limits::budget::worst_case_tokens(body_len, ctx.max_tokens);
+        let want = input.saturating_add(output);
         ctx.tokens_held = state.rates.reserve_tpm(account, tpm, want, now)?;
     }
     // A key's own --rpm is counted under the key itself; a child key's requests count

@@ -6,11 +6,13 @@ use super::normalize::{self, Normalized};
 use super::rules::{self, CompiledRule, Kind, Precheck, RuleOverrides};
 use super::validate::{self, Validator};
 use super::InspectError;
+use jobs::{Job, Jobs};
 use prefilter::{Hit, Keywords};
 use regex_automata::PatternID;
 use std::borrow::Cow;
 use std::ops::Range;
 
+mod jobs;
 mod prefilter;
 
 /// How a value was hidden when it was found.
@@ -599,7 +601,7 @@ impl Engine {
 
     fn collect_plain(&self, text: &str, decode: bool, out: &mut Vec<Raw>) {
         let bytes = text.as_bytes();
-        let mut pending: Vec<Option<(usize, usize)>> = Vec::new();
+        let mut jobs = Jobs::default();
         let mut decoded_until = 0usize;
         let mut hits: Vec<Hit> = Vec::new();
         let mut digit_blocks: Vec<u64> = Vec::new();
@@ -609,9 +611,9 @@ impl Engine {
             for &ri in &p.rules {
                 let rule = &self.rules[ri as usize];
                 if rule.anchored {
-                    self.run_anchored(text, ri, m.start, out);
+                    jobs.anchored(ri, m.start);
                 } else {
-                    self.push_window(text, ri, rule.window(m.start, m.end), &mut pending, out);
+                    self.push_window(text, ri, rule.window(m.start, m.end), &mut jobs);
                 }
             }
             if decode && m.start >= decoded_until {
@@ -622,7 +624,8 @@ impl Engine {
                 }
             }
         }
-        self.flush(text, &mut pending, out);
+        // The digit pass queues windows from the start of the text again.
+        jobs.close();
         if !self.digit_rules.is_empty() {
             let mut group = DigitGroup {
                 span: 0..0,
@@ -654,7 +657,7 @@ impl Engine {
                                 continue;
                             }
                         }
-                        self.push_window(text, ri, rule.window(start, end), &mut pending, out);
+                        self.push_window(text, ri, rule.window(start, end), &mut jobs);
                         continue;
                     };
                     before = before.max(rule.before);
@@ -681,15 +684,20 @@ impl Engine {
                     return;
                 }
                 if first > 0 {
-                    self.search_group(text, &mut group, first, &mut pending, out);
+                    self.search_group(text, &mut group, first, &mut jobs);
                 }
                 group.span = ws..we;
             });
             let n = group.members.len();
             if n > 0 {
-                self.search_group(text, &mut group, n, &mut pending, out);
+                self.search_group(text, &mut group, n, &mut jobs);
             }
-            self.flush(text, &mut pending, out);
+        }
+        for (ri, job) in jobs.take_by_rule(self.rules.len()) {
+            match job {
+                Job::Window(s, e) => self.run_window(text, ri, s, e, out),
+                Job::Anchored(at) => self.run_anchored(text, ri, at, out),
+            }
         }
     }
 
@@ -702,14 +710,7 @@ impl Engine {
     /// then before, so a group with no word near any member is not searched at all (a table
     /// of numbers). Asking before every search cost more than it saved on text where most
     /// groups have some other candidate too.
-    fn search_group(
-        &self,
-        text: &str,
-        group: &mut DigitGroup,
-        n: usize,
-        pending: &mut Vec<Option<(usize, usize)>>,
-        out: &mut Vec<Raw>,
-    ) {
+    fn search_group(&self, text: &str, group: &mut DigitGroup, n: usize, jobs: &mut Jobs) {
         let DigitGroup {
             span,
             members,
@@ -749,7 +750,7 @@ impl Engine {
                 Gate::Never => false,
             };
             if near {
-                self.push_window(text, m.rule, rule.window(m.start, m.end), pending, out);
+                self.push_window(text, m.rule, rule.window(m.start, m.end), jobs);
             }
         }
     }
@@ -773,37 +774,10 @@ impl Engine {
         context.any(&self.context, bytes, cover_from, region, bit)
     }
 
-    /// Queues a regex window for a rule, merging it with that rule's previous window when they
-    /// overlap, so a run of keyword hits costs one regex pass.
-    fn push_window(
-        &self,
-        text: &str,
-        ri: u32,
-        (s, e): (usize, usize),
-        pending: &mut Vec<Option<(usize, usize)>>,
-        out: &mut Vec<Raw>,
-    ) {
-        if pending.is_empty() {
-            pending.resize(self.rules.len(), None);
-        }
-        let e = e.min(text.len());
-        let slot = &mut pending[ri as usize];
-        match *slot {
-            Some((ps, pe)) if s <= pe => *slot = Some((ps, pe.max(e))),
-            Some((ps, pe)) => {
-                *slot = Some((s, e));
-                self.run_window(text, ri, ps, pe, out);
-            }
-            None => *slot = Some((s, e)),
-        }
-    }
-
-    fn flush(&self, text: &str, pending: &mut [Option<(usize, usize)>], out: &mut Vec<Raw>) {
-        for (ri, slot) in pending.iter_mut().enumerate() {
-            if let Some((s, e)) = slot.take() {
-                self.run_window(text, ri as u32, s, e, out);
-            }
-        }
+    /// Queues a regex window for a rule ([`Jobs::window`]: merged with that rule's previous
+    /// window when they overlap, so a run of keyword hits costs one regex pass).
+    fn push_window(&self, text: &str, ri: u32, (s, e): (usize, usize), jobs: &mut Jobs) {
+        jobs.window(self.rules.len(), ri, s, e.min(text.len()));
     }
 
     fn run_window(&self, text: &str, ri: u32, s: usize, e: usize, out: &mut Vec<Raw>) {

@@ -62,11 +62,11 @@ def assert_valid(validator, doc: dict) -> None:
         pytest.fail("SARIF does not validate against the 2.1.0 schema:\n" + "\n".join(lines))
 
 
-def scan_sarif(root: Path) -> tuple[int, dict, str]:
+def scan_sarif(root: Path, *paths: str) -> tuple[int, dict, str]:
     binary = airlock_bin()
     assert binary.is_file(), f"{binary} not found: run `cargo build -p airlock` or set AIRLOCK_BIN"
     proc = subprocess.run(
-        [str(binary), "scan", "--format", "sarif"],
+        [str(binary), "scan", "--format", "sarif", *paths],
         cwd=root,
         env=dict(os.environ),
         capture_output=True,
@@ -207,3 +207,32 @@ def test_clean_tree_gives_valid_empty_sarif(tmp_path, validator):
     run = doc["runs"][0]
     assert run["tool"]["driver"]["name"] == "airlock"
     assert run["results"] == []
+
+
+def test_files_outside_the_scan_root_get_absolute_file_uris(tmp_path, validator):
+    """`airlock scan ../shared` from a repository: `%SRCROOT%` is the repository, so a file
+    outside it is named by an absolute `file:` URI, not `../shared/…` set against the root."""
+    repo, shared = tmp_path / "repo", tmp_path / "shared folder"
+    repo.mkdir()
+    shared.mkdir()
+    inside, outside = fake_aws_key_id(), fake_aws_key_id()
+    (repo / "app.env").write_text(f"AWS_ACCESS_KEY_ID={inside}\n")
+    (shared / "ci #2.env").write_text(f"AWS_ACCESS_KEY_ID={outside}\n")
+    code, doc, stdout = scan_sarif(repo, ".", "../shared folder")
+    assert code == 1
+    assert_valid(validator, doc)
+    assert inside not in stdout and outside not in stdout
+    run = doc["runs"][0]
+    base = run["originalUriBaseIds"]["%SRCROOT%"]["uri"]
+    assert base.endswith("/") and Path(unquote(urlsplit(base).path)) == repo.resolve(), base
+    locations = sorted(
+        (r["locations"][0]["physicalLocation"]["artifactLocation"] for r in run["results"]),
+        key=lambda loc: loc["uri"],
+    )
+    assert len(locations) == 2, locations
+    relative, absolute = locations
+    assert relative == {"uri": "app.env", "uriBaseId": "%SRCROOT%"}, relative
+    parts = urlsplit(absolute["uri"])
+    assert parts.scheme == "file" and "uriBaseId" not in absolute, absolute
+    assert Path(unquote(parts.path)) == (shared / "ci #2.env").resolve(), absolute
+    assert not parts.query and not parts.fragment, absolute

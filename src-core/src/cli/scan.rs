@@ -1213,6 +1213,7 @@ fn json_line(h: &Hit) -> String {
 }
 
 fn sarif(hits: &[Hit], errors: usize) -> serde_json::Value {
+    let root = std::env::current_dir().unwrap_or_default();
     let mut rule_ids: Vec<(&str, Kind, &str)> = hits
         .iter()
         .map(|h| (h.rule.as_str(), h.kind, h.family.as_str()))
@@ -1247,7 +1248,7 @@ fn sarif(hits: &[Hit], errors: usize) -> serde_json::Value {
                 "message": {"text": format!("{} ({}, {}) found: {}", h.rule, h.kind.as_str(), h.family, h.preview)},
                 "locations": [{
                     "physicalLocation": {
-                        "artifactLocation": {"uri": sarif_uri(&h.path), "uriBaseId": "%SRCROOT%"},
+                        "artifactLocation": sarif_location(&h.path, &root),
                         "region": {
                             "startLine": h.line,
                             "startColumn": h.col,
@@ -1268,6 +1269,8 @@ fn sarif(hits: &[Hit], errors: usize) -> serde_json::Value {
         "runs": [{
             "tool": {"driver": {"name": "airlock", "version": env!("CARGO_PKG_VERSION"), "rules": rules}},
             "columnKind": "unicodeCodePoints",
+            // SARIF asks a base's URI to end in `/`.
+            "originalUriBaseIds": {"%SRCROOT%": {"uri": format!("{}/", file_uri(&root).trim_end_matches('/'))}},
             "invocations": [invocation(errors)],
             "results": results
         }]
@@ -1293,6 +1296,41 @@ fn invocation(errors: usize) -> serde_json::Value {
 /// byte outside the unreserved and sub-delimiter characters is percent-encoded, so spaces and
 /// non-ASCII names validate, `%` `?` `#` do not start an escape, query or fragment, and `:` does
 /// not turn a first segment like `c:` into a scheme.
+/// A SARIF artifact location for a reported path: relative to `%SRCROOT%` (the directory
+/// scanned from, which code scanning takes as the repository root) when the path lies inside
+/// it, else an absolute `file:` URI. A path out of the root (`../shared/.env`, `/etc/app.env`)
+/// set against `%SRCROOT%` would name a file code scanning cannot place.
+fn sarif_location(path: &str, root: &Path) -> serde_json::Value {
+    if path == "-" {
+        return serde_json::json!({"uri": "-", "uriBaseId": "%SRCROOT%"});
+    }
+    // `..` resolved by its text: the file may be gone, or reached through a link.
+    let mut abs = PathBuf::new();
+    for c in root.join(path).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                abs.pop();
+            }
+            std::path::Component::CurDir => {}
+            c => abs.push(c),
+        }
+    }
+    match abs.strip_prefix(root) {
+        Ok(rel) if !rel.as_os_str().is_empty() => {
+            let rel = rel.to_string_lossy().replace('\\', "/");
+            serde_json::json!({"uri": sarif_uri(&rel), "uriBaseId": "%SRCROOT%"})
+        }
+        _ => serde_json::json!({"uri": file_uri(&abs)}),
+    }
+}
+
+/// `file:///…` for an absolute path (`file:///C:/…` on Windows).
+fn file_uri(abs: &Path) -> String {
+    let abs = abs.to_string_lossy().replace('\\', "/");
+    let slash = if abs.starts_with('/') { "" } else { "/" };
+    format!("file://{slash}{}", sarif_uri(&abs))
+}
+
 fn sarif_uri(path: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut uri = String::with_capacity(path.len());
@@ -1484,6 +1522,37 @@ mod tests {
         );
         assert_eq!(sarif_uri("100%?.txt"), "100%25%3F.txt");
         assert_eq!(sarif_uri("c:x/a+b(1).env"), "c%3Ax/a+b(1).env");
+    }
+
+    #[test]
+    fn sarif_locations_outside_the_root_are_absolute_file_uris() {
+        let root = Path::new("/work/repo");
+        let loc = |p| sarif_location(p, root);
+        assert_eq!(
+            loc("src/a b.rs"),
+            serde_json::json!({"uri": "src/a%20b.rs", "uriBaseId": "%SRCROOT%"})
+        );
+        assert_eq!(
+            loc("sub/../src/main.rs"),
+            serde_json::json!({"uri": "src/main.rs", "uriBaseId": "%SRCROOT%"})
+        );
+        assert_eq!(
+            loc("../shared/.env"),
+            serde_json::json!({"uri": "file:///work/shared/.env"})
+        );
+        assert_eq!(
+            loc("/etc/app #1.env"),
+            serde_json::json!({"uri": "file:///etc/app%20%231.env"})
+        );
+        // A sibling whose name starts like the root's is outside it.
+        assert_eq!(
+            loc("../repo2/x.env"),
+            serde_json::json!({"uri": "file:///work/repo2/x.env"})
+        );
+        assert_eq!(
+            loc("-"),
+            serde_json::json!({"uri": "-", "uriBaseId": "%SRCROOT%"})
+        );
     }
 
     #[test]

@@ -1472,6 +1472,32 @@ mod tests {
         E.get_or_init(|| Engine::new().unwrap_or_else(|e| panic!("{e}")))
     }
 
+    /// A keyword of one byte repeated is one prefilter hit per run, so its rule is searched in
+    /// a window (not anchored at each hit): a value after a long run of that byte, at the
+    /// run's edge or in the middle of text full of such runs, is found as before.
+    #[test]
+    fn a_rule_with_a_one_byte_keyword_finds_values_beside_long_runs() {
+        let e = engine();
+        let (_, rule) = rule(e, "twitter-bearer-token");
+        assert!(!rule.anchored);
+        let mut g = crate::inspect::testgen::Gen::new(5);
+        let run = "A".repeat(1 << 16);
+        for _ in 0..4 {
+            let value = format!("{}{}", "A".repeat(21), g.chars('m', 80).unwrap_or_default());
+            let text = format!(
+                "{run} x\nTWITTER_BEARER_TOKEN={value} {run}\n{}",
+                run.to_lowercase()
+            );
+            let found: Vec<_> = e
+                .find_all(&text)
+                .into_iter()
+                .map(|f| (f.rule_id, f.span))
+                .collect();
+            let at = text.find(&value).unwrap_or_default();
+            assert_eq!(found, vec![("twitter-bearer-token", at..at + value.len())]);
+        }
+    }
+
     /// The cluster rule read one byte at a time, to compare the skipping scan with.
     fn clusters_byte_by_byte(bytes: &[u8]) -> Vec<(usize, usize, usize)> {
         let mut out = Vec::new();

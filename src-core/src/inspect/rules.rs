@@ -315,6 +315,12 @@ const ASSIGN: &str = r#"[\w.\-(]{0,40}?["']?\s*(?:=>|:=|=|:)\s*["'`]?"#;
 /// End of a token value whose last char may be `-` (where `\b` would fail).
 const END: &str = r"(?:[^A-Za-z0-9_\-]|$)";
 
+/// Whether a keyword is one byte repeated (ASCII case-insensitive): its occurrences overlap at
+/// every offset of a longer run of that byte.
+pub(crate) fn one_byte_keyword(word: &[u8]) -> bool {
+    word.len() >= 2 && word.iter().all(|b| b.eq_ignore_ascii_case(&word[0]))
+}
+
 /// Whether every match of `pattern` begins with one of `keywords` (ASCII case-insensitive):
 /// the pattern opens (after `\b` and a `secret` group) with a literal or an alternation of
 /// literals, each starting with a keyword. A literal may hold optional chars and small sets of
@@ -577,7 +583,11 @@ pub fn compile(spec: RuleSpec) -> Result<CompiledRule, InspectError> {
         .group_info()
         .to_index(regex_automata::PatternID::ZERO, "secret");
     let value_span = secret_group.and_then(|_| ValueSpan::in_tree(&hir));
-    let anchored = spec.digits.is_none() && starts_with_keyword(&pattern, &spec.keywords);
+    // A keyword of one byte repeated is reported once for a run of it (the prefilter joins
+    // its overlapping hits), so such a rule is searched in a window over the run instead.
+    let anchored = spec.digits.is_none()
+        && starts_with_keyword(&pattern, &spec.keywords)
+        && !spec.keywords.iter().any(|k| one_byte_keyword(k.as_bytes()));
     let validator = match &spec.validator {
         Some(name) => Some(
             Validator::parse(name).ok_or_else(|| bad(&format!("unknown validator `{name}`")))?,

@@ -19,6 +19,12 @@
 //! Bytes are folded with `| 0x20`, which maps ASCII letters of either case together, so the
 //! table answers for the case-insensitive automaton; other bytes may collide, which only costs
 //! a wasted anchored search.
+//!
+//! A keyword of one byte repeated (`aaaaaaaaaaaaaaaaaaaaa`) occurs at every offset of a longer
+//! run of that byte: a 4 MiB run of `A` (base64 of zeros in a data URI) made 4 million hits, 96
+//! MB of them. Overlapping occurrences of such a keyword are reported as one hit spanning the
+//! run (the rules' side: no rule with such a keyword is searched anchored at its hits, so a
+//! window over the run finds what windows over each occurrence would).
 
 use aho_corasick::automaton::{Automaton, OverlappingState};
 use aho_corasick::nfa::contiguous::NFA;
@@ -77,6 +83,11 @@ pub(super) struct Keywords {
     short: Vec<Short>,
     /// The bytes `memchr` looks for (both cases of a letter), in groups of up to three.
     short_bytes: Vec<Vec<u8>>,
+    /// By pattern, for one byte repeated (overlapping hits join, see the module docs): the
+    /// pattern's length, and the most bytes equal to their first that any other pattern opens
+    /// with. An offset inside a joined run with more run bytes ahead than that can start no
+    /// other pattern, and its own occurrence is in the run already: it is not searched.
+    one_byte: Vec<Option<(usize, usize)>>,
 }
 
 /// An open-addressing map from a folded window to its run of checks. A folded window never
@@ -295,6 +306,22 @@ impl Keywords {
             checks.extend(list);
         }
         let short_bytes = wanted.chunks(3).map(<[u8]>::to_vec).collect();
+        let lead = |w: &[u8]| {
+            w.iter()
+                .take_while(|b| b.eq_ignore_ascii_case(&w[0]))
+                .count()
+        };
+        let one_byte = words
+            .iter()
+            .enumerate()
+            .map(|(pi, w)| {
+                crate::inspect::rules::one_byte_keyword(w.as_bytes()).then(|| {
+                    let others = words.iter().enumerate().filter(|&(qi, _)| qi != pi);
+                    let most = others.map(|(_, q)| lead(q.as_bytes())).max().unwrap_or(0);
+                    (w.len(), most)
+                })
+            })
+            .collect();
         Ok(Self {
             nfa,
             filter,
@@ -302,6 +329,7 @@ impl Keywords {
             checks,
             short,
             short_bytes,
+            one_byte,
         })
     }
 
@@ -379,11 +407,12 @@ impl Keywords {
                     };
                     let end = start + s.bytes.len();
                     if end <= n && hay[start..end].eq_ignore_ascii_case(&s.bytes) {
-                        out.push(Hit {
+                        let hit = Hit {
                             start,
                             end,
                             pattern: s.pattern,
-                        });
+                        };
+                        self.push(hay, hit, out);
                     }
                 }
             };
@@ -431,6 +460,9 @@ impl Keywords {
 
     /// Every pattern that starts exactly at `at`.
     fn anchored(&self, hay: &[u8], at: usize, out: &mut Vec<Hit>) {
+        if self.inside_run(at, out) {
+            return;
+        }
         let input = Input::new(hay).range(at..).anchored(Anchored::Yes);
         let mut state = OverlappingState::start();
         // Cannot fail: an NFA supports anchored searches.
@@ -438,13 +470,63 @@ impl Keywords {
             let Some(m) = state.get_match() else {
                 break;
             };
-            out.push(Hit {
+            let hit = Hit {
                 start: m.start(),
                 end: m.end(),
                 pattern: m.pattern().as_u32(),
-            });
+            };
+            self.push(hay, hit, out);
         }
     }
+
+    /// Adds a hit, or for a pattern of one byte repeated, joins it to the run it lies in.
+    fn push(&self, hay: &[u8], mut hit: Hit, out: &mut Vec<Hit>) {
+        if self.one_byte[hit.pattern as usize].is_some() {
+            if join_run(out, hit) {
+                return;
+            }
+            // Every offset of the run that leaves room for the pattern starts it: the hit is
+            // the whole run.
+            let x = hay[hit.start];
+            let same = |b: &u8| b.eq_ignore_ascii_case(&x);
+            hit.start -= hay[..hit.start]
+                .iter()
+                .rev()
+                .take_while(|b| same(b))
+                .count();
+            hit.end += hay[hit.end..].iter().take_while(|b| same(b)).count();
+        }
+        out.push(hit);
+    }
+}
+
+impl Keywords {
+    /// Whether `at` lies deep enough in a run of a one-byte pattern found so far that nothing
+    /// new can start there (see [`Keywords::one_byte`]).
+    fn inside_run(&self, at: usize, out: &[Hit]) -> bool {
+        let tail = out.len().saturating_sub(4);
+        out[tail..].iter().any(|h| {
+            self.one_byte[h.pattern as usize]
+                .is_some_and(|(len, most)| h.start < at && at + len.max(most + 1) <= h.end)
+        })
+    }
+}
+
+/// Joins `hit` (of a pattern of one byte repeated) to an overlapping hit of its pattern among the last
+/// few found, if there is one: offsets are tried nearly in order, so its neighbour in the run
+/// is close. Not finding it only costs a second hit.
+fn join_run(out: &mut [Hit], hit: Hit) -> bool {
+    let tail = out.len().saturating_sub(16);
+    let Some(h) = out[tail..]
+        .iter_mut()
+        .rev()
+        .find(|h| h.pattern == hit.pattern && h.start <= hit.end && hit.start <= h.end)
+    else {
+        return false;
+    };
+    h.start = h.start.min(hit.start);
+    h.end = h.end.max(hit.end);
+    true
 }
 
 /// The order hits are reported in: by end, then start (then pattern, so equal hits are
@@ -552,15 +634,37 @@ mod tests {
         K.get_or_init(|| Keywords::new(words()).unwrap_or_else(|e| panic!("{e}")))
     }
 
-    /// The search the engine ran before the prefilter: one unanchored overlapping pass.
+    /// The search the engine ran before the prefilter: one unanchored overlapping pass, with
+    /// the overlapping occurrences of a keyword of one byte repeated joined into one hit over
+    /// their union, in the order `find` reports hits.
     fn plain_search(ac: &aho_corasick::AhoCorasick, hay: &[u8]) -> Vec<Hit> {
-        ac.find_overlapping_iter(hay)
-            .map(|m| Hit {
+        let mut hits: Vec<Hit> = Vec::new();
+        let mut runs: Vec<Hit> = Vec::new();
+        for m in ac.find_overlapping_iter(hay) {
+            let hit = Hit {
                 start: m.start(),
                 end: m.end(),
                 pattern: m.pattern().as_u32(),
-            })
-            .collect()
+            };
+            if m.len() < 2
+                || !hay[m.range()]
+                    .iter()
+                    .all(|b| b.eq_ignore_ascii_case(&hay[m.start()]))
+            {
+                hits.push(hit);
+                continue;
+            }
+            match runs
+                .iter_mut()
+                .find(|r| r.pattern == hit.pattern && hit.start < r.end)
+            {
+                Some(r) => r.end = r.end.max(hit.end),
+                None => runs.push(hit),
+            }
+        }
+        hits.extend(runs);
+        hits.sort_by_key(hit_key);
+        hits
     }
 
     fn plain_automaton(words: &[String]) -> aho_corasick::AhoCorasick {
@@ -738,6 +842,34 @@ mod tests {
                     assert_eq!(got, plain(hay.as_bytes()), "{hay:?}");
                 }
             }
+        }
+    }
+
+    /// A long run of a keyword's one byte (base64 of zeros is a run of `A`) is one hit over the
+    /// run, not one per offset, and keywords that start inside or right after it are found.
+    #[test]
+    fn a_run_of_one_byte_is_one_hit() {
+        let k = keywords();
+        let run_word = words()
+            .iter()
+            .position(|w| crate::inspect::rules::one_byte_keyword(w.as_bytes()))
+            .unwrap_or_else(|| panic!("an embedded keyword of one byte repeated"));
+        let mut hay = b"data:font/woff2;base64,".to_vec();
+        let from = hay.len();
+        hay.extend(std::iter::repeat_n(b'A', 1 << 20));
+        let to = hay.len();
+        hay.extend_from_slice(b"aAaA password= ");
+        for simd in [true, false] {
+            let mut got = Vec::new();
+            k.find_with(&hay, &mut got, &mut Vec::new(), simd);
+            let runs: Vec<_> = got
+                .iter()
+                .filter(|h| h.pattern == run_word as u32)
+                .collect();
+            assert_eq!(runs.len(), 1, "{runs:?}");
+            assert_eq!((runs[0].start, runs[0].end), (from, to + 4));
+            assert!(got.len() < 20, "{} hits", got.len());
+            assert_eq!(got, plain(&hay));
         }
     }
 

@@ -595,6 +595,61 @@ fn columns_and_pragma_hold_on_a_line_longer_than_a_chunk() {
     assert_eq!(r.code, 0, "{}", r.stdout);
 }
 
+/// Thousands of findings on one line (minified code): each has its own column, counted in
+/// chars, and a pragma at the line's end covers every one of them.
+#[test]
+fn many_findings_on_one_line_have_their_own_columns_and_share_its_pragma() {
+    let d = tmp();
+    let mut g = Gen::new(31);
+    let keys: Vec<String> = (0..3000).map(|_| g.github("ghp_")).collect();
+    let line = keys.join(" é ");
+    write(d.path(), "min.js", &format!("x\n{line}\n"));
+    let r = run(d.path(), &["scan", "min.js", "--format", "json"]);
+    let found = json_lines(&r.stdout);
+    assert_eq!(found.len(), keys.len(), "{}", r.stderr);
+    let mut at = 0;
+    for (f, key) in found.iter().zip(&keys) {
+        at += line[at..]
+            .find(key.as_str())
+            .unwrap_or_else(|| panic!("{key}"));
+        assert_eq!(f["line"], 2);
+        assert_eq!(f["start"], 2 + at);
+        assert_eq!(f["column"], line[..at].chars().count() + 1, "{f}");
+    }
+    write(d.path(), "min.js", &format!("x\n{line} // airlock:allow\n"));
+    let r = run(d.path(), &["scan", "min.js"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+/// Output that cannot be written (a full disk here; a closed pipe alike) stops the scan with
+/// that error, and no file is blamed for it.
+#[test]
+fn an_unwritable_stdout_is_an_error_of_its_own() {
+    let d = tmp();
+    let mut g = Gen::new(37);
+    let keys: Vec<String> = (0..50).map(|_| g.github("ghp_")).collect();
+    write(d.path(), "a.env", &keys.join("\n"));
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap_or_else(|e| panic!("/dev/full: {e}"));
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("airlock"))
+        .current_dir(d.path())
+        .args(["scan", "a.env"])
+        .stdout(full)
+        .output()
+        .unwrap_or_else(|e| panic!("run: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("writing the findings to stdout"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("a.env"), "{stderr}");
+    assert!(!stderr.contains("could not be scanned"), "{stderr}");
+    assert!(!stderr.contains("no findings"), "{stderr}");
+}
+
 #[test]
 fn a_pipe_named_on_the_command_line_is_read() {
     let d = tmp();

@@ -9,6 +9,7 @@ use anyhow::{bail, Context as _};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashSet};
 use std::io::{Read, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -215,6 +216,9 @@ fn run_inner(ctx: &super::Ctx, args: ScanArgs) -> anyhow::Result<bool> {
                 // A pipe, FIFO or device named on the command line (`<(cmd)`, `/dev/stdin`):
                 // read it as a stream. Inside a directory such files are skipped, as git does.
                 if let Err(e) = scan_file(&engine, p, false, &args, &suppress, &mut sink) {
+                    if is_output_error(&e) {
+                        return Err(e);
+                    }
                     warn(&engine, &format!("{}: {e:#}", p.display()));
                     errors += 1;
                 }
@@ -240,6 +244,9 @@ fn run_inner(ctx: &super::Ctx, args: ScanArgs) -> anyhow::Result<bool> {
                     continue;
                 }
                 if let Err(e) = scan_file(&engine, path, true, &args, &suppress, &mut sink) {
+                    if is_output_error(&e) {
+                        return Err(e);
+                    }
                     warn(&engine, &format!("{}: {e:#}", path.display()));
                     errors += 1;
                 }
@@ -300,6 +307,57 @@ fn line_of(buf: &[u8], offset: usize) -> &[u8] {
     &buf[start..end]
 }
 
+/// The `airlock:allow` test for findings in order of position: each line is found and
+/// searched once, however many findings it holds (a minified file can hold thousands on one
+/// line; searching the line again for each made a scan quadratic).
+#[derive(Default)]
+struct PragmaLines(Option<(Range<usize>, bool)>);
+
+impl PragmaLines {
+    /// The line holding byte `offset` (as [`line_of`] finds it) and whether it has the pragma.
+    fn at(&mut self, buf: &[u8], offset: usize) -> (Range<usize>, bool) {
+        let offset = offset.min(buf.len());
+        match &self.0 {
+            Some((line, has)) if line.start <= offset && offset <= line.end => (line.clone(), *has),
+            _ => {
+                let line = line_of(buf, offset);
+                let start = line.as_ptr() as usize - buf.as_ptr() as usize;
+                let found = (
+                    start..start + line.len(),
+                    memchr::memmem::find(line, PRAGMA).is_some(),
+                );
+                self.0 = Some(found.clone());
+                found
+            }
+        }
+    }
+}
+
+/// Char columns of offsets that come in order: counted on from the previous offset of the
+/// same line, not from the line's start each time.
+#[derive(Default)]
+struct Columns {
+    line_start: usize,
+    pos: usize,
+    chars: usize,
+}
+
+impl Columns {
+    /// Chars in `buf[line_start..offset]`.
+    fn count(&mut self, buf: &[u8], line_start: usize, offset: usize) -> usize {
+        if line_start != self.line_start || offset < self.pos || self.pos < line_start {
+            *self = Self {
+                line_start,
+                pos: line_start,
+                chars: 0,
+            };
+        }
+        self.chars += chars_in(&buf[self.pos..offset]);
+        self.pos = offset;
+        self.chars
+    }
+}
+
 fn io_reason(e: &std::io::Error) -> String {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file or directory".into(),
@@ -321,6 +379,7 @@ struct Cursor {
     /// Chars of the first line that lie before the buffer (a chunk starting mid-line).
     first_col: usize,
     first_line: usize,
+    cols: Columns,
 }
 
 impl Cursor {
@@ -336,6 +395,7 @@ impl Cursor {
             line_start: 0,
             first_col: col,
             first_line: line,
+            cols: Columns::default(),
         }
     }
 
@@ -360,7 +420,7 @@ impl Cursor {
         };
         (
             self.line,
-            before + chars_in(&buf[self.line_start..offset]) + 1,
+            before + self.cols.count(buf, self.line_start, offset) + 1,
         )
     }
 }
@@ -410,8 +470,9 @@ fn emit_buffer(
         }
         true
     });
+    let mut lines = PragmaLines::default();
     for hit in hits {
-        let pragma = memchr::memmem::find(line_of(buf, hit.start), PRAGMA).is_some();
+        let (_, pragma) = lines.at(buf, hit.start);
         if !suppress.hides(&hit, pragma) {
             sink.emit(hit)?;
         }
@@ -552,14 +613,22 @@ fn scan_reader(
             }
             true
         });
+        let mut lines = PragmaLines::default();
+        // A line cut by the chunk's edges is read again from the file, once.
+        let mut cut_line: Option<(Range<usize>, bool)> = None;
         for hit in found {
-            let at = hit.start - base;
-            let line = line_of(chunk, at);
-            let line_start = line.as_ptr() as usize - chunk.as_ptr() as usize;
-            let cut = (line_start == 0 && base > 0) || (line_start + line.len() == filled && !last);
+            let (line, has) = lines.at(chunk, hit.start - base);
+            let cut = (line.start == 0 && base > 0) || (line.end == filled && !last);
             let pragma = match file {
-                Some(path) if cut => pragma_in_file(path, hit.start)?,
-                _ => memchr::memmem::find(line, PRAGMA).is_some(),
+                Some(path) if cut => match &cut_line {
+                    Some((l, pragma)) if *l == line => *pragma,
+                    _ => {
+                        let pragma = pragma_in_file(path, hit.start)?;
+                        cut_line = Some((line, pragma));
+                        pragma
+                    }
+                },
+                _ => has,
             };
             hits.push((hit, pragma));
         }
@@ -795,13 +864,15 @@ fn scan_staged(
         let blob = git(Some(root), &["cat-file", "blob", &format!(":{path}")])?;
         let mut line_starts = vec![0usize];
         line_starts.extend(memchr::memchr_iter(b'\n', &blob).map(|i| i + 1));
-        let locate_at = |off: usize| {
+        let mut cols = Columns::default();
+        let mut locate_at = |off: usize| {
             let idx = starts.partition_point(|&(s, _)| s <= off).saturating_sub(1);
             let (ls, no) = starts[idx];
-            let col = chars_in(&text[ls..off]) + 1;
+            let col = cols.count(&text, ls, off) + 1;
             let file_off = line_starts.get(no.saturating_sub(1)).copied().unwrap_or(0) + (off - ls);
             (no, col, file_off)
         };
+        let mut lines = PragmaLines::default();
         for (span, rule, kind, family, confidence, preview, fp) in found {
             let (line, col, start) = locate_at(span.start);
             let (end_line, end_col, end) = locate_at(span.end.saturating_sub(1).max(span.start));
@@ -820,7 +891,7 @@ fn scan_staged(
                 preview,
                 fingerprint: fp,
             };
-            let pragma = memchr::memmem::find(line_of(&text, span.start), PRAGMA).is_some();
+            let (_, pragma) = lines.at(&text, span.start);
             if !suppress.hides(&hit, pragma) {
                 sink.emit(hit)?;
             }
@@ -969,12 +1040,13 @@ fn scan_utf16(
     let text = decoded.text.as_bytes();
     let mut hits = Vec::new();
     let mut cur = Cursor::new(1);
+    let mut lines = PragmaLines::default();
     engine.scan_bytes(text, |f| {
         if wanted(args, f) {
             let mut hit = locate(shown, text, 0, f, &mut cur);
             hit.start = decoded.file_offset(f.span.start);
             hit.end = decoded.file_offset(f.span.end);
-            let pragma = memchr::memmem::find(line_of(text, f.span.start), PRAGMA).is_some();
+            let (_, pragma) = lines.at(text, f.span.start);
             hits.push((hit, pragma));
         }
         true
@@ -1108,6 +1180,24 @@ fn gitignore_matches(gi: &ignore::gitignore::Gitignore, root: &Path, path: &Path
 
 // === Output ===
 
+/// Writing findings out failed (stdout closed, as by `| head -1`, or its disk full): the scan
+/// stops there, and it is no fault of the file being scanned.
+#[derive(Debug)]
+struct OutputError(std::io::Error);
+
+impl std::fmt::Display for OutputError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "writing the findings to stdout: {}", self.0)
+    }
+}
+
+impl std::error::Error for OutputError {}
+
+/// Whether `e` is the output failing, not the path being scanned.
+fn is_output_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<OutputError>())
+}
+
 struct Sink {
     format: Format,
     collect_only: bool,
@@ -1130,7 +1220,7 @@ impl Sink {
     fn emit(&mut self, hit: Hit) -> anyhow::Result<()> {
         if !self.collect_only {
             let mut out = self.out.lock();
-            match self.format {
+            let written = match self.format {
                 Format::Text => writeln!(
                     out,
                     "{}:{}:{}: {} [{}/{}] {}",
@@ -1141,11 +1231,11 @@ impl Sink {
                     hit.kind.as_str(),
                     hit.family,
                     hit.preview
-                )?,
-                Format::Json => writeln!(out, "{}", json_line(&hit))?,
-                Format::Sarif => {}
-            }
-            out.flush()?;
+                ),
+                Format::Json => writeln!(out, "{}", json_line(&hit)),
+                Format::Sarif => Ok(()),
+            };
+            written.and_then(|()| out.flush()).map_err(OutputError)?;
         }
         self.files.insert(hit.path.clone());
         self.hits.push(hit);
@@ -1522,6 +1612,28 @@ mod tests {
         );
         assert_eq!(sarif_uri("100%?.txt"), "100%25%3F.txt");
         assert_eq!(sarif_uri("c:x/a+b(1).env"), "c%3Ax/a+b(1).env");
+    }
+
+    /// Counted on from the previous offset or afresh, columns and lines are what counting from
+    /// the line's start gives, in order or not.
+    #[test]
+    fn columns_and_pragma_lines_match_a_count_from_the_line_start() {
+        let text = "é x airlock:allow ü\nab\rcd é\n\nlast é line".as_bytes();
+        let mut offsets: Vec<usize> = (0..=text.len()).collect();
+        offsets.extend([30, 2, 9, 9, 0, text.len()]);
+        let (mut cols, mut lines) = (Columns::default(), PragmaLines::default());
+        for &o in &offsets {
+            let line = line_of(text, o);
+            let start = line.as_ptr() as usize - text.as_ptr() as usize;
+            let line_start = memchr::memrchr(b'\n', &text[..o]).map_or(0, |i| i + 1);
+            assert_eq!(
+                cols.count(text, line_start, o),
+                chars_in(&text[line_start..o]),
+                "{o}"
+            );
+            let has = memchr::memmem::find(line, PRAGMA).is_some();
+            assert_eq!(lines.at(text, o), (start..start + line.len(), has), "{o}");
+        }
     }
 
     #[test]

@@ -1382,10 +1382,6 @@ fn invocation(errors: usize) -> serde_json::Value {
     })
 }
 
-/// `path` as a SARIF `artifactLocation.uri`, which must be a URI reference (RFC 3986): every
-/// byte outside the unreserved and sub-delimiter characters is percent-encoded, so spaces and
-/// non-ASCII names validate, `%` `?` `#` do not start an escape, query or fragment, and `:` does
-/// not turn a first segment like `c:` into a scheme.
 /// A SARIF artifact location for a reported path: relative to `%SRCROOT%` (the directory
 /// scanned from, which code scanning takes as the repository root) when the path lies inside
 /// it, else an absolute `file:` URI. A path out of the root (`../shared/.env`, `/etc/app.env`)
@@ -1414,13 +1410,17 @@ fn sarif_location(path: &str, root: &Path) -> serde_json::Value {
     }
 }
 
-/// `file:///…` for an absolute path (`file:///C:/…` on Windows).
+/// `file:///…` for an absolute path, percent-encoded as [`sarif_uri`] encodes.
 fn file_uri(abs: &Path) -> String {
     let abs = abs.to_string_lossy().replace('\\', "/");
     let slash = if abs.starts_with('/') { "" } else { "/" };
     format!("file://{slash}{}", sarif_uri(&abs))
 }
 
+/// `path` as a SARIF `artifactLocation.uri`, which must be a URI reference (RFC 3986): every
+/// byte outside the unreserved and sub-delimiter characters is percent-encoded, so spaces and
+/// non-ASCII names validate, `%` `?` `#` do not start an escape, query or fragment, and `:` does
+/// not turn a first segment like `c:` into a scheme.
 fn sarif_uri(path: &str) -> String {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     let mut uri = String::with_capacity(path.len());
@@ -1638,7 +1638,7 @@ mod tests {
 
     #[test]
     fn sarif_locations_outside_the_root_are_absolute_file_uris() {
-        let root = Path::new("/work/repo");
+        let root = Path::new("/srv/projects/repo");
         let loc = |p| sarif_location(p, root);
         assert_eq!(
             loc("src/a b.rs"),
@@ -1650,7 +1650,7 @@ mod tests {
         );
         assert_eq!(
             loc("../shared/.env"),
-            serde_json::json!({"uri": "file:///work/shared/.env"})
+            serde_json::json!({"uri": "file:///srv/projects/shared/.env"})
         );
         assert_eq!(
             loc("/etc/app #1.env"),
@@ -1659,7 +1659,7 @@ mod tests {
         // A sibling whose name starts like the root's is outside it.
         assert_eq!(
             loc("../repo2/x.env"),
-            serde_json::json!({"uri": "file:///work/repo2/x.env"})
+            serde_json::json!({"uri": "file:///srv/projects/repo2/x.env"})
         );
         assert_eq!(
             loc("-"),

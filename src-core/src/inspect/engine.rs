@@ -601,7 +601,7 @@ impl Engine {
 
     fn collect_plain(&self, text: &str, decode: bool, out: &mut Vec<Raw>) {
         let bytes = text.as_bytes();
-        let mut jobs = Jobs::default();
+        let mut jobs = Jobs::new(self.rules.len());
         let mut decoded_until = 0usize;
         let mut hits: Vec<Hit> = Vec::new();
         let mut digit_blocks: Vec<u64> = Vec::new();
@@ -693,7 +693,7 @@ impl Engine {
                 self.search_group(text, &mut group, n, &mut jobs);
             }
         }
-        for (ri, job) in jobs.take_by_rule(self.rules.len()) {
+        for (ri, job) in jobs.take_by_rule() {
             match job {
                 Job::Window(s, e) => self.run_window(text, ri, s, e, out),
                 Job::Anchored(at) => self.run_anchored(text, ri, at, out),
@@ -777,7 +777,7 @@ impl Engine {
     /// Queues a regex window for a rule ([`Jobs::window`]: merged with that rule's previous
     /// window when they overlap, so a run of keyword hits costs one regex pass).
     fn push_window(&self, text: &str, ri: u32, (s, e): (usize, usize), jobs: &mut Jobs) {
-        jobs.window(self.rules.len(), ri, s, e.min(text.len()));
+        jobs.window(ri, s, e.min(text.len()));
     }
 
     fn run_window(&self, text: &str, ri: u32, s: usize, e: usize, out: &mut Vec<Raw>) {

@@ -16,8 +16,10 @@ pub(super) enum Job {
 }
 
 /// The jobs of one scan, by rule.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Jobs {
+    /// How many rules there are (rule indices are below it).
+    rules: usize,
     /// Each rule's window still growing: a window pushed that overlaps it extends it.
     open: Vec<Option<(usize, usize)>>,
     /// Jobs no longer growing, in the order they were closed.
@@ -25,11 +27,21 @@ pub(super) struct Jobs {
 }
 
 impl Jobs {
-    /// Queues a window of rule `ri` (of `rules`). Windows must come in order of their start
-    /// until [`Jobs::close`]: one that overlaps or touches the rule's open window joins it.
-    pub fn window(&mut self, rules: usize, ri: u32, start: usize, end: usize) {
+    /// No jobs yet, for rule indices below `rules`.
+    pub fn new(rules: usize) -> Self {
+        Self {
+            rules,
+            open: Vec::new(),
+            closed: Vec::new(),
+        }
+    }
+
+    /// Queues a window of rule `ri`. Windows must come in order of their start until
+    /// [`Jobs::close`]: one that overlaps or touches the rule's open window joins it.
+    pub fn window(&mut self, ri: u32, start: usize, end: usize) {
+        // Made at the first window: most scans of short text have none.
         if self.open.is_empty() {
-            self.open.resize(rules, None);
+            self.open.resize(self.rules, None);
         }
         let slot = &mut self.open[ri as usize];
         match *slot {
@@ -57,7 +69,7 @@ impl Jobs {
     }
 
     /// Every job, grouped by rule (in rule order), each rule's in the order they were queued.
-    pub fn take_by_rule(&mut self, rules: usize) -> Vec<(u32, Job)> {
+    pub fn take_by_rule(&mut self) -> Vec<(u32, Job)> {
         self.close();
         let jobs = std::mem::take(&mut self.closed);
         if jobs.len() < 32 {
@@ -66,7 +78,7 @@ impl Jobs {
             return jobs;
         }
         // A counting sort: thousands of jobs on dense text, and the rule is a small index.
-        let mut next = vec![0u32; rules + 1];
+        let mut next = vec![0u32; self.rules + 1];
         for &(ri, _) in &jobs {
             next[ri as usize + 1] += 1;
         }
@@ -89,14 +101,14 @@ mod tests {
 
     #[test]
     fn overlapping_windows_of_a_rule_join_and_others_stay_apart() {
-        let mut jobs = Jobs::default();
-        jobs.window(3, 1, 0, 10);
-        jobs.window(3, 2, 5, 8);
-        jobs.window(3, 1, 10, 20);
-        jobs.window(3, 1, 21, 30);
+        let mut jobs = Jobs::new(3);
+        jobs.window(1, 0, 10);
+        jobs.window(2, 5, 8);
+        jobs.window(1, 10, 20);
+        jobs.window(1, 21, 30);
         jobs.anchored(0, 7);
         assert_eq!(
-            jobs.take_by_rule(3),
+            jobs.take_by_rule(),
             vec![
                 (0, Job::Anchored(7)),
                 (1, Job::Window(0, 20)),
@@ -104,17 +116,17 @@ mod tests {
                 (2, Job::Window(5, 8)),
             ]
         );
-        assert!(jobs.take_by_rule(3).is_empty());
+        assert!(jobs.take_by_rule().is_empty());
     }
 
     #[test]
     fn a_closed_window_is_not_extended_by_one_before_it() {
-        let mut jobs = Jobs::default();
-        jobs.window(1, 0, 50, 60);
+        let mut jobs = Jobs::new(1);
+        jobs.window(0, 50, 60);
         jobs.close();
-        jobs.window(1, 0, 10, 55);
+        jobs.window(0, 10, 55);
         assert_eq!(
-            jobs.take_by_rule(1),
+            jobs.take_by_rule(),
             vec![(0, Job::Window(50, 60)), (0, Job::Window(10, 55))]
         );
     }
@@ -122,11 +134,11 @@ mod tests {
     /// Past the small-list path: the counting sort keeps each rule's jobs in queued order.
     #[test]
     fn many_jobs_are_grouped_by_rule_in_queued_order() {
-        let mut jobs = Jobs::default();
+        let mut jobs = Jobs::new(7);
         for i in 0..300usize {
             jobs.anchored((i % 7) as u32, i);
         }
-        let sorted = jobs.take_by_rule(7);
+        let sorted = jobs.take_by_rule();
         assert_eq!(sorted.len(), 300);
         for pair in sorted.windows(2) {
             let ((r0, Job::Anchored(a0)), (r1, Job::Anchored(a1))) = (pair[0], pair[1]) else {

@@ -479,10 +479,11 @@ impl Keywords {
         }
     }
 
-    /// Adds a hit, or for a pattern of one byte repeated, joins it to the run it lies in.
+    /// Adds a hit; for a pattern of one byte repeated, the whole run it lies in, unless that is
+    /// among the last few hits already.
     fn push(&self, hay: &[u8], mut hit: Hit, out: &mut Vec<Hit>) {
         if self.one_byte[hit.pattern as usize].is_some() {
-            if join_run(out, hit) {
+            if in_run(out, hit) {
                 return;
             }
             // Every offset of the run that leaves room for the pattern starts it: the hit is
@@ -498,9 +499,7 @@ impl Keywords {
         }
         out.push(hit);
     }
-}
 
-impl Keywords {
     /// Whether `at` lies deep enough in a run of a one-byte pattern found so far that nothing
     /// new can start there (see [`Keywords::one_byte`]).
     fn inside_run(&self, at: usize, out: &[Hit]) -> bool {
@@ -512,21 +511,14 @@ impl Keywords {
     }
 }
 
-/// Joins `hit` (of a pattern of one byte repeated) to an overlapping hit of its pattern among the last
-/// few found, if there is one: offsets are tried nearly in order, so its neighbour in the run
-/// is close. Not finding it only costs a second hit.
-fn join_run(out: &mut [Hit], hit: Hit) -> bool {
+/// Whether `hit` (of a pattern of one byte repeated) lies in a run of its pattern among the
+/// last few hits: offsets are tried nearly in order, so the run found at a neighbour is close.
+/// Not finding it only costs the same run pushed twice, which `dedup` removes.
+fn in_run(out: &[Hit], hit: Hit) -> bool {
     let tail = out.len().saturating_sub(16);
-    let Some(h) = out[tail..]
-        .iter_mut()
-        .rev()
-        .find(|h| h.pattern == hit.pattern && h.start <= hit.end && hit.start <= h.end)
-    else {
-        return false;
-    };
-    h.start = h.start.min(hit.start);
-    h.end = h.end.max(hit.end);
-    true
+    out[tail..]
+        .iter()
+        .any(|h| h.pattern == hit.pattern && h.start <= hit.start && hit.end <= h.end)
 }
 
 /// The order hits are reported in: by end, then start (then pattern, so equal hits are
@@ -646,11 +638,7 @@ mod tests {
                 end: m.end(),
                 pattern: m.pattern().as_u32(),
             };
-            if m.len() < 2
-                || !hay[m.range()]
-                    .iter()
-                    .all(|b| b.eq_ignore_ascii_case(&hay[m.start()]))
-            {
+            if !crate::inspect::rules::one_byte_keyword(&hay[m.range()]) {
                 hits.push(hit);
                 continue;
             }
